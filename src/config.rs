@@ -1,0 +1,376 @@
+//! Settings: a TOML file (or the embedded default) → `FHIRGATE__SECTION__KEY` overrides → checks.
+//! Invalid settings stop the boot with a message naming the key.
+
+use crate::domain::{DestinationSlug, EnvironmentFlag, Param};
+use crate::secret::Secret;
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use url::Url;
+use uuid::Uuid;
+use validator::Validate;
+
+/// The example configuration, which is also the built-in default.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../config/fhirgate.example.toml");
+
+/// Everything the gateway reads at boot.
+#[derive(Debug, Clone, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default)]
+    #[validate(nested)]
+    pub server: ServerSettings,
+    #[serde(default)]
+    #[validate(nested)]
+    pub store: StoreSettings,
+    #[serde(default)]
+    #[validate(nested)]
+    pub upstream: UpstreamSettings,
+    #[serde(default)]
+    pub log: LogSettings,
+    #[serde(default)]
+    #[validate(nested)]
+    pub destinations: Vec<DestinationSettings>,
+}
+
+/// `[server]`: where the gateway listens and how partners reach it.
+#[derive(Debug, Clone, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address and port to bind; port 0 picks a free one.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// The base URL partners use; the gateway's status URLs start with it.
+    #[serde(default = "default_public_url")]
+    pub public_url: Url,
+    /// Largest accepted request body, in bytes.
+    #[serde(default = "default_body_limit")]
+    #[validate(range(min = 1024, max = 16_777_216))]
+    pub body_limit_bytes: usize,
+    /// Worker threads; 0 means one per core.
+    #[serde(default)]
+    #[validate(range(max = 256))]
+    pub workers: usize,
+}
+
+/// `[store]`: where jobs are kept.
+#[derive(Debug, Clone, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    /// `sqlite://path/to/file.db` (embedded default) or `postgres://…`.
+    #[serde(default = "default_store_url")]
+    #[validate(length(min = 1))]
+    pub url: String,
+    /// Connections in the pool.
+    #[serde(default = "default_pool")]
+    #[validate(range(min = 1, max = 128))]
+    pub max_connections: u32,
+}
+
+/// `[upstream]`: outbound HTTP to the EHRs.
+#[derive(Debug, Clone, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSettings {
+    /// Seconds to establish a connection.
+    #[serde(default = "default_connect_timeout")]
+    #[validate(range(min = 0.05, max = 120.0))]
+    pub connect_timeout_secs: f64,
+    /// Seconds for a whole kick-off or status request, answer included.
+    #[serde(default = "default_request_timeout")]
+    #[validate(range(min = 0.05, max = 600.0))]
+    pub request_timeout_secs: f64,
+}
+
+/// `[log]`: how the gateway logs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// `pretty` for people, `json` for log pipelines.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A `RUST_LOG`-style filter; `RUST_LOG` itself wins when set.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
+}
+
+/// The vendor profile a destination speaks.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum Vendor {
+    /// A spec-conformant Bulk Data v2 server.
+    BulkData,
+    /// Oracle Health (Cerner/Millennium), seeds 002/003.
+    OracleHealth,
+    /// Netsmart, seed 001.
+    Netsmart,
+}
+
+impl Vendor {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Vendor::BulkData => "bulk-data",
+            Vendor::OracleHealth => "oracle-health",
+            Vendor::Netsmart => "netsmart",
+        }
+    }
+}
+
+/// `[[destinations]]`: one EHR the gateway routes to.
+#[derive(Debug, Clone, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationSettings {
+    /// The `{destinationSlug}` of the partner-facing URLs.
+    pub slug: DestinationSlug,
+    /// The Redox destination id (a UUID), as partners put it in `Meta.Destinations[].ID`.
+    pub id: Option<Uuid>,
+    /// A name for people.
+    #[validate(length(min = 1, max = 128))]
+    pub name: String,
+    pub vendor: Vendor,
+    /// One entry per environment flag this destination has.
+    pub environments: BTreeMap<EnvironmentFlag, EnvironmentSettings>,
+}
+
+/// `[destinations.environments.<Development|Staging|Production>]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentSettings {
+    /// The upstream FHIR base URL, e.g. `https://fhir-ehr.cerner.com/r4/{tenant}`.
+    pub base_url: Url,
+    /// How the gateway authenticates to this upstream.
+    #[serde(default)]
+    pub auth: AuthSettings,
+    /// Overrides the vendor profile's supported kick-off parameters for this tenant.
+    pub supported_parameters: Option<Vec<Param>>,
+}
+
+/// How the gateway authenticates to an upstream.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum AuthSettings {
+    /// No Authorization header.
+    #[default]
+    None,
+    /// A static bearer token read from an environment variable or a file, never from this file.
+    Bearer {
+        token_env: Option<String>,
+        token_file: Option<PathBuf>,
+    },
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".to_owned()
+}
+fn default_public_url() -> Url {
+    Url::parse("http://127.0.0.1:8080").expect("static URL")
+}
+fn default_body_limit() -> usize {
+    64 * 1024
+}
+fn default_store_url() -> String {
+    "sqlite://data/fhirgate.db".to_owned()
+}
+fn default_pool() -> u32 {
+    8
+}
+fn default_connect_timeout() -> f64 {
+    5.0
+}
+fn default_request_timeout() -> f64 {
+    30.0
+}
+fn default_log_level() -> String {
+    "info".to_owned()
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            listen: default_listen(),
+            public_url: default_public_url(),
+            body_limit_bytes: default_body_limit(),
+            workers: 0,
+        }
+    }
+}
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            url: default_store_url(),
+            max_connections: default_pool(),
+        }
+    }
+}
+impl Default for UpstreamSettings {
+    fn default() -> Self {
+        UpstreamSettings {
+            connect_timeout_secs: default_connect_timeout(),
+            request_timeout_secs: default_request_timeout(),
+        }
+    }
+}
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            format: LogFormat::default(),
+            level: default_log_level(),
+        }
+    }
+}
+
+/// Why the settings could not be used; the message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {0} not found")]
+    Missing(PathBuf),
+    #[error("{0}")]
+    Parse(String),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Settings {
+    /// Loads the file at `path` (or the embedded default), applies `FHIRGATE__` overrides, and checks it.
+    pub fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
+        let base = match path {
+            Some(p) if !p.exists() => return Err(ConfigError::Missing(p.to_owned())),
+            Some(p) => Figment::from(Toml::file(p)),
+            None => Figment::from(Toml::string(EMBEDDED_DEFAULT)),
+        };
+        Self::from_figment(base.merge(Env::prefixed("FHIRGATE__").split("__")))
+    }
+
+    /// Parses settings from TOML text alone (tests, `check-config` of a string).
+    pub fn from_toml(text: &str) -> Result<Settings, ConfigError> {
+        Self::from_figment(Figment::from(Toml::string(text)))
+    }
+
+    fn from_figment(figment: Figment) -> Result<Settings, ConfigError> {
+        let settings: Settings = figment
+            .extract()
+            .map_err(|e| ConfigError::Parse(e.to_string()))?;
+        settings.check()?;
+        Ok(settings)
+    }
+
+    /// Every rule a value must meet beyond its type; messages name the key.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        self.validate()
+            .map_err(|e| ConfigError::Invalid(e.to_string().replace('\n', "; ")))?;
+        let invalid = |key: String, why: &str| Err(ConfigError::Invalid(format!("{key}: {why}")));
+        if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
+            return invalid("server.listen".into(), "must be an address and port such as 127.0.0.1:8080");
+        }
+        if !matches!(self.server.public_url.scheme(), "http" | "https") {
+            return invalid("server.public_url".into(), "must be an http or https URL");
+        }
+        if !(self.store.url.starts_with("sqlite:") || self.store.url.starts_with("postgres://") || self.store.url.starts_with("postgresql://")) {
+            return invalid("store.url".into(), "must start with sqlite: or postgres://");
+        }
+        for (i, d) in self.destinations.iter().enumerate() {
+            if self.destinations[..i].iter().any(|o| o.slug == d.slug) {
+                return invalid(format!("destinations[{i}].slug"), "is used by another destination");
+            }
+            if d.environments.is_empty() {
+                return invalid(format!("destinations[{i}].environments"), "needs at least one environment");
+            }
+            for (env, e) in &d.environments {
+                let key = format!("destinations[{i}].environments.{env}");
+                if !matches!(e.base_url.scheme(), "http" | "https") || e.base_url.cannot_be_a_base() {
+                    return invalid(format!("{key}.base_url"), "must be an http or https URL");
+                }
+                if e.base_url.query().is_some() || e.base_url.fragment().is_some() {
+                    return invalid(format!("{key}.base_url"), "must not carry a query or fragment");
+                }
+                if let AuthSettings::Bearer { token_env, token_file } = &e.auth {
+                    if token_env.is_some() == token_file.is_some() {
+                        return invalid(format!("{key}.auth"), "bearer auth needs exactly one of token_env or token_file");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl AuthSettings {
+    /// Reads the credential this auth names. `key` names the setting in the error.
+    pub fn resolve(&self, key: &str) -> Result<Option<Secret>, ConfigError> {
+        match self {
+            AuthSettings::None => Ok(None),
+            AuthSettings::Bearer {
+                token_env: Some(var), ..
+            } => match std::env::var(var) {
+                Ok(v) if !v.trim().is_empty() => Ok(Some(Secret::new(v.trim()))),
+                _ => Err(ConfigError::Invalid(format!(
+                    "{key}.auth.token_env: environment variable {var} is not set"
+                ))),
+            },
+            AuthSettings::Bearer {
+                token_file: Some(path), ..
+            } => match std::fs::read_to_string(path) {
+                Ok(v) if !v.trim().is_empty() => Ok(Some(Secret::new(v.trim()))),
+                _ => Err(ConfigError::Invalid(format!(
+                    "{key}.auth.token_file: {} cannot be read or is empty",
+                    path.display()
+                ))),
+            },
+            AuthSettings::Bearer { .. } => Err(ConfigError::Invalid(format!(
+                "{key}.auth: bearer auth needs token_env or token_file"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_default_is_valid() {
+        Settings::from_toml(EMBEDDED_DEFAULT).expect("the example config must load");
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_in_the_error() {
+        let err = Settings::from_toml("[server]\nlisten = \"127.0.0.1:1\"\nlsiten = 3\n").unwrap_err();
+        assert!(err.to_string().contains("lsiten"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_base_url_is_named_in_the_error() {
+        let toml = r#"
+[[destinations]]
+slug = "ehr"
+name = "EHR"
+vendor = "bulk-data"
+[destinations.environments.Development]
+base_url = "ftp://example.org/fhir"
+"#;
+        let err = Settings::from_toml(toml).unwrap_err().to_string();
+        assert!(err.contains("destinations[0].environments.Development.base_url"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_environment_flag_is_refused() {
+        let toml = r#"
+[[destinations]]
+slug = "ehr"
+name = "EHR"
+vendor = "bulk-data"
+[destinations.environments.production]
+base_url = "https://example.org/fhir"
+"#;
+        assert!(Settings::from_toml(toml).is_err());
+    }
+}

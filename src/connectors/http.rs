@@ -1,0 +1,154 @@
+//! Outbound HTTP in one place: one client, timeouts, no automatic redirects, bounded answers, and
+//! `Retry-After` read the way real servers send it.
+
+use super::request::UpstreamRequest;
+use crate::config::UpstreamSettings;
+use crate::secret::Secret;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use std::time::Duration;
+
+/// Largest upstream answer read for a kick-off or status call; manifests are small.
+const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
+
+/// The shared client for every upstream.
+#[derive(Debug, Clone)]
+pub struct UpstreamClient {
+    client: reqwest::Client,
+}
+
+/// An upstream's answer, read whole.
+#[derive(Debug)]
+pub struct UpstreamAnswer {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// Why no answer came back.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("the upstream did not answer in time")]
+    Timeout,
+    #[error("the upstream could not be reached")]
+    Unreachable,
+    #[error("the upstream's answer was larger than {MAX_ANSWER_BYTES} bytes")]
+    TooLarge,
+    #[error("the request could not be built: {0}")]
+    Build(String),
+}
+
+impl UpstreamClient {
+    pub fn new(settings: &UpstreamSettings) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs_f64(settings.connect_timeout_secs))
+            .timeout(Duration::from_secs_f64(settings.request_timeout_secs))
+            // Redirects are followed by hand, so Authorization never leaves the upstream's origin.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("fhirgate/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(UpstreamClient { client })
+    }
+
+    /// Sends `req`, adding `Authorization: Bearer` when a token is given.
+    pub async fn send(&self, req: &UpstreamRequest, token: Option<&Secret>) -> Result<UpstreamAnswer, TransportError> {
+        let method = reqwest::Method::from_bytes(req.method.as_bytes())
+            .map_err(|e| TransportError::Build(e.to_string()))?;
+        let mut headers = HeaderMap::new();
+        for (name, value) in &req.headers {
+            let value = HeaderValue::from_str(value).map_err(|e| TransportError::Build(e.to_string()))?;
+            headers.insert(HeaderName::from_static(static_lower(name)), value);
+        }
+        if let Some(token) = token {
+            let mut v = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+                .map_err(|_| TransportError::Build("the token is not a valid header value".into()))?;
+            v.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+        }
+        let mut builder = self.client.request(method, &req.url).headers(headers);
+        if let Some(body) = &req.body {
+            builder = builder.body(body.to_string());
+        }
+        let response = builder.send().await.map_err(classify)?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let mut body = Vec::new();
+        let mut stream = response.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(classify)?;
+            if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+                return Err(TransportError::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(UpstreamAnswer {
+            status,
+            headers,
+            body: Bytes::from(body),
+        })
+    }
+}
+
+/// Header names in requests are a fixed, small set; `from_static` needs them lowercase.
+fn static_lower(name: &'static str) -> &'static str {
+    match name {
+        "Accept" => "accept",
+        "Prefer" => "prefer",
+        "X-Request-ID" => "x-request-id",
+        "Content-Type" => "content-type",
+        other => other,
+    }
+}
+
+fn classify(e: reqwest::Error) -> TransportError {
+    if e.is_timeout() {
+        TransportError::Timeout
+    } else {
+        TransportError::Unreachable
+    }
+}
+
+/// Largest wait the gateway passes on or honours; Oracle Health's 600 s fits well inside it.
+pub const MAX_RETRY_AFTER_SECS: u64 = 24 * 3600;
+
+/// Reads `Retry-After` as seconds: delta-seconds, an HTTP-date, or (a quirk seen in real servers) an
+/// absolute epoch time sent as a number. Clamped to a day.
+pub fn retry_after_secs(headers: &HeaderMap, now: DateTime<Utc>) -> Option<u64> {
+    let raw = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let secs = if let Ok(n) = raw.parse::<u64>() {
+        // Anything past a year of seconds is an epoch timestamp, not a delay.
+        if n > 365 * 24 * 3600 {
+            (n as i64 - now.timestamp()).max(0) as u64
+        } else {
+            n
+        }
+    } else {
+        let at = DateTime::parse_from_rfc2822(raw).ok()?;
+        (at.timestamp() - now.timestamp()).max(0) as u64
+    };
+    Some(secs.min(MAX_RETRY_AFTER_SECS))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(reqwest::header::RETRY_AFTER, HeaderValue::from_str(v).unwrap());
+        h
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_dates_and_epoch_times() {
+        let now = DateTime::parse_from_rfc3339("2025-07-22T23:59:00Z").unwrap().with_timezone(&Utc);
+        assert_eq!(retry_after_secs(&headers("600"), now), Some(600));
+        assert_eq!(retry_after_secs(&headers("Tue, 22 Jul 2025 23:59:59 GMT"), now), Some(59));
+        assert_eq!(retry_after_secs(&headers(&(now.timestamp() + 120).to_string()), now), Some(120));
+        assert_eq!(retry_after_secs(&headers("31000000"), now), Some(MAX_RETRY_AFTER_SECS));
+        assert_eq!(retry_after_secs(&headers("soon"), now), None);
+        assert_eq!(retry_after_secs(&headers("Mon, 01 Jan 2024 00:00:00 GMT"), now), Some(0));
+    }
+}

@@ -1,0 +1,187 @@
+//! Connectors: one per (destination, environment), each a vendor profile's capability table plus the
+//! few behaviours that really differ, over one shared HTTP client.
+
+pub mod bulk_data;
+pub mod capabilities;
+pub mod http;
+pub mod netsmart;
+pub mod oracle_health;
+pub mod plan;
+pub mod registry;
+pub mod request;
+
+use crate::config::Vendor;
+use crate::domain::{DestinationSlug, EnvironmentFlag, ExportKickoff, Issue, IssueCode};
+use crate::fhir::OperationOutcome;
+use crate::secret::Secret;
+use capabilities::Capabilities;
+use chrono::Utc;
+use http::{TransportError, UpstreamAnswer, UpstreamClient, retry_after_secs};
+use plan::{KickoffPlan, plan_kickoff};
+use request::{UpstreamRequest, kickoff_request};
+use url::Url;
+use uuid::Uuid;
+
+/// The capability table a vendor profile starts from.
+pub fn profile_capabilities(vendor: Vendor) -> Capabilities {
+    match vendor {
+        Vendor::BulkData => bulk_data::capabilities(),
+        Vendor::OracleHealth => oracle_health::capabilities(),
+        Vendor::Netsmart => netsmart::capabilities(),
+    }
+}
+
+/// What went wrong upstream, in terms the HTTP layer maps to a status.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpstreamError {
+    /// A 4xx answer with the EHR's issues, passed on with its status.
+    #[error("the EHR refused the request with HTTP {status}")]
+    Rejected { status: u16, issues: Vec<Issue> },
+    /// A 429, with the wait the EHR asked for.
+    #[error("the EHR is throttling requests")]
+    Throttled { retry_after: Option<u64>, issues: Vec<Issue> },
+    /// A 5xx.
+    #[error("the EHR failed with HTTP {status}")]
+    ServerError { status: u16 },
+    #[error("the EHR did not answer in time")]
+    Timeout,
+    #[error("the EHR could not be reached")]
+    Unreachable,
+    /// An answer the gateway cannot use (no Content-Location, not JSON, an unexpected status).
+    #[error("the EHR's answer was unusable: {0}")]
+    BadAnswer(String),
+}
+
+impl From<TransportError> for UpstreamError {
+    fn from(e: TransportError) -> Self {
+        match e {
+            TransportError::Timeout => UpstreamError::Timeout,
+            TransportError::Unreachable => UpstreamError::Unreachable,
+            TransportError::TooLarge => UpstreamError::BadAnswer("the answer was too large".into()),
+            TransportError::Build(m) => UpstreamError::BadAnswer(format!("the request could not be built ({m})")),
+        }
+    }
+}
+
+/// The EHR's own issues, prefixed so the partner knows who said them.
+fn upstream_issues(answer: &UpstreamAnswer) -> Result<Vec<Issue>, UpstreamError> {
+    let prefix = |d: &str| format!("The EHR answered HTTP {}: {d}", answer.status);
+    if answer.body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(vec![Issue::general(
+            IssueCode::from_wire(default_code(answer.status)),
+            prefix("(no details given)"),
+        )]);
+    }
+    let value: serde_json::Value = serde_json::from_slice(&answer.body)
+        .map_err(|_| UpstreamError::BadAnswer(format!("HTTP {} with a body that is not JSON", answer.status)))?;
+    match serde_json::from_value::<OperationOutcome>(value) {
+        Ok(oo) if oo.resource_type == "OperationOutcome" && !oo.issue.is_empty() => Ok(oo
+            .issue
+            .iter()
+            .map(|i| Issue {
+                severity: crate::domain::Severity::Error,
+                code: IssueCode::from_wire(&i.code),
+                diagnostics: prefix(i.diagnostics.as_deref().unwrap_or("(no diagnostics)")),
+                expression: i.expression.first().cloned(),
+            })
+            .collect()),
+        _ => Ok(vec![Issue::general(
+            IssueCode::from_wire(default_code(answer.status)),
+            prefix("(not an OperationOutcome)"),
+        )]),
+    }
+}
+
+fn default_code(status: u16) -> &'static str {
+    match status {
+        404 | 410 => "not-found",
+        401 | 403 => "security",
+        409 => "conflict",
+        429 => "throttled",
+        _ => "processing",
+    }
+}
+
+/// One upstream: a destination in one environment.
+#[derive(Debug)]
+pub struct Connector {
+    pub slug: DestinationSlug,
+    pub environment: EnvironmentFlag,
+    pub destination_id: Option<Uuid>,
+    pub name: String,
+    pub vendor: Vendor,
+    pub base_url: Url,
+    pub capabilities: Capabilities,
+    token: Option<Secret>,
+    http: UpstreamClient,
+}
+
+impl Connector {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        slug: DestinationSlug,
+        environment: EnvironmentFlag,
+        destination_id: Option<Uuid>,
+        name: String,
+        vendor: Vendor,
+        base_url: Url,
+        capabilities: Capabilities,
+        token: Option<Secret>,
+        http: UpstreamClient,
+    ) -> Self {
+        Connector {
+            slug,
+            environment,
+            destination_id,
+            name,
+            vendor,
+            base_url,
+            capabilities,
+            token,
+            http,
+        }
+    }
+
+    /// Fits a validated kick-off to this destination (see [`plan_kickoff`]).
+    pub fn plan(&self, kickoff: ExportKickoff, unknown: &[String], lenient: bool) -> Result<KickoffPlan, Vec<Issue>> {
+        plan_kickoff(self.slug.as_str(), self.vendor, &self.capabilities, kickoff, unknown, lenient)
+    }
+
+    /// The request this destination's EHR accepts for `plan`.
+    pub fn kickoff_request(&self, plan: &KickoffPlan, log_id: Uuid) -> UpstreamRequest {
+        kickoff_request(&self.base_url, &self.capabilities, plan, log_id)
+    }
+
+    /// Sends the kick-off; on 202 returns the upstream's status URL (never shown to the partner).
+    pub async fn kickoff(&self, req: &UpstreamRequest) -> Result<Url, UpstreamError> {
+        let answer = self.http.send(req, self.token.as_ref()).await?;
+        match answer.status {
+            202 => {
+                let location = answer
+                    .headers
+                    .get(reqwest::header::CONTENT_LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .filter(|v| !v.trim().is_empty())
+                    .ok_or_else(|| UpstreamError::BadAnswer("HTTP 202 without a Content-Location".into()))?;
+                let base = Url::parse(&req.url).map_err(|e| UpstreamError::BadAnswer(e.to_string()))?;
+                let url = base
+                    .join(location.trim())
+                    .map_err(|_| UpstreamError::BadAnswer("a Content-Location that is not a URL".into()))?;
+                if !matches!(url.scheme(), "http" | "https") {
+                    return Err(UpstreamError::BadAnswer("a Content-Location that is not an http(s) URL".into()));
+                }
+                Ok(url)
+            }
+            429 => Err(UpstreamError::Throttled {
+                retry_after: retry_after_secs(&answer.headers, Utc::now()),
+                issues: upstream_issues(&answer).unwrap_or_default(),
+            }),
+            400..=499 => Err(UpstreamError::Rejected {
+                status: answer.status,
+                issues: upstream_issues(&answer)?,
+            }),
+            500..=599 => Err(UpstreamError::ServerError { status: answer.status }),
+            other => Err(UpstreamError::BadAnswer(format!("HTTP {other} to a kick-off"))),
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! The upstream kick-off request, built as plain data: the `validate` CLI prints it, tests snapshot it,
+//! and the HTTP layer sends it with the credential added last.
+
+use super::capabilities::Capabilities;
+use super::plan::KickoffPlan;
+use crate::domain::Param;
+use crate::fhir::parameters::write_parameters;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde::Serialize;
+use serde_json::Value;
+use url::Url;
+use uuid::Uuid;
+
+/// Characters left as they are in a query value: RFC 3986 unreserved, plus `,` `:` `/`, which FHIR
+/// values use and query strings allow. Everything else (`&`, `=`, `+`, `?`, `#`, `%`, spaces…) is encoded.
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b',')
+    .remove(b':')
+    .remove(b'/');
+
+/// A request to send upstream, without its Authorization header.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UpstreamRequest {
+    pub method: &'static str,
+    pub url: String,
+    pub headers: Vec<(&'static str, String)>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<Value>,
+}
+
+impl UpstreamRequest {
+    /// A stable digest of what is asked upstream, so a retried Log ID can be told from a reused one.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(self.method.as_bytes());
+        h.update([0]);
+        h.update(self.url.as_bytes());
+        h.update([0]);
+        if let Some(body) = &self.body {
+            h.update(body.to_string().as_bytes());
+        }
+        let digest = h.finalize();
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// The `{base}/…/$export` URL for a plan, before any query.
+pub fn operation_url(base: &Url, plan: &KickoffPlan) -> String {
+    format!(
+        "{}/{}",
+        base.as_str().trim_end_matches('/'),
+        plan.kickoff.level.operation_path()
+    )
+}
+
+/// Builds the kick-off: GET with the parameters in the query, or POST with a `Parameters` body when
+/// the destination takes `patient` that way and the plan has patients.
+pub fn kickoff_request(base: &Url, caps: &Capabilities, plan: &KickoffPlan, log_id: Uuid) -> UpstreamRequest {
+    let params = &plan.kickoff.params;
+    let prefer = if plan.lenient && caps.lenient {
+        "respond-async, handling=lenient"
+    } else {
+        "respond-async"
+    };
+    let mut headers = vec![
+        ("Accept", "application/fhir+json".to_owned()),
+        ("Prefer", prefer.to_owned()),
+        ("X-Request-ID", log_id.to_string()),
+    ];
+    let url = operation_url(base, plan);
+    if params.has(Param::Patient) && caps.patient_by_post {
+        headers.push(("Content-Type", "application/fhir+json".to_owned()));
+        return UpstreamRequest {
+            method: "POST",
+            url,
+            headers,
+            body: Some(write_parameters(params)),
+        };
+    }
+    let mut query = String::new();
+    for param in params.present() {
+        for value in params.wire_values(param) {
+            query.push(if query.is_empty() { '?' } else { '&' });
+            query.push_str(param.as_str());
+            query.push('=');
+            query.extend(utf8_percent_encode(&value, QUERY_VALUE));
+        }
+    }
+    UpstreamRequest {
+        method: "GET",
+        url: url + &query,
+        headers,
+        body: None,
+    }
+}

@@ -1,0 +1,202 @@
+//! The kick-off use case: validate, route, reserve the job, call the EHR, record the outcome.
+
+use crate::connectors::Connector;
+use crate::domain::{ExportKickoff, ExportKind, Issue, IssueCode};
+use crate::envelope::reader::Reader;
+use crate::envelope::{Meta, RouteTarget, normalise_native, parse_envelope, read_params};
+use crate::error::{ApiError, Failure};
+use crate::jobs::{AttemptOutcome, Claim, NewJob, STALE_PENDING};
+use crate::state::AppState;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Instant;
+use uuid::Uuid;
+
+/// How the partner sent the kick-off.
+#[derive(Debug, Clone)]
+pub enum KickoffForm {
+    /// A Redox envelope (JSON body).
+    Envelope(Value),
+    /// FHIR-native: query-string pairs and/or a `Parameters` body, flattened.
+    Native(Vec<(String, Value)>),
+}
+
+/// A kick-off as it arrived, before any check.
+#[derive(Debug, Clone)]
+pub struct KickoffRequest {
+    pub slug: String,
+    pub environment: String,
+    pub kind: ExportKind,
+    pub path_group_id: Option<String>,
+    pub form: KickoffForm,
+    /// `Prefer: handling=lenient` was sent.
+    pub lenient: bool,
+}
+
+/// A kick-off the EHR accepted (now or on an earlier attempt of the same Log ID).
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    pub job_id: Uuid,
+    pub log_id: Uuid,
+    pub attempt_id: Uuid,
+    pub content_location: String,
+    pub dropped: Vec<String>,
+    /// The request's Meta (envelope form only).
+    pub meta: Option<Meta>,
+    /// True when an earlier attempt had already been accepted and no upstream call was made.
+    pub replayed: bool,
+}
+
+/// A validated kick-off with its envelope Meta, when there was one.
+struct Parsed {
+    kickoff: ExportKickoff,
+    meta: Option<Meta>,
+    unknown: Vec<String>,
+}
+
+fn parse(req: &KickoffRequest) -> Result<Parsed, Vec<Issue>> {
+    let target = RouteTarget {
+        kind: req.kind,
+        path_group_id: req.path_group_id.as_deref(),
+    };
+    match &req.form {
+        KickoffForm::Envelope(body) => parse_envelope(body, target).map(|e| Parsed {
+            kickoff: e.kickoff,
+            meta: Some(e.meta),
+            unknown: Vec::new(),
+        }),
+        KickoffForm::Native(pairs) => {
+            let native = normalise_native(pairs);
+            let mut issues = native.issues;
+            let level = target.level(&mut issues);
+            let mut r = Reader::new(&native.map, "", &mut issues);
+            let params = read_params(&mut r, req.kind);
+            match level {
+                Some(level) if issues.is_empty() => Ok(Parsed {
+                    kickoff: ExportKickoff { level, params },
+                    meta: None,
+                    unknown: native.unknown,
+                }),
+                _ => Err(issues),
+            }
+        }
+    }
+}
+
+/// The source a job belongs to. Until partners authenticate, it is the envelope's `Meta.Source.ID`.
+fn source_key(meta: Option<&Meta>) -> String {
+    meta.and_then(Meta::source_id)
+        .map(|id| id.to_string())
+        .unwrap_or_else(|| "anonymous".to_owned())
+}
+
+/// Runs a kick-off end to end.
+pub async fn kick_off(state: &AppState, req: KickoffRequest) -> Result<Accepted, Failure> {
+    let connector: Arc<Connector> = state.registry.get(&req.slug, &req.environment).ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "No destination '{}' is configured for environment '{}'.",
+            crate::domain::shorten(&req.slug),
+            crate::domain::shorten(&req.environment)
+        ))
+    })?;
+    let parsed = parse(&req).map_err(ApiError::Invalid)?;
+    let request_log_id = parsed.meta.as_ref().and_then(Meta::log_id);
+    let log_id = request_log_id.unwrap_or_else(Uuid::new_v4);
+    let fail = |e: ApiError| Failure::new(e, Some(log_id));
+
+    let plan = connector
+        .plan(parsed.kickoff, &parsed.unknown, req.lenient)
+        .map_err(|issues| fail(ApiError::Invalid(issues)))?;
+    let upstream = connector.kickoff_request(&plan, log_id);
+    let attempt_id = Uuid::new_v4();
+    let new_job = NewJob {
+        id: Uuid::new_v4(),
+        source_key: source_key(parsed.meta.as_ref()),
+        log_id,
+        attempt_id,
+        destination: connector.slug.as_str().to_owned(),
+        environment: connector.environment.as_str().to_owned(),
+        event_type: req.kind.event_type().to_owned(),
+        group_id: plan.kickoff.level.group_id().map(|g| g.as_str().to_owned()),
+        fingerprint: upstream.fingerprint(),
+    };
+    let accepted = |job_id: Uuid, replayed: bool| Accepted {
+        job_id,
+        log_id,
+        attempt_id,
+        content_location: state.status_url(connector.slug.as_str(), connector.environment, job_id),
+        dropped: plan.dropped.clone(),
+        meta: parsed.meta.clone(),
+        replayed,
+    };
+
+    let job_id = match state.store.claim(&new_job, STALE_PENDING).await.map_err(|e| fail(e.into()))? {
+        Claim::New => new_job.id,
+        Claim::Retry { job_id, attempt } => {
+            tracing::info!(message = "Retrying a failed kick-off.", log_id = %log_id, job_id = %job_id, attempt);
+            job_id
+        }
+        Claim::Existing(job) => {
+            tracing::info!(message = "Kick-off already accepted; answering from the job store.", log_id = %log_id, job_id = %job.id);
+            return Ok(accepted(job.id, true));
+        }
+        Claim::InFlight => {
+            return Err(fail(ApiError::Conflict(
+                "A kick-off with this Log ID is being processed; retry in a few seconds.".into(),
+            )));
+        }
+        Claim::Mismatch => {
+            return Err(fail(ApiError::Invalid(vec![Issue::at(
+                IssueCode::Conflict,
+                "Meta.Logs[0].ID",
+                "was already used for a different kick-off; a retry must repeat the same envelope, a new request needs a new Log ID",
+            )])));
+        }
+    };
+
+    let started = Instant::now();
+    let result = connector.kickoff(&upstream).await;
+    let latency_ms = started.elapsed().as_millis() as u64;
+    match result {
+        Ok(status_url) => {
+            let outcome = AttemptOutcome::Accepted {
+                upstream_status_url: status_url.to_string(),
+                upstream_status: 202,
+            };
+            state
+                .store
+                .finish_attempt(job_id, attempt_id, &outcome)
+                .await
+                .map_err(|e| fail(e.into()))?;
+            tracing::info!(
+                message = "Kick-off accepted.",
+                log_id = %log_id, attempt_id = %attempt_id, job_id = %job_id,
+                destination = %connector.slug, environment = %connector.environment, latency_ms
+            );
+            Ok(accepted(job_id, false))
+        }
+        Err(e) => {
+            let error = ApiError::Upstream(e);
+            tracing::warn!(
+                message = "Upstream refused or failed the kick-off.",
+                log_id = %log_id, attempt_id = %attempt_id, job_id = %job_id,
+                destination = %connector.slug, environment = %connector.environment,
+                code = error.code(), status = %error.status(), latency_ms
+            );
+            let upstream_status = match &error {
+                ApiError::Upstream(crate::connectors::UpstreamError::Rejected { status, .. }) => Some(*status),
+                ApiError::Upstream(crate::connectors::UpstreamError::ServerError { status }) => Some(*status),
+                ApiError::Upstream(crate::connectors::UpstreamError::Throttled { .. }) => Some(429),
+                _ => None,
+            };
+            let outcome = AttemptOutcome::Failed {
+                error_code: error.code().to_owned(),
+                upstream_status,
+            };
+            if let Err(store_error) = state.store.finish_attempt(job_id, attempt_id, &outcome).await {
+                tracing::error!(message = "Could not record a failed attempt.", log_id = %log_id, error = %store_error);
+            }
+            Err(fail(error))
+        }
+    }
+}

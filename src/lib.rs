@@ -1,0 +1,14 @@
+pub mod config;
+pub mod connectors;
+pub mod domain;
+pub mod envelope;
+pub mod error;
+pub mod fhir;
+pub mod jobs;
+pub mod kickoff;
+pub mod routes;
+pub mod secret;
+pub mod startup;
+pub mod state;
+pub mod telemetry;
+pub mod validate;

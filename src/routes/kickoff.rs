@@ -1,0 +1,137 @@
+//! `…/Group/{groupId}/$export`, `…/Patient/$export`, `…/$export`: envelope or FHIR-native kick-off.
+
+use super::{read_body, require_json_accept};
+use crate::domain::ExportKind;
+use crate::envelope::SystemExportResponse;
+use crate::error::{ApiError, FHIR_JSON, Failure};
+use crate::fhir::OperationOutcome;
+use crate::fhir::parameters::read_parameters;
+use crate::domain::{Issue, IssueCode};
+use crate::kickoff::{Accepted, KickoffForm, KickoffRequest, kick_off};
+use crate::state::AppState;
+use actix_web::http::header::{CONTENT_LOCATION, CONTENT_TYPE};
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde_json::Value;
+
+pub async fn group_export(req: HttpRequest, body: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse, Failure> {
+    handle(req, body, state, ExportKind::Group).await
+}
+
+pub async fn patient_export(req: HttpRequest, body: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse, Failure> {
+    handle(req, body, state, ExportKind::Patient).await
+}
+
+pub async fn system_export(req: HttpRequest, body: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse, Failure> {
+    handle(req, body, state, ExportKind::System).await
+}
+
+async fn handle(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+    kind: ExportKind,
+) -> Result<HttpResponse, Failure> {
+    require_json_accept(&req)?;
+    let body = read_body(&req, body, state.settings.server.body_limit_bytes).await?;
+    let form = form_of(&req, &body)?;
+    let native = matches!(form, KickoffForm::Native(_));
+    let info = req.match_info();
+    let request = KickoffRequest {
+        slug: info.get("slug").unwrap_or_default().to_owned(),
+        environment: info.get("env").unwrap_or_default().to_owned(),
+        kind,
+        path_group_id: info.get("group_id").map(str::to_owned),
+        form,
+        lenient: prefer_tokens(&req).any(|t| t == "handling=lenient"),
+    };
+    let accepted = kick_off(&state, request).await?;
+    Ok(if native { native_accepted(&accepted) } else { envelope_accepted(&accepted) })
+}
+
+/// The tokens of every `Prefer` header, e.g. `respond-async`, `handling=lenient`.
+fn prefer_tokens(req: &HttpRequest) -> impl Iterator<Item = String> + '_ {
+    req.headers()
+        .get_all("prefer")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split([',', ';']))
+        .map(|t| t.trim().replace(' ', "").to_ascii_lowercase())
+}
+
+/// Tells an envelope from a FHIR-native kick-off.
+fn form_of(req: &HttpRequest, body: &[u8]) -> Result<KickoffForm, ApiError> {
+    let mut pairs: Vec<(String, Value)> = url::form_urlencoded::parse(req.query_string().as_bytes())
+        .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
+        .collect();
+    let native = |pairs| {
+        if prefer_tokens(req).any(|t| t == "respond-async") {
+            Ok(KickoffForm::Native(pairs))
+        } else {
+            Err(ApiError::Invalid(vec![Issue::at(
+                IssueCode::Required,
+                "Prefer",
+                "A FHIR Bulk Data kick-off needs the header Prefer: respond-async.",
+            )]))
+        }
+    };
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return native(pairs);
+    }
+    let json_type = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
+        .is_some_and(|t| t == "application/json" || t == "application/fhir+json");
+    if !json_type {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::Invalid(vec![Issue::general(
+            IssueCode::Structure,
+            format!("The body is not valid JSON (line {}, column {}).", e.line(), e.column()),
+        )])
+    })?;
+    match &value {
+        Value::Object(obj) if obj.get("resourceType").and_then(Value::as_str) == Some("Parameters") => {
+            pairs.extend(read_parameters(obj).map_err(ApiError::Invalid)?);
+            native(pairs)
+        }
+        _ if !pairs.is_empty() => Err(ApiError::Invalid(vec![Issue::general(
+            IssueCode::Structure,
+            "Send the kick-off fields either in the envelope or in the query string, not both.",
+        )])),
+        _ => Ok(KickoffForm::Envelope(value)),
+    }
+}
+
+fn envelope_accepted(a: &Accepted) -> HttpResponse {
+    let meta = a.meta.clone().unwrap_or_default();
+    let body = SystemExportResponse::accepted(&meta, a.log_id, a.attempt_id, a.content_location.clone(), a.dropped.clone());
+    HttpResponse::Accepted()
+        .insert_header((CONTENT_LOCATION, a.content_location.as_str()))
+        .insert_header(("X-Request-ID", a.log_id.to_string()))
+        .json(body)
+}
+
+fn native_accepted(a: &Accepted) -> HttpResponse {
+    let warnings: Vec<Issue> = a
+        .dropped
+        .iter()
+        .map(|p| {
+            Issue::warning(
+                IssueCode::NotSupported,
+                p.clone(),
+                "was dropped: the destination does not support it (Prefer: handling=lenient)",
+            )
+        })
+        .collect();
+    let body = OperationOutcome::accepted(
+        "Export request accepted. Poll the Content-Location URL for its status.",
+        &warnings,
+    );
+    HttpResponse::Accepted()
+        .insert_header((CONTENT_LOCATION, a.content_location.as_str()))
+        .insert_header(("X-Request-ID", a.log_id.to_string()))
+        .insert_header((CONTENT_TYPE, FHIR_JSON))
+        .json(body)
+}

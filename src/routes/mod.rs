@@ -1,0 +1,59 @@
+//! Thin actix handlers: extract, call one function, map the result.
+
+pub mod capability;
+pub mod health;
+pub mod kickoff;
+
+use crate::error::ApiError;
+use actix_web::http::header::{ACCEPT, CONTENT_LENGTH};
+use actix_web::{HttpRequest, HttpResponse, web};
+use futures_util::StreamExt;
+
+/// Reads the body up to `limit` bytes; 413 beyond it, before reading more than the limit.
+pub async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::PayloadTooLarge(limit));
+    }
+    let mut body = Vec::with_capacity(declared.unwrap_or(0).min(limit));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| {
+            ApiError::Invalid(vec![crate::domain::Issue::general(
+                crate::domain::IssueCode::Structure,
+                "The request body could not be read.",
+            )])
+        })?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::PayloadTooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// 406 unless the partner accepts JSON (or sent no Accept at all).
+pub fn require_json_accept(req: &HttpRequest) -> Result<(), ApiError> {
+    let Some(accept) = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return Ok(());
+    };
+    let ok = accept.split(',').any(|range| {
+        let t = range.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+        t.is_empty() || t == "*/*" || t == "application/*" || t.ends_with("json")
+    });
+    if ok { Ok(()) } else { Err(ApiError::NotAcceptable) }
+}
+
+/// Any path no route matches.
+pub async fn not_found(req: HttpRequest) -> HttpResponse {
+    let _ = req;
+    crate::error::render(&ApiError::NotFound("No such route on this gateway.".into()), None)
+}
+
+/// A known path with a method it does not take.
+pub async fn method_not_allowed() -> HttpResponse {
+    crate::error::render(&ApiError::MethodNotAllowed, None)
+}

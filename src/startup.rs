@@ -1,0 +1,123 @@
+//! `Application::build(settings)`: store, connectors, routes, a bound listener (port 0 in tests).
+
+use crate::config::Settings;
+use crate::connectors::http::UpstreamClient;
+use crate::connectors::registry::{Registry, Secrets};
+use crate::routes;
+use crate::state::AppState;
+use actix_web::dev::{Server, Service};
+use actix_web::{App, HttpServer, web};
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A gateway bound to its port, ready to run.
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: AppState,
+}
+
+impl Application {
+    /// Opens the store (running migrations), builds the connectors and binds `[server] listen`.
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let listener = TcpListener::bind(&settings.server.listen)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.server.listen))?;
+        Self::build_with_listener(settings, listener).await
+    }
+
+    /// As [`Application::build`], on a listener the caller bound (tests learn the port first).
+    pub async fn build_with_listener(settings: Settings, listener: TcpListener) -> anyhow::Result<Application> {
+        let http = UpstreamClient::new(&settings.upstream)?;
+        let registry = Registry::build(&settings, &http, Secrets::Resolve)?;
+        let store = crate::jobs::open(&settings.store.url, settings.store.max_connections).await?;
+        let state = AppState {
+            settings: Arc::new(settings),
+            registry: Arc::new(registry),
+            store,
+        };
+        let port = listener.local_addr()?.port();
+        let server = run(listener, state.clone())?;
+        Ok(Application { port, server, state })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// A handle to stop the server from elsewhere (signals, tests).
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+/// A kick-off resource: GET and POST to `handler`, 405 for anything else.
+fn kickoff<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args> + Clone,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path)
+        .route(web::get().to(handler.clone()))
+        .route(web::post().to(handler))
+        .default_service(web::to(routes::method_not_allowed))
+}
+
+/// The partner-facing routes under `/fhir/R4/{slug}/{env}`.
+pub fn fhir_routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(kickoff("/Group/{group_id}/$export", routes::kickoff::group_export))
+        .service(kickoff("/Patient/$export", routes::kickoff::patient_export))
+        .service(kickoff("/$export", routes::kickoff::system_export))
+        .service(
+            web::resource("/metadata")
+                .route(web::get().to(routes::capability::metadata))
+                .default_service(web::to(routes::method_not_allowed)),
+        );
+}
+
+fn run(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
+    let workers = match state.settings.server.workers {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    };
+    let data = web::Data::new(state);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .wrap_fn(|req, srv| {
+                let started = Instant::now();
+                let method = req.method().clone();
+                let fut = srv.call(req);
+                async move {
+                    let res = fut.await?;
+                    // The route pattern, not the path: paths hold ids, queries may hold anything.
+                    let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+                    tracing::info!(
+                        message = "Request handled.",
+                        method = %method,
+                        route = %route,
+                        status = res.status().as_u16(),
+                        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+                    );
+                    Ok(res)
+                }
+            })
+            .route("/healthz", web::get().to(routes::health::healthz))
+            .route("/readyz", web::get().to(routes::health::readyz))
+            .service(web::scope("/fhir/R4/{slug}/{env}").configure(fhir_routes))
+            .default_service(web::to(routes::not_found))
+    })
+    .workers(workers)
+    .listen(listener)?
+    .run();
+    Ok(server)
+}

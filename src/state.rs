@@ -1,0 +1,31 @@
+//! What every handler shares: settings, the connector registry, the job store.
+
+use crate::config::Settings;
+use crate::connectors::registry::Registry;
+use crate::domain::EnvironmentFlag;
+use crate::jobs::JobStore;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// Shared, read-only after boot.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub registry: Arc<Registry>,
+    pub store: Arc<dyn JobStore>,
+}
+
+impl AppState {
+    /// The partner-facing FHIR base for a destination: `{public_url}/fhir/R4/{slug}/{env}`.
+    pub fn fhir_base(&self, slug: &str, env: EnvironmentFlag) -> String {
+        format!(
+            "{}/fhir/R4/{slug}/{env}",
+            self.settings.server.public_url.as_str().trim_end_matches('/')
+        )
+    }
+
+    /// The gateway's own status URL for a job.
+    pub fn status_url(&self, slug: &str, env: EnvironmentFlag, job_id: Uuid) -> String {
+        format!("{}/export-status/{job_id}", self.fhir_base(slug, env))
+    }
+}
