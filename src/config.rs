@@ -269,32 +269,55 @@ impl Settings {
             .map_err(|e| ConfigError::Invalid(e.to_string().replace('\n', "; ")))?;
         let invalid = |key: String, why: &str| Err(ConfigError::Invalid(format!("{key}: {why}")));
         if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
-            return invalid("server.listen".into(), "must be an address and port such as 127.0.0.1:8080");
+            return invalid(
+                "server.listen".into(),
+                "must be an address and port such as 127.0.0.1:8080",
+            );
         }
         if !matches!(self.server.public_url.scheme(), "http" | "https") {
             return invalid("server.public_url".into(), "must be an http or https URL");
         }
-        if !(self.store.url.starts_with("sqlite:") || self.store.url.starts_with("postgres://") || self.store.url.starts_with("postgresql://")) {
+        if !(self.store.url.starts_with("sqlite:")
+            || self.store.url.starts_with("postgres://")
+            || self.store.url.starts_with("postgresql://"))
+        {
             return invalid("store.url".into(), "must start with sqlite: or postgres://");
         }
         for (i, d) in self.destinations.iter().enumerate() {
             if self.destinations[..i].iter().any(|o| o.slug == d.slug) {
-                return invalid(format!("destinations[{i}].slug"), "is used by another destination");
+                return invalid(
+                    format!("destinations[{i}].slug"),
+                    "is used by another destination",
+                );
             }
             if d.environments.is_empty() {
-                return invalid(format!("destinations[{i}].environments"), "needs at least one environment");
+                return invalid(
+                    format!("destinations[{i}].environments"),
+                    "needs at least one environment",
+                );
             }
             for (env, e) in &d.environments {
                 let key = format!("destinations[{i}].environments.{env}");
-                if !matches!(e.base_url.scheme(), "http" | "https") || e.base_url.cannot_be_a_base() {
+                if !matches!(e.base_url.scheme(), "http" | "https") || e.base_url.cannot_be_a_base()
+                {
                     return invalid(format!("{key}.base_url"), "must be an http or https URL");
                 }
                 if e.base_url.query().is_some() || e.base_url.fragment().is_some() {
-                    return invalid(format!("{key}.base_url"), "must not carry a query or fragment");
+                    return invalid(
+                        format!("{key}.base_url"),
+                        "must not carry a query or fragment",
+                    );
                 }
-                if let AuthSettings::Bearer { token_env, token_file } = &e.auth {
+                if let AuthSettings::Bearer {
+                    token_env,
+                    token_file,
+                } = &e.auth
+                {
                     if token_env.is_some() == token_file.is_some() {
-                        return invalid(format!("{key}.auth"), "bearer auth needs exactly one of token_env or token_file");
+                        return invalid(
+                            format!("{key}.auth"),
+                            "bearer auth needs exactly one of token_env or token_file",
+                        );
                     }
                 }
             }
@@ -309,7 +332,8 @@ impl AuthSettings {
         match self {
             AuthSettings::None => Ok(None),
             AuthSettings::Bearer {
-                token_env: Some(var), ..
+                token_env: Some(var),
+                ..
             } => match std::env::var(var) {
                 Ok(v) if !v.trim().is_empty() => Ok(Some(Secret::new(v.trim()))),
                 _ => Err(ConfigError::Invalid(format!(
@@ -317,7 +341,8 @@ impl AuthSettings {
                 ))),
             },
             AuthSettings::Bearer {
-                token_file: Some(path), ..
+                token_file: Some(path),
+                ..
             } => match std::fs::read_to_string(path) {
                 Ok(v) if !v.trim().is_empty() => Ok(Some(Secret::new(v.trim()))),
                 _ => Err(ConfigError::Invalid(format!(
@@ -343,7 +368,8 @@ mod tests {
 
     #[test]
     fn an_unknown_key_is_named_in_the_error() {
-        let err = Settings::from_toml("[server]\nlisten = \"127.0.0.1:1\"\nlsiten = 3\n").unwrap_err();
+        let err =
+            Settings::from_toml("[server]\nlisten = \"127.0.0.1:1\"\nlsiten = 3\n").unwrap_err();
         assert!(err.to_string().contains("lsiten"), "{err}");
     }
 
@@ -358,7 +384,10 @@ vendor = "bulk-data"
 base_url = "ftp://example.org/fhir"
 "#;
         let err = Settings::from_toml(toml).unwrap_err().to_string();
-        assert!(err.contains("destinations[0].environments.Development.base_url"), "{err}");
+        assert!(
+            err.contains("destinations[0].environments.Development.base_url"),
+            "{err}"
+        );
     }
 
     #[test]

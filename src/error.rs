@@ -53,9 +53,9 @@ impl ApiError {
                 }
                 UpstreamError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
                 UpstreamError::Timeout => StatusCode::GATEWAY_TIMEOUT,
-                UpstreamError::ServerError { .. } | UpstreamError::Unreachable | UpstreamError::BadAnswer(_) => {
-                    StatusCode::BAD_GATEWAY
-                }
+                UpstreamError::ServerError { .. }
+                | UpstreamError::Unreachable
+                | UpstreamError::BadAnswer(_) => StatusCode::BAD_GATEWAY,
             },
             ApiError::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -182,7 +182,10 @@ impl Failure {
 
 impl From<ApiError> for Failure {
     fn from(error: ApiError) -> Self {
-        Failure { error, log_id: None }
+        Failure {
+            error,
+            log_id: None,
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! The kick-off use case: validate, route, reserve the job, call the EHR, record the outcome.
 
 use crate::connectors::Connector;
-use crate::domain::{ExportKickoff, ExportKind, Issue, IssueCode};
+use crate::domain::{ExportKickoff, ExportKind, Issue};
 use crate::envelope::reader::Reader;
 use crate::envelope::{Meta, RouteTarget, normalise_native, parse_envelope, read_params};
 use crate::error::{ApiError, Failure};
@@ -92,13 +92,17 @@ fn source_key(meta: Option<&Meta>) -> String {
 
 /// Runs a kick-off end to end.
 pub async fn kick_off(state: &AppState, req: KickoffRequest) -> Result<Accepted, Failure> {
-    let connector: Arc<Connector> = state.registry.get(&req.slug, &req.environment).ok_or_else(|| {
-        ApiError::NotFound(format!(
-            "No destination '{}' is configured for environment '{}'.",
-            crate::domain::shorten(&req.slug),
-            crate::domain::shorten(&req.environment)
-        ))
-    })?;
+    let connector: Arc<Connector> =
+        state
+            .registry
+            .get(&req.slug, &req.environment)
+            .ok_or_else(|| {
+                ApiError::NotFound(format!(
+                    "No destination '{}' is configured for environment '{}'.",
+                    crate::domain::shorten(&req.slug),
+                    crate::domain::shorten(&req.environment)
+                ))
+            })?;
     let parsed = parse(&req).map_err(ApiError::Invalid)?;
     let request_log_id = parsed.meta.as_ref().and_then(Meta::log_id);
     let log_id = request_log_id.unwrap_or_else(Uuid::new_v4);
@@ -118,7 +122,7 @@ pub async fn kick_off(state: &AppState, req: KickoffRequest) -> Result<Accepted,
         environment: connector.environment.as_str().to_owned(),
         event_type: req.kind.event_type().to_owned(),
         group_id: plan.kickoff.level.group_id().map(|g| g.as_str().to_owned()),
-        fingerprint: upstream.fingerprint(),
+        fingerprint: upstream.fingerprint(&format!("{}/{}", connector.slug, connector.environment)),
     };
     let accepted = |job_id: Uuid, replayed: bool| Accepted {
         job_id,
@@ -130,7 +134,12 @@ pub async fn kick_off(state: &AppState, req: KickoffRequest) -> Result<Accepted,
         replayed,
     };
 
-    let job_id = match state.store.claim(&new_job, STALE_PENDING).await.map_err(|e| fail(e.into()))? {
+    let job_id = match state
+        .store
+        .claim(&new_job, STALE_PENDING)
+        .await
+        .map_err(|e| fail(e.into()))?
+    {
         Claim::New => new_job.id,
         Claim::Retry { job_id, attempt } => {
             tracing::info!(message = "Retrying a failed kick-off.", log_id = %log_id, job_id = %job_id, attempt);
@@ -144,13 +153,6 @@ pub async fn kick_off(state: &AppState, req: KickoffRequest) -> Result<Accepted,
             return Err(fail(ApiError::Conflict(
                 "A kick-off with this Log ID is being processed; retry in a few seconds.".into(),
             )));
-        }
-        Claim::Mismatch => {
-            return Err(fail(ApiError::Invalid(vec![Issue::at(
-                IssueCode::Conflict,
-                "Meta.Logs[0].ID",
-                "was already used for a different kick-off; a retry must repeat the same envelope, a new request needs a new Log ID",
-            )])));
         }
     };
 
@@ -184,8 +186,12 @@ pub async fn kick_off(state: &AppState, req: KickoffRequest) -> Result<Accepted,
                 code = error.code(), status = %error.status(), latency_ms
             );
             let upstream_status = match &error {
-                ApiError::Upstream(crate::connectors::UpstreamError::Rejected { status, .. }) => Some(*status),
-                ApiError::Upstream(crate::connectors::UpstreamError::ServerError { status }) => Some(*status),
+                ApiError::Upstream(crate::connectors::UpstreamError::Rejected {
+                    status, ..
+                }) => Some(*status),
+                ApiError::Upstream(crate::connectors::UpstreamError::ServerError { status }) => {
+                    Some(*status)
+                }
                 ApiError::Upstream(crate::connectors::UpstreamError::Throttled { .. }) => Some(429),
                 _ => None,
             };
@@ -193,7 +199,11 @@ pub async fn kick_off(state: &AppState, req: KickoffRequest) -> Result<Accepted,
                 error_code: error.code().to_owned(),
                 upstream_status,
             };
-            if let Err(store_error) = state.store.finish_attempt(job_id, attempt_id, &outcome).await {
+            if let Err(store_error) = state
+                .store
+                .finish_attempt(job_id, attempt_id, &outcome)
+                .await
+            {
                 tracing::error!(message = "Could not record a failed attempt.", log_id = %log_id, error = %store_error);
             }
             Err(fail(error))

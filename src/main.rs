@@ -95,7 +95,13 @@ fn run(cli: Cli) -> Result<ExitCode, ExitCode> {
                         continue;
                     }
                 };
-                let verdict = validate_text(&registry, &settings, &text, destination.as_deref(), environment.as_deref());
+                let verdict = validate_text(
+                    &registry,
+                    &settings,
+                    &text,
+                    destination.as_deref(),
+                    environment.as_deref(),
+                );
                 let (label, json) = match &verdict {
                     Verdict::Valid(req) => ("valid", serde_json::to_string_pretty(req)),
                     Verdict::Invalid(oo) => {
@@ -106,38 +112,54 @@ fn run(cli: Cli) -> Result<ExitCode, ExitCode> {
                 println!("{}: {label}", file.display());
                 println!("{}", json.unwrap_or_default());
             }
-            Ok(if all_valid { ExitCode::SUCCESS } else { ExitCode::from(1) })
-        }
-        Command::CheckConfig { config, skip_secrets } => {
-            let settings = load(config.as_ref())?;
-            let http = fhirgate::connectors::http::UpstreamClient::new(&settings.upstream).map_err(|e| {
-                eprintln!("fhirgate: {e}");
+            Ok(if all_valid {
+                ExitCode::SUCCESS
+            } else {
                 ExitCode::from(1)
-            })?;
+            })
+        }
+        Command::CheckConfig {
+            config,
+            skip_secrets,
+        } => {
+            let settings = load(config.as_ref())?;
+            let http = fhirgate::connectors::http::UpstreamClient::new(&settings.upstream)
+                .map_err(|e| {
+                    eprintln!("fhirgate: {e}");
+                    ExitCode::from(1)
+                })?;
             let secrets = if skip_secrets {
                 fhirgate::connectors::registry::Secrets::Skip
             } else {
                 fhirgate::connectors::registry::Secrets::Resolve
             };
-            let registry = fhirgate::connectors::registry::Registry::build(&settings, &http, secrets).map_err(|e| {
-                eprintln!("fhirgate: {e}");
-                ExitCode::from(1)
-            })?;
+            let registry =
+                fhirgate::connectors::registry::Registry::build(&settings, &http, secrets)
+                    .map_err(|e| {
+                        eprintln!("fhirgate: {e}");
+                        ExitCode::from(1)
+                    })?;
             println!(
                 "configuration OK: {} destination(s), {} connector(s), store {}",
                 settings.destinations.len(),
                 registry.len(),
-                settings.store.url.split(['?', '@']).next().unwrap_or_default()
+                settings
+                    .store
+                    .url
+                    .split(['?', '@'])
+                    .next()
+                    .unwrap_or_default()
             );
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate { config } => {
             let settings = load(config.as_ref())?;
             let rt = tokio::runtime::Runtime::new().map_err(|_| ExitCode::from(1))?;
-            rt.block_on(fhirgate::jobs::open(&settings.store.url, 1)).map_err(|e| {
-                eprintln!("fhirgate: {e}");
-                ExitCode::from(1)
-            })?;
+            rt.block_on(fhirgate::jobs::open(&settings.store.url, 1))
+                .map_err(|e| {
+                    eprintln!("fhirgate: {e}");
+                    ExitCode::from(1)
+                })?;
             println!("migrations applied");
             Ok(ExitCode::SUCCESS)
         }

@@ -27,7 +27,10 @@ impl Application {
     }
 
     /// As [`Application::build`], on a listener the caller bound (tests learn the port first).
-    pub async fn build_with_listener(settings: Settings, listener: TcpListener) -> anyhow::Result<Application> {
+    pub async fn build_with_listener(
+        settings: Settings,
+        listener: TcpListener,
+    ) -> anyhow::Result<Application> {
         let http = UpstreamClient::new(&settings.upstream)?;
         let registry = Registry::build(&settings, &http, Secrets::Resolve)?;
         let store = crate::jobs::open(&settings.store.url, settings.store.max_connections).await?;
@@ -38,7 +41,11 @@ impl Application {
         };
         let port = listener.local_addr()?.port();
         let server = run(listener, state.clone())?;
-        Ok(Application { port, server, state })
+        Ok(Application {
+            port,
+            server,
+            state,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -74,14 +81,17 @@ where
 
 /// The partner-facing routes under `/fhir/R4/{slug}/{env}`.
 pub fn fhir_routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(kickoff("/Group/{group_id}/$export", routes::kickoff::group_export))
-        .service(kickoff("/Patient/$export", routes::kickoff::patient_export))
-        .service(kickoff("/$export", routes::kickoff::system_export))
-        .service(
-            web::resource("/metadata")
-                .route(web::get().to(routes::capability::metadata))
-                .default_service(web::to(routes::method_not_allowed)),
-        );
+    cfg.service(kickoff(
+        "/Group/{group_id}/$export",
+        routes::kickoff::group_export,
+    ))
+    .service(kickoff("/Patient/$export", routes::kickoff::patient_export))
+    .service(kickoff("/$export", routes::kickoff::system_export))
+    .service(
+        web::resource("/metadata")
+            .route(web::get().to(routes::capability::metadata))
+            .default_service(web::to(routes::method_not_allowed)),
+    );
 }
 
 fn run(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
@@ -100,7 +110,10 @@ fn run(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
                 async move {
                     let res = fut.await?;
                     // The route pattern, not the path: paths hold ids, queries may hold anything.
-                    let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+                    let route = res
+                        .request()
+                        .match_pattern()
+                        .unwrap_or_else(|| "unmatched".to_owned());
                     tracing::info!(
                         message = "Request handled.",
                         method = %method,

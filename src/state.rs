@@ -20,7 +20,11 @@ impl AppState {
     pub fn fhir_base(&self, slug: &str, env: EnvironmentFlag) -> String {
         format!(
             "{}/fhir/R4/{slug}/{env}",
-            self.settings.server.public_url.as_str().trim_end_matches('/')
+            self.settings
+                .server
+                .public_url
+                .as_str()
+                .trim_end_matches('/')
         )
     }
 

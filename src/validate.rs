@@ -39,11 +39,18 @@ pub fn validate_text(
         Err(e) => {
             return invalid(vec![Issue::general(
                 IssueCode::Structure,
-                format!("The file is not valid JSON (line {}, column {}).", e.line(), e.column()),
+                format!(
+                    "The file is not valid JSON (line {}, column {}).",
+                    e.line(),
+                    e.column()
+                ),
             )]);
         }
     };
-    let event = value.pointer("/Meta/EventType").and_then(Value::as_str).unwrap_or_default();
+    let event = value
+        .pointer("/Meta/EventType")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let Some(kind) = ExportKind::from_event_type(event) else {
         return invalid(vec![Issue::at(
             IssueCode::Value,
@@ -51,7 +58,11 @@ pub fn validate_text(
             "must be group-export, patient-export or system-export",
         )]);
     };
-    let group = value.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let group = value
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
     let target = RouteTarget {
         kind,
         path_group_id: (kind == ExportKind::Group).then_some(group.as_str()),
@@ -61,14 +72,19 @@ pub fn validate_text(
         Err(issues) => return invalid(issues),
     };
     let first = settings.destinations.first();
-    let slug = destination.map(str::to_owned).or_else(|| first.map(|d| d.slug.as_str().to_owned()));
+    let slug = destination
+        .map(str::to_owned)
+        .or_else(|| first.map(|d| d.slug.as_str().to_owned()));
     let env = environment.map(str::to_owned).or_else(|| {
         first
             .and_then(|d| d.environments.keys().next().copied())
             .map(|e: EnvironmentFlag| e.as_str().to_owned())
     });
     let (Some(slug), Some(env)) = (slug, env) else {
-        return invalid(vec![Issue::general(IssueCode::NotFound, "No destination is configured.")]);
+        return invalid(vec![Issue::general(
+            IssueCode::NotFound,
+            "No destination is configured.",
+        )]);
     };
     let Some(connector) = registry.get(&slug, &env) else {
         return invalid(vec![Issue::general(
@@ -84,4 +100,3 @@ pub fn validate_text(
         Err(issues) => invalid(issues),
     }
 }
-

@@ -1,4 +1,5 @@
--- One row per accepted (or being-accepted) kick-off; (source_key, log_id) makes retries idempotent.
+-- One row per accepted (or being-accepted) kick-off. (source_key, log_id, fingerprint) makes a retried
+-- envelope idempotent; the fingerprint digests destination, environment and the upstream request.
 CREATE TABLE IF NOT EXISTS jobs (
     id                  TEXT PRIMARY KEY NOT NULL,
     source_key          TEXT NOT NULL,
@@ -15,7 +16,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     error_code          TEXT,
     created_at          TEXT NOT NULL,
     updated_at          TEXT NOT NULL,
-    UNIQUE (source_key, log_id)
+    UNIQUE (source_key, log_id, fingerprint)
 );
 
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, updated_at);

@@ -53,17 +53,24 @@ impl UpstreamClient {
     }
 
     /// Sends `req`, adding `Authorization: Bearer` when a token is given.
-    pub async fn send(&self, req: &UpstreamRequest, token: Option<&Secret>) -> Result<UpstreamAnswer, TransportError> {
+    pub async fn send(
+        &self,
+        req: &UpstreamRequest,
+        token: Option<&Secret>,
+    ) -> Result<UpstreamAnswer, TransportError> {
         let method = reqwest::Method::from_bytes(req.method.as_bytes())
             .map_err(|e| TransportError::Build(e.to_string()))?;
         let mut headers = HeaderMap::new();
         for (name, value) in &req.headers {
-            let value = HeaderValue::from_str(value).map_err(|e| TransportError::Build(e.to_string()))?;
+            let value =
+                HeaderValue::from_str(value).map_err(|e| TransportError::Build(e.to_string()))?;
             headers.insert(HeaderName::from_static(static_lower(name)), value);
         }
         if let Some(token) = token {
-            let mut v = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
-                .map_err(|_| TransportError::Build("the token is not a valid header value".into()))?;
+            let mut v =
+                HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
+                    TransportError::Build("the token is not a valid header value".into())
+                })?;
             v.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, v);
         }
@@ -116,7 +123,11 @@ pub const MAX_RETRY_AFTER_SECS: u64 = 24 * 3600;
 /// Reads `Retry-After` as seconds: delta-seconds, an HTTP-date, or (a quirk seen in real servers) an
 /// absolute epoch time sent as a number. Clamped to a day.
 pub fn retry_after_secs(headers: &HeaderMap, now: DateTime<Utc>) -> Option<u64> {
-    let raw = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let raw = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     let secs = if let Ok(n) = raw.parse::<u64>() {
         // Anything past a year of seconds is an epoch timestamp, not a delay.
         if n > 365 * 24 * 3600 {
@@ -137,18 +148,35 @@ mod tests {
 
     fn headers(v: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(reqwest::header::RETRY_AFTER, HeaderValue::from_str(v).unwrap());
+        h.insert(
+            reqwest::header::RETRY_AFTER,
+            HeaderValue::from_str(v).unwrap(),
+        );
         h
     }
 
     #[test]
     fn retry_after_reads_seconds_dates_and_epoch_times() {
-        let now = DateTime::parse_from_rfc3339("2025-07-22T23:59:00Z").unwrap().with_timezone(&Utc);
+        let now = DateTime::parse_from_rfc3339("2025-07-22T23:59:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
         assert_eq!(retry_after_secs(&headers("600"), now), Some(600));
-        assert_eq!(retry_after_secs(&headers("Tue, 22 Jul 2025 23:59:59 GMT"), now), Some(59));
-        assert_eq!(retry_after_secs(&headers(&(now.timestamp() + 120).to_string()), now), Some(120));
-        assert_eq!(retry_after_secs(&headers("31000000"), now), Some(MAX_RETRY_AFTER_SECS));
+        assert_eq!(
+            retry_after_secs(&headers("Tue, 22 Jul 2025 23:59:59 GMT"), now),
+            Some(59)
+        );
+        assert_eq!(
+            retry_after_secs(&headers(&(now.timestamp() + 120).to_string()), now),
+            Some(120)
+        );
+        assert_eq!(
+            retry_after_secs(&headers("31000000"), now),
+            Some(MAX_RETRY_AFTER_SECS)
+        );
         assert_eq!(retry_after_secs(&headers("soon"), now), None);
-        assert_eq!(retry_after_secs(&headers("Mon, 01 Jan 2024 00:00:00 GMT"), now), Some(0));
+        assert_eq!(
+            retry_after_secs(&headers("Mon, 01 Jan 2024 00:00:00 GMT"), now),
+            Some(0)
+        );
     }
 }

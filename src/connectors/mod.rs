@@ -39,7 +39,10 @@ pub enum UpstreamError {
     Rejected { status: u16, issues: Vec<Issue> },
     /// A 429, with the wait the EHR asked for.
     #[error("the EHR is throttling requests")]
-    Throttled { retry_after: Option<u64>, issues: Vec<Issue> },
+    Throttled {
+        retry_after: Option<u64>,
+        issues: Vec<Issue>,
+    },
     /// A 5xx.
     #[error("the EHR failed with HTTP {status}")]
     ServerError { status: u16 },
@@ -58,7 +61,9 @@ impl From<TransportError> for UpstreamError {
             TransportError::Timeout => UpstreamError::Timeout,
             TransportError::Unreachable => UpstreamError::Unreachable,
             TransportError::TooLarge => UpstreamError::BadAnswer("the answer was too large".into()),
-            TransportError::Build(m) => UpstreamError::BadAnswer(format!("the request could not be built ({m})")),
+            TransportError::Build(m) => {
+                UpstreamError::BadAnswer(format!("the request could not be built ({m})"))
+            }
         }
     }
 }
@@ -72,8 +77,12 @@ fn upstream_issues(answer: &UpstreamAnswer) -> Result<Vec<Issue>, UpstreamError>
             prefix("(no details given)"),
         )]);
     }
-    let value: serde_json::Value = serde_json::from_slice(&answer.body)
-        .map_err(|_| UpstreamError::BadAnswer(format!("HTTP {} with a body that is not JSON", answer.status)))?;
+    let value: serde_json::Value = serde_json::from_slice(&answer.body).map_err(|_| {
+        UpstreamError::BadAnswer(format!(
+            "HTTP {} with a body that is not JSON",
+            answer.status
+        ))
+    })?;
     match serde_json::from_value::<OperationOutcome>(value) {
         Ok(oo) if oo.resource_type == "OperationOutcome" && !oo.issue.is_empty() => Ok(oo
             .issue
@@ -143,8 +152,20 @@ impl Connector {
     }
 
     /// Fits a validated kick-off to this destination (see [`plan_kickoff`]).
-    pub fn plan(&self, kickoff: ExportKickoff, unknown: &[String], lenient: bool) -> Result<KickoffPlan, Vec<Issue>> {
-        plan_kickoff(self.slug.as_str(), self.vendor, &self.capabilities, kickoff, unknown, lenient)
+    pub fn plan(
+        &self,
+        kickoff: ExportKickoff,
+        unknown: &[String],
+        lenient: bool,
+    ) -> Result<KickoffPlan, Vec<Issue>> {
+        plan_kickoff(
+            self.slug.as_str(),
+            self.vendor,
+            &self.capabilities,
+            kickoff,
+            unknown,
+            lenient,
+        )
     }
 
     /// The request this destination's EHR accepts for `plan`.
@@ -162,26 +183,40 @@ impl Connector {
                     .get(reqwest::header::CONTENT_LOCATION)
                     .and_then(|v| v.to_str().ok())
                     .filter(|v| !v.trim().is_empty())
-                    .ok_or_else(|| UpstreamError::BadAnswer("HTTP 202 without a Content-Location".into()))?;
-                let base = Url::parse(&req.url).map_err(|e| UpstreamError::BadAnswer(e.to_string()))?;
-                let url = base
-                    .join(location.trim())
-                    .map_err(|_| UpstreamError::BadAnswer("a Content-Location that is not a URL".into()))?;
+                    .ok_or_else(|| {
+                        UpstreamError::BadAnswer("HTTP 202 without a Content-Location".into())
+                    })?;
+                let base =
+                    Url::parse(&req.url).map_err(|e| UpstreamError::BadAnswer(e.to_string()))?;
+                let url = base.join(location.trim()).map_err(|_| {
+                    UpstreamError::BadAnswer("a Content-Location that is not a URL".into())
+                })?;
                 if !matches!(url.scheme(), "http" | "https") {
-                    return Err(UpstreamError::BadAnswer("a Content-Location that is not an http(s) URL".into()));
+                    return Err(UpstreamError::BadAnswer(
+                        "a Content-Location that is not an http(s) URL".into(),
+                    ));
                 }
                 Ok(url)
             }
             429 => Err(UpstreamError::Throttled {
                 retry_after: retry_after_secs(&answer.headers, Utc::now()),
-                issues: upstream_issues(&answer).unwrap_or_default(),
+                // A bare 429 says all there is to say; only pass on issues the EHR actually wrote.
+                issues: if answer.body.iter().all(u8::is_ascii_whitespace) {
+                    Vec::new()
+                } else {
+                    upstream_issues(&answer).unwrap_or_default()
+                },
             }),
             400..=499 => Err(UpstreamError::Rejected {
                 status: answer.status,
                 issues: upstream_issues(&answer)?,
             }),
-            500..=599 => Err(UpstreamError::ServerError { status: answer.status }),
-            other => Err(UpstreamError::BadAnswer(format!("HTTP {other} to a kick-off"))),
+            500..=599 => Err(UpstreamError::ServerError {
+                status: answer.status,
+            }),
+            other => Err(UpstreamError::BadAnswer(format!(
+                "HTTP {other} to a kick-off"
+            ))),
         }
     }
 }

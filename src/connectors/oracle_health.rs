@@ -6,9 +6,24 @@ use crate::domain::{ExportKind, Issue, IssueCode, KickoffParams, OutputFormat, P
 
 /// The `_type` values seed 003 lists.
 pub const RESOURCE_TYPES: &[&str] = &[
-    "AllergyIntolerance", "CarePlan", "CareTeam", "Condition", "Device", "DiagnosticReport",
-    "DocumentReference", "Encounter", "Goal", "Immunization", "Location", "MedicationRequest",
-    "Patient", "Procedure", "Observation", "Organization", "Practitioner", "Provenance",
+    "AllergyIntolerance",
+    "CarePlan",
+    "CareTeam",
+    "Condition",
+    "Device",
+    "DiagnosticReport",
+    "DocumentReference",
+    "Encounter",
+    "Goal",
+    "Immunization",
+    "Location",
+    "MedicationRequest",
+    "Patient",
+    "Procedure",
+    "Observation",
+    "Organization",
+    "Practitioner",
+    "Provenance",
 ];
 
 /// Types that may only be exported beside a clinical type.
@@ -17,7 +32,11 @@ const NEEDS_CLINICAL: &[&str] = &["Location", "Organization", "Practitioner", "P
 pub fn capabilities() -> Capabilities {
     Capabilities {
         kinds: vec![ExportKind::Group],
-        parameters: vec![Param::Type, Param::OutputFormat, Param::IncludeAssociatedData],
+        parameters: vec![
+            Param::Type,
+            Param::OutputFormat,
+            Param::IncludeAssociatedData,
+        ],
         output_formats: OutputFormat::ALL.to_vec(),
         resource_types: Some(RESOURCE_TYPES.to_vec()),
         custom_associated_data: false,

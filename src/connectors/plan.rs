@@ -74,12 +74,19 @@ pub fn plan_kickoff(
             issues.push(Issue::at(
                 IssueCode::NotSupported,
                 Param::OutputFormat.as_str(),
-                format!("'{}' is not an output format destination '{destination}' accepts", f.as_str()),
+                format!(
+                    "'{}' is not an output format destination '{destination}' accepts",
+                    f.as_str()
+                ),
             ));
         }
     }
     if let Some(types) = &p.types {
-        let refused: Vec<&str> = types.iter().map(|t| t.as_str()).filter(|t| !caps.supports_type(t)).collect();
+        let refused: Vec<&str> = types
+            .iter()
+            .map(|t| t.as_str())
+            .filter(|t| !caps.supports_type(t))
+            .collect();
         if !refused.is_empty() {
             issues.push(Issue::at(
                 IssueCode::NotSupported,

@@ -20,7 +20,11 @@ pub enum Secrets {
 }
 
 impl Registry {
-    pub fn build(settings: &Settings, http: &UpstreamClient, secrets: Secrets) -> Result<Registry, ConfigError> {
+    pub fn build(
+        settings: &Settings,
+        http: &UpstreamClient,
+        secrets: Secrets,
+    ) -> Result<Registry, ConfigError> {
         let mut connectors = HashMap::new();
         for (i, d) in settings.destinations.iter().enumerate() {
             for (env, e) in &d.environments {
@@ -58,7 +62,9 @@ impl Registry {
 
     /// The connector for already-parsed routing keys.
     pub fn lookup(&self, slug: &DestinationSlug, env: EnvironmentFlag) -> Option<Arc<Connector>> {
-        self.connectors.get(&(slug.as_str().to_owned(), env)).cloned()
+        self.connectors
+            .get(&(slug.as_str().to_owned(), env))
+            .cloned()
     }
 
     pub fn len(&self) -> usize {

@@ -33,10 +33,13 @@ pub struct UpstreamRequest {
 }
 
 impl UpstreamRequest {
-    /// A stable digest of what is asked upstream, so a retried Log ID can be told from a reused one.
-    pub fn fingerprint(&self) -> String {
+    /// A stable digest of what is asked of which upstream (`route` names the destination and
+    /// environment), so a retried envelope can be told from a new request reusing a Log ID.
+    pub fn fingerprint(&self, route: &str) -> String {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
+        h.update(route.as_bytes());
+        h.update([0]);
         h.update(self.method.as_bytes());
         h.update([0]);
         h.update(self.url.as_bytes());
@@ -60,7 +63,12 @@ pub fn operation_url(base: &Url, plan: &KickoffPlan) -> String {
 
 /// Builds the kick-off: GET with the parameters in the query, or POST with a `Parameters` body when
 /// the destination takes `patient` that way and the plan has patients.
-pub fn kickoff_request(base: &Url, caps: &Capabilities, plan: &KickoffPlan, log_id: Uuid) -> UpstreamRequest {
+pub fn kickoff_request(
+    base: &Url,
+    caps: &Capabilities,
+    plan: &KickoffPlan,
+    log_id: Uuid,
+) -> UpstreamRequest {
     let params = &plan.kickoff.params;
     let prefer = if plan.lenient && caps.lenient {
         "respond-async, handling=lenient"

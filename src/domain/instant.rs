@@ -21,10 +21,12 @@ impl FhirInstant {
     }
 }
 
-const EXPECTED: &str = "must be a FHIR instant such as 2024-01-01T00:00:00Z or 2024-01-01T00:00:00.000+05:00";
+const EXPECTED: &str =
+    "must be a FHIR instant such as 2024-01-01T00:00:00Z or 2024-01-01T00:00:00.000+05:00";
 
 fn has_instant_shape(s: &[u8]) -> bool {
-    let digits = |r: std::ops::Range<usize>| s.get(r).is_some_and(|b| b.iter().all(u8::is_ascii_digit));
+    let digits =
+        |r: std::ops::Range<usize>| s.get(r).is_some_and(|b| b.iter().all(u8::is_ascii_digit));
     if s.len() < 20
         || !digits(0..4)
         || s[4] != b'-'
@@ -65,8 +67,9 @@ impl TryFrom<&str> for FhirInstant {
         if !has_instant_shape(value.as_bytes()) {
             return Err(ParseError::value(EXPECTED));
         }
-        let at = DateTime::parse_from_rfc3339(value)
-            .map_err(|_| ParseError::value(format!("{EXPECTED}; this one is not a real date and time")))?;
+        let at = DateTime::parse_from_rfc3339(value).map_err(|_| {
+            ParseError::value(format!("{EXPECTED}; this one is not a real date and time"))
+        })?;
         Ok(FhirInstant {
             text: value.to_owned(),
             at,

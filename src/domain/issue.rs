@@ -92,7 +92,11 @@ pub struct Issue {
 impl Issue {
     /// An error about a named field. A diagnostic phrased as a predicate ("is required") or starting
     /// with a quoted value gets the field's name in front, so it reads on its own.
-    pub fn at(code: IssueCode, expression: impl Into<String>, diagnostics: impl Into<String>) -> Self {
+    pub fn at(
+        code: IssueCode,
+        expression: impl Into<String>,
+        diagnostics: impl Into<String>,
+    ) -> Self {
         let expression = expression.into();
         let diagnostics = name_field(&expression, diagnostics.into());
         Issue {
@@ -114,7 +118,11 @@ impl Issue {
     }
 
     /// A non-fatal note, e.g. a parameter dropped under lenient handling.
-    pub fn warning(code: IssueCode, expression: impl Into<String>, diagnostics: impl Into<String>) -> Self {
+    pub fn warning(
+        code: IssueCode,
+        expression: impl Into<String>,
+        diagnostics: impl Into<String>,
+    ) -> Self {
         let expression = expression.into();
         let diagnostics = name_field(&expression, diagnostics.into());
         Issue {

@@ -192,7 +192,11 @@ impl KickoffParams {
     pub fn wire_values(&self, param: Param) -> Vec<String> {
         let join = |items: Vec<String>| vec![items.join(",")];
         match param {
-            Param::OutputFormat => self.output_format.iter().map(|f| f.as_str().to_owned()).collect(),
+            Param::OutputFormat => self
+                .output_format
+                .iter()
+                .map(|f| f.as_str().to_owned())
+                .collect(),
             Param::Since => self.since.iter().map(|i| i.as_str().to_owned()).collect(),
             Param::Until => self.until.iter().map(|i| i.as_str().to_owned()).collect(),
             Param::Type => self.types.iter().map(ResourceTypes::to_wire).collect(),
@@ -212,9 +216,22 @@ impl KickoffParams {
                 .as_ref()
                 .map(|a| join(a.iter().map(|v| v.as_str().to_owned()).collect()))
                 .unwrap_or_default(),
-            Param::TypeFilter => self.type_filters.iter().flatten().map(ToString::to_string).collect(),
-            Param::OrganizeOutputBy => self.organize_output_by.iter().map(|t| t.as_str().to_owned()).collect(),
-            Param::AllowPartialManifests => self.allow_partial_manifests.iter().map(ToString::to_string).collect(),
+            Param::TypeFilter => self
+                .type_filters
+                .iter()
+                .flatten()
+                .map(ToString::to_string)
+                .collect(),
+            Param::OrganizeOutputBy => self
+                .organize_output_by
+                .iter()
+                .map(|t| t.as_str().to_owned())
+                .collect(),
+            Param::AllowPartialManifests => self
+                .allow_partial_manifests
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
         }
     }
 }

@@ -15,7 +15,11 @@ pub enum OutputFormat {
 }
 
 impl OutputFormat {
-    pub const ALL: [OutputFormat; 3] = [OutputFormat::FhirNdjson, OutputFormat::Ndjson, OutputFormat::NdjsonShort];
+    pub const ALL: [OutputFormat; 3] = [
+        OutputFormat::FhirNdjson,
+        OutputFormat::Ndjson,
+        OutputFormat::NdjsonShort,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {

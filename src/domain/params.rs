@@ -33,7 +33,9 @@ pub fn parse_elements(value: &str) -> Result<Vec<ElementPath>, ParseError> {
     for item in value.split(',') {
         let item = item.trim();
         if item.is_empty() {
-            return Err(ParseError::value("has an empty item: give element paths separated by single commas"));
+            return Err(ParseError::value(
+                "has an empty item: give element paths separated by single commas",
+            ));
         }
         let path = match item.split_once('.') {
             Some((t, e)) => {
@@ -114,9 +116,11 @@ pub fn split_type_filters(value: &str) -> Vec<&str> {
     let mut start = 0;
     for (i, _) in value.match_indices(',') {
         let rest = &value[i + 1..];
-        let starts_item = rest
-            .split_once('?')
-            .is_some_and(|(t, _)| !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphabetic()) && t.as_bytes()[0].is_ascii_uppercase());
+        let starts_item = rest.split_once('?').is_some_and(|(t, _)| {
+            !t.is_empty()
+                && t.bytes().all(|b| b.is_ascii_alphabetic())
+                && t.as_bytes()[0].is_ascii_uppercase()
+        });
         if starts_item {
             items.push(&value[start..i]);
             start = i + 1;
@@ -149,9 +153,11 @@ impl TryFrom<&str> for PatientReference {
         let id = value
             .strip_prefix("Patient/")
             .ok_or_else(|| ParseError::value("is not a FHIR reference of the form Patient/{id}"))?;
-        FhirId::try_from(id)
-            .map(PatientReference)
-            .map_err(|_| ParseError::value("is not a FHIR reference of the form Patient/{id}: the id is not a FHIR id"))
+        FhirId::try_from(id).map(PatientReference).map_err(|_| {
+            ParseError::value(
+                "is not a FHIR reference of the form Patient/{id}: the id is not a FHIR id",
+            )
+        })
     }
 }
 
@@ -190,7 +196,9 @@ impl TryFrom<&str> for AssociatedData {
                 if custom.len() > 1
                     && custom.len() <= 64
                     && custom.starts_with('_')
-                    && custom[1..].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_') =>
+                    && custom[1..].bytes().all(|b| {
+                        b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_'
+                    }) =>
             {
                 Ok(AssociatedData::Custom(custom.to_owned()))
             }
@@ -208,11 +216,16 @@ pub fn parse_associated_data(value: &str) -> Result<Vec<AssociatedData>, ParseEr
     for item in value.split(',') {
         let item = item.trim();
         if item.is_empty() {
-            return Err(ParseError::value("has an empty item: give values separated by single commas"));
+            return Err(ParseError::value(
+                "has an empty item: give values separated by single commas",
+            ));
         }
         let v = AssociatedData::try_from(item)?;
         if out.contains(&v) {
-            return Err(ParseError::value(format!("names '{}' more than once", v.as_str())));
+            return Err(ParseError::value(format!(
+                "names '{}' more than once",
+                v.as_str()
+            )));
         }
         out.push(v);
     }
@@ -227,9 +240,15 @@ mod tests {
     fn type_filters_split_only_where_a_new_type_begins() {
         assert_eq!(
             split_type_filters("Observation?code=a,b&status=final,MedicationRequest?status=active"),
-            vec!["Observation?code=a,b&status=final", "MedicationRequest?status=active"]
+            vec![
+                "Observation?code=a,b&status=final",
+                "MedicationRequest?status=active"
+            ]
         );
-        assert_eq!(split_type_filters("Patient?active=true"), vec!["Patient?active=true"]);
+        assert_eq!(
+            split_type_filters("Patient?active=true"),
+            vec!["Patient?active=true"]
+        );
     }
 
     #[test]
@@ -251,7 +270,12 @@ mod tests {
 
     #[test]
     fn associated_data_accepts_the_ig_values_and_underscore_custom_ones() {
-        assert_eq!(parse_associated_data("LatestProvenanceResources,_mine").unwrap().len(), 2);
+        assert_eq!(
+            parse_associated_data("LatestProvenanceResources,_mine")
+                .unwrap()
+                .len(),
+            2
+        );
         assert!(parse_associated_data("Everything").is_err());
         assert!(parse_associated_data("_").is_err());
     }

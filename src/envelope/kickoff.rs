@@ -3,10 +3,11 @@
 use super::meta::{Meta, read_meta};
 use super::reader::Reader;
 use crate::domain::params::{
-    PatientReference, parse_associated_data, parse_elements, split_type_filters, TypeFilter,
+    PatientReference, TypeFilter, parse_associated_data, parse_elements, split_type_filters,
 };
 use crate::domain::{
-    ExportKickoff, ExportKind, ExportLevel, FhirId, Issue, IssueCode, KickoffParams, Param, ResourceType,
+    ExportKickoff, ExportKind, ExportLevel, FhirId, Issue, IssueCode, KickoffParams, Param,
+    ResourceType,
 };
 use serde_json::{Map, Value};
 
@@ -45,7 +46,10 @@ impl RouteTarget<'_> {
 }
 
 /// Parses a Redox kick-off envelope, reporting every problem at once.
-pub fn parse_envelope(body: &Value, target: RouteTarget<'_>) -> Result<KickoffEnvelope, Vec<Issue>> {
+pub fn parse_envelope(
+    body: &Value,
+    target: RouteTarget<'_>,
+) -> Result<KickoffEnvelope, Vec<Issue>> {
     let mut issues = Vec::new();
     let Value::Object(obj) = body else {
         return Err(vec![Issue::general(
@@ -107,7 +111,8 @@ pub fn read_params(r: &mut Reader<'_, '_>, kind: ExportKind) -> KickoffParams {
         types: r.parse(Param::Type.as_str()),
         elements: r.parse_with(Param::Elements.as_str(), parse_elements),
         patients: None,
-        include_associated_data: r.parse_with(Param::IncludeAssociatedData.as_str(), parse_associated_data),
+        include_associated_data: r
+            .parse_with(Param::IncludeAssociatedData.as_str(), parse_associated_data),
         type_filters: None,
         organize_output_by: r.parse::<ResourceType>(Param::OrganizeOutputBy.as_str()),
         allow_partial_manifests: r.opt_bool(Param::AllowPartialManifests.as_str()),
@@ -117,7 +122,11 @@ pub fn read_params(r: &mut Reader<'_, '_>, kind: ExportKind) -> KickoffParams {
 
     if let (Some(since), Some(until)) = (&p.since, &p.until) {
         if until.at() <= since.at() {
-            r.issue(Issue::at(IssueCode::Value, "_until", "must be later than _since"));
+            r.issue(Issue::at(
+                IssueCode::Value,
+                "_until",
+                "must be later than _since",
+            ));
         }
     }
     if let (Some(types), Some(filters)) = (&p.types, &p.type_filters) {
@@ -142,8 +151,16 @@ fn read_type_filters(r: &mut Reader<'_, '_>) -> Option<Vec<TypeFilter>> {
             let mut items = Vec::new();
             for (i, v) in values.iter().enumerate() {
                 match v.as_str() {
-                    Some(s) => items.extend(split_type_filters(s).into_iter().map(|it| (key.to_owned(), it))),
-                    None => r.issue(Issue::at(IssueCode::Structure, format!("{key}[{i}]"), "must be a string")),
+                    Some(s) => items.extend(
+                        split_type_filters(s)
+                            .into_iter()
+                            .map(|it| (key.to_owned(), it)),
+                    ),
+                    None => r.issue(Issue::at(
+                        IssueCode::Structure,
+                        format!("{key}[{i}]"),
+                        "must be a string",
+                    )),
                 }
             }
             items
@@ -179,7 +196,10 @@ fn read_patients(r: &mut Reader<'_, '_>, kind: ExportKind) -> Option<Vec<Patient
         return None;
     }
     let raw: Vec<(String, &str)> = match value {
-        Value::String(s) => s.split(',').map(|item| (key.to_owned(), item.trim())).collect(),
+        Value::String(s) => s
+            .split(',')
+            .map(|item| (key.to_owned(), item.trim()))
+            .collect(),
         Value::Array(values) => {
             let mut raw = Vec::new();
             for (i, v) in values.iter().enumerate() {
@@ -204,7 +224,11 @@ fn read_patients(r: &mut Reader<'_, '_>, kind: ExportKind) -> Option<Vec<Patient
         }
     };
     if raw.is_empty() {
-        r.issue(Issue::at(IssueCode::Value, key, "must name at least one patient"));
+        r.issue(Issue::at(
+            IssueCode::Value,
+            key,
+            "must name at least one patient",
+        ));
         return None;
     }
     let mut refs: Vec<PatientReference> = Vec::new();
@@ -213,7 +237,11 @@ fn read_patients(r: &mut Reader<'_, '_>, kind: ExportKind) -> Option<Vec<Patient
         match PatientReference::try_from(s) {
             Ok(p) if refs.contains(&p) => {
                 ok = false;
-                r.issue(Issue::at(IssueCode::Value, path, "names a patient already listed"));
+                r.issue(Issue::at(
+                    IssueCode::Value,
+                    path,
+                    "names a patient already listed",
+                ));
             }
             Ok(p) => refs.push(p),
             Err(e) => {
@@ -248,7 +276,10 @@ pub fn normalise_native(pairs: &[(String, Value)]) -> NativeParams {
             (_, None) => {
                 map.insert(key, value);
             }
-            (Param::Type | Param::Elements | Param::IncludeAssociatedData, Some(Value::String(prev))) => {
+            (
+                Param::Type | Param::Elements | Param::IncludeAssociatedData,
+                Some(Value::String(prev)),
+            ) => {
                 let joined = match value.as_str() {
                     Some(next) => Value::String(format!("{prev},{next}")),
                     None => value,
@@ -265,14 +296,25 @@ pub fn normalise_native(pairs: &[(String, Value)]) -> NativeParams {
             }
             (_, Some(prev)) => {
                 // A single-valued parameter given twice is ambiguous: refuse rather than guess.
-                if !issues.iter().any(|i: &Issue| i.expression.as_deref() == Some(param.as_str())) {
-                    issues.push(Issue::at(IssueCode::Value, param.as_str(), "may be given only once"));
+                if !issues
+                    .iter()
+                    .any(|i: &Issue| i.expression.as_deref() == Some(param.as_str()))
+                {
+                    issues.push(Issue::at(
+                        IssueCode::Value,
+                        param.as_str(),
+                        "may be given only once",
+                    ));
                 }
                 map.insert(key, prev);
             }
         }
     }
-    NativeParams { map, unknown, issues }
+    NativeParams {
+        map,
+        unknown,
+        issues,
+    }
 }
 
 /// FHIR-native parameters in the envelope's shape, plus what did not fit it.

@@ -80,7 +80,11 @@ fn read_short_text(r: &mut Reader<'_, '_>, key: &str) -> Option<String> {
     let s = r.opt_str(key)?;
     if s.chars().count() > MAX {
         let path = r.path(key);
-        r.issue(Issue::at(IssueCode::TooLong, path, format!("is longer than {MAX} characters")));
+        r.issue(Issue::at(
+            IssueCode::TooLong,
+            path,
+            format!("is longer than {MAX} characters"),
+        ));
         return None;
     }
     Some(s.to_owned())
@@ -95,10 +99,7 @@ fn read_party(obj: &Map<String, Value>, prefix: String, issues: &mut Vec<Issue>)
     }
 }
 
-fn read_objects<'a>(
-    r: &mut Reader<'a, '_>,
-    key: &str,
-) -> Vec<(String, &'a Map<String, Value>)> {
+fn read_objects<'a>(r: &mut Reader<'a, '_>, key: &str) -> Vec<(String, &'a Map<String, Value>)> {
     let Some(items) = r.opt_array(key) else {
         return Vec::new();
     };
@@ -144,9 +145,10 @@ pub fn read_meta(envelope: &mut Reader<'_, '_>, kind: ExportKind) -> Meta {
             ));
         }
     }
-    let event_date_time = r.parse_with("EventDateTime", |s| {
-        DateTime::parse_from_rfc3339(s)
-            .map(|d| d.with_timezone(&Utc))
+    // Same shape as a FHIR instant: ISO 8601 with seconds and a zone, as Redox writes it.
+    let event_date_time = r.parse_with("EventDateTime", |s: &str| {
+        crate::domain::FhirInstant::try_from(s)
+            .map(|i| i.at().with_timezone(&Utc))
             .map_err(|_| {
                 crate::domain::ParseError::value(
                     "must be an ISO 8601 date and time with a zone, such as 2026-05-28T22:44:52.399Z",

@@ -5,6 +5,8 @@ mod meta;
 pub mod reader;
 mod response;
 
-pub use kickoff::{KickoffEnvelope, NativeParams, RouteTarget, normalise_native, parse_envelope, read_params};
+pub use kickoff::{
+    KickoffEnvelope, NativeParams, RouteTarget, normalise_native, parse_envelope, read_params,
+};
 pub use meta::{DATA_MODEL, LogRef, Meta, OutboundMeta, Party, now_millis, read_meta};
 pub use response::SystemExportResponse;

@@ -23,7 +23,11 @@ fn kind(v: &Value) -> &'static str {
 }
 
 impl<'a, 'i> Reader<'a, 'i> {
-    pub fn new(obj: &'a Map<String, Value>, prefix: impl Into<String>, issues: &'i mut Vec<Issue>) -> Self {
+    pub fn new(
+        obj: &'a Map<String, Value>,
+        prefix: impl Into<String>,
+        issues: &'i mut Vec<Issue>,
+    ) -> Self {
         Reader {
             obj,
             prefix: prefix.into(),
@@ -80,7 +84,8 @@ impl<'a, 'i> Reader<'a, 'i> {
     pub fn req_str(&mut self, key: &str) -> Option<&'a str> {
         if !self.has(key) {
             let path = self.path(key);
-            self.issues.push(Issue::at(IssueCode::Required, path, "is required"));
+            self.issues
+                .push(Issue::at(IssueCode::Required, path, "is required"));
             return None;
         }
         self.opt_str(key)
@@ -125,7 +130,11 @@ impl<'a, 'i> Reader<'a, 'i> {
     }
 
     /// Reads an optional string and parses it with `f`.
-    pub fn parse_with<T>(&mut self, key: &str, f: impl FnOnce(&str) -> Result<T, ParseError>) -> Option<T> {
+    pub fn parse_with<T>(
+        &mut self,
+        key: &str,
+        f: impl FnOnce(&str) -> Result<T, ParseError>,
+    ) -> Option<T> {
         let s = self.opt_str(key)?;
         match f(s) {
             Ok(v) => Some(v),

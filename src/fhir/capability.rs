@@ -8,9 +8,18 @@ const EXT: &str = "https://fhirgate.dev/fhir/StructureDefinition";
 
 fn operation(kind: ExportKind) -> Value {
     let (name, definition) = match kind {
-        ExportKind::Group => ("export", "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export"),
-        ExportKind::Patient => ("export", "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export"),
-        ExportKind::System => ("export", "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"),
+        ExportKind::Group => (
+            "export",
+            "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export",
+        ),
+        ExportKind::Patient => (
+            "export",
+            "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export",
+        ),
+        ExportKind::System => (
+            "export",
+            "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export",
+        ),
     };
     json!({"name": name, "definition": definition})
 }
@@ -19,7 +28,10 @@ fn operation(kind: ExportKind) -> Value {
 pub fn capability_statement(connector: &Connector, base: &str, date: &str) -> Value {
     let caps = &connector.capabilities;
     let mut resources = Vec::new();
-    for (kind, rtype) in [(ExportKind::Group, "Group"), (ExportKind::Patient, "Patient")] {
+    for (kind, rtype) in [
+        (ExportKind::Group, "Group"),
+        (ExportKind::Patient, "Patient"),
+    ] {
         if caps.supports_kind(kind) {
             resources.push(json!({"type": rtype, "operation": [operation(kind)]}));
         }
@@ -42,11 +54,9 @@ pub fn capability_statement(connector: &Connector, base: &str, date: &str) -> Va
         .iter()
         .map(|p| json!({"url": format!("{EXT}/supported-parameter"), "valueString": p.as_str()}))
         .collect();
-    extension.extend(
-        caps.output_formats
-            .iter()
-            .map(|f| json!({"url": format!("{EXT}/supported-output-format"), "valueString": f.as_str()})),
-    );
+    extension.extend(caps.output_formats.iter().map(
+        |f| json!({"url": format!("{EXT}/supported-output-format"), "valueString": f.as_str()}),
+    ));
     if let Some(types) = &caps.resource_types {
         extension.extend(
             types

@@ -18,11 +18,19 @@ const VALUE_KEYS: &[&str] = &[
 pub fn read_parameters(body: &Map<String, Value>) -> Result<Vec<(String, Value)>, Vec<Issue>> {
     let mut issues = Vec::new();
     if body.get("resourceType").and_then(Value::as_str) != Some("Parameters") {
-        return Err(vec![Issue::at(IssueCode::Structure, "resourceType", "must be 'Parameters'")]);
+        return Err(vec![Issue::at(
+            IssueCode::Structure,
+            "resourceType",
+            "must be 'Parameters'",
+        )]);
     }
     for key in body.keys() {
         if !["resourceType", "parameter", "id", "meta"].contains(&key.as_str()) {
-            issues.push(Issue::at(IssueCode::Structure, key.clone(), "is not a field of Parameters"));
+            issues.push(Issue::at(
+                IssueCode::Structure,
+                key.clone(),
+                "is not a field of Parameters",
+            ));
         }
     }
     let mut pairs = Vec::new();
@@ -30,7 +38,11 @@ pub fn read_parameters(body: &Map<String, Value>) -> Result<Vec<(String, Value)>
         None | Some(Value::Null) => &Vec::new(),
         Some(Value::Array(a)) => a,
         Some(_) => {
-            issues.push(Issue::at(IssueCode::Structure, "parameter", "must be an array"));
+            issues.push(Issue::at(
+                IssueCode::Structure,
+                "parameter",
+                "must be an array",
+            ));
             return Err(issues);
         }
     };
@@ -41,13 +53,15 @@ pub fn read_parameters(body: &Map<String, Value>) -> Result<Vec<(String, Value)>
             continue;
         };
         let Some(name) = obj.get("name").and_then(Value::as_str) else {
-            issues.push(Issue::at(IssueCode::Required, format!("{path}.name"), "is required"));
+            issues.push(Issue::at(
+                IssueCode::Required,
+                format!("{path}.name"),
+                "is required",
+            ));
             continue;
         };
-        let values: Vec<(&String, &Value)> = obj
-            .iter()
-            .filter(|(k, _)| k.starts_with("value"))
-            .collect();
+        let values: Vec<(&String, &Value)> =
+            obj.iter().filter(|(k, _)| k.starts_with("value")).collect();
         let [(key, value)] = values.as_slice() else {
             issues.push(Issue::at(
                 IssueCode::Structure,
@@ -81,7 +95,11 @@ pub fn read_parameters(body: &Map<String, Value>) -> Result<Vec<(String, Value)>
         };
         pairs.push((name.to_owned(), value));
     }
-    if issues.is_empty() { Ok(pairs) } else { Err(issues) }
+    if issues.is_empty() {
+        Ok(pairs)
+    } else {
+        Err(issues)
+    }
 }
 
 /// Writes kick-off parameters as a `Parameters` resource for an upstream POST.
@@ -92,7 +110,9 @@ pub fn write_parameters(params: &KickoffParams) -> Value {
             let entry = match p {
                 Param::Patient => json!({"name": p.as_str(), "valueReference": {"reference": v}}),
                 Param::Since | Param::Until => json!({"name": p.as_str(), "valueInstant": v}),
-                Param::AllowPartialManifests => json!({"name": p.as_str(), "valueBoolean": v == "true"}),
+                Param::AllowPartialManifests => {
+                    json!({"name": p.as_str(), "valueBoolean": v == "true"})
+                }
                 _ => json!({"name": p.as_str(), "valueString": v}),
             };
             parameter.push(entry);

@@ -80,17 +80,21 @@ pub enum Claim {
     Retry { job_id: Uuid, attempt: i64 },
     /// This log was already accepted: answer with this job, no upstream call.
     Existing(Job),
-    /// Another attempt of this log is under way right now.
+    /// Another attempt of this same request is under way right now.
     InFlight,
-    /// The Log ID was used before for a different request.
-    Mismatch,
 }
 
 /// How an attempt ended.
 #[derive(Debug, Clone)]
 pub enum AttemptOutcome {
-    Accepted { upstream_status_url: String, upstream_status: u16 },
-    Failed { error_code: String, upstream_status: Option<u16> },
+    Accepted {
+        upstream_status_url: String,
+        upstream_status: u16,
+    },
+    Failed {
+        error_code: String,
+        upstream_status: Option<u16>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -113,19 +117,32 @@ pub const STALE_PENDING: Duration = Duration::from_secs(15 * 60);
 /// Storage for jobs; SQLite embedded, PostgreSQL for several replicas.
 #[async_trait]
 pub trait JobStore: Send + Sync + std::fmt::Debug {
-    /// Reserves `job` or reports what already exists for its (source, Log ID).
+    /// Reserves `job`, or reports what already exists for the same request: same source, Log ID and
+    /// fingerprint (a partner retrying an envelope). A different request under the same Log ID is a new job.
     async fn claim(&self, job: &NewJob, stale_after: Duration) -> Result<Claim, StoreError>;
     /// Records how the attempt `attempt_id` of `job_id` ended.
-    async fn finish_attempt(&self, job_id: Uuid, attempt_id: Uuid, outcome: &AttemptOutcome) -> Result<(), StoreError>;
+    async fn finish_attempt(
+        &self,
+        job_id: Uuid,
+        attempt_id: Uuid,
+        outcome: &AttemptOutcome,
+    ) -> Result<(), StoreError>;
     async fn get(&self, job_id: Uuid) -> Result<Option<Job>, StoreError>;
     /// Cheap round trip, for readiness.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Closes the connections; later calls fail with `Unavailable` (shutdown, and tests of an outage).
+    async fn close(&self);
 }
 
 /// Opens the store named by `[store] url`, running its migrations.
-pub async fn open(url: &str, max_connections: u32) -> Result<std::sync::Arc<dyn JobStore>, StoreError> {
+pub async fn open(
+    url: &str,
+    max_connections: u32,
+) -> Result<std::sync::Arc<dyn JobStore>, StoreError> {
     if url.starts_with("sqlite:") {
-        Ok(std::sync::Arc::new(sqlite::SqliteStore::open(url, max_connections).await?))
+        Ok(std::sync::Arc::new(
+            sqlite::SqliteStore::open(url, max_connections).await?,
+        ))
     } else {
         Err(StoreError::Unavailable(
             "only sqlite: stores are available in this build of the store module".into(),

@@ -1,9 +1,13 @@
 //! The embedded job store: one SQLite file in WAL mode, created when missing.
 
-use super::{AttemptOutcome, Claim, Job, JobState, JobStore, NewJob, StoreError, parse_time, parse_uuid};
+use super::{
+    AttemptOutcome, Claim, Job, JobState, JobStore, NewJob, StoreError, parse_time, parse_uuid,
+};
 use async_trait::async_trait;
 use chrono::{SecondsFormat, Utc};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{Row, SqlitePool};
 use std::str::FromStr;
 use std::time::Duration;
@@ -30,8 +34,9 @@ impl SqliteStore {
             .foreign_keys(true);
         if let Some(parent) = options.get_filename().parent() {
             if !parent.as_os_str().is_empty() {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", parent.display())))?;
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    StoreError::Unavailable(format!("cannot create {}: {e}", parent.display()))
+                })?;
             }
         }
         let pool = SqlitePoolOptions::new()
@@ -59,7 +64,8 @@ impl SqliteStore {
             event_type: row.try_get("event_type")?,
             group_id: row.try_get("group_id")?,
             fingerprint: row.try_get("fingerprint")?,
-            state: JobState::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("state {state}")))?,
+            state: JobState::parse(&state)
+                .ok_or_else(|| StoreError::Corrupt(format!("state {state}")))?,
             upstream_status_url: row.try_get("upstream_status_url")?,
             error_code: row.try_get("error_code")?,
             created_at: parse_time(row.try_get("created_at")?)?,
@@ -67,12 +73,15 @@ impl SqliteStore {
         })
     }
 
-    async fn by_log(&self, source_key: &str, log_id: Uuid) -> Result<Option<Job>, StoreError> {
-        let row = sqlx::query("SELECT * FROM jobs WHERE source_key = ?1 AND log_id = ?2")
-            .bind(source_key)
-            .bind(log_id.to_string())
-            .fetch_optional(&self.pool)
-            .await?;
+    async fn by_request(&self, job: &NewJob) -> Result<Option<Job>, StoreError> {
+        let row = sqlx::query(
+            "SELECT * FROM jobs WHERE source_key = ?1 AND log_id = ?2 AND fingerprint = ?3",
+        )
+        .bind(&job.source_key)
+        .bind(job.log_id.to_string())
+        .bind(&job.fingerprint)
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(Self::row_to_job).transpose()
     }
 }
@@ -85,7 +94,7 @@ impl JobStore for SqliteStore {
             "INSERT INTO jobs (id, source_key, log_id, attempt_id, attempts, destination, environment, event_type,
                                group_id, fingerprint, state, created_at, updated_at)
              VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7, ?8, ?9, 'pending', ?10, ?10)
-             ON CONFLICT (source_key, log_id) DO NOTHING",
+             ON CONFLICT (source_key, log_id, fingerprint) DO NOTHING",
         )
         .bind(job.id.to_string())
         .bind(&job.source_key)
@@ -102,16 +111,10 @@ impl JobStore for SqliteStore {
         if inserted.rows_affected() == 1 {
             return Ok(Claim::New);
         }
-        let Some(existing) = self.by_log(&job.source_key, job.log_id).await? else {
+        let Some(existing) = self.by_request(job).await? else {
             // Deleted between the two statements: treat as in flight; the partner retries.
             return Ok(Claim::InFlight);
         };
-        if existing.fingerprint != job.fingerprint
-            || existing.destination != job.destination
-            || existing.environment != job.environment
-        {
-            return Ok(Claim::Mismatch);
-        }
         let stale = chrono::Duration::from_std(stale_after).unwrap_or(chrono::Duration::MAX);
         let retryable = match existing.state {
             JobState::Accepted => return Ok(Claim::Existing(existing)),
@@ -144,13 +147,23 @@ impl JobStore for SqliteStore {
         }
     }
 
-    async fn finish_attempt(&self, job_id: Uuid, attempt_id: Uuid, outcome: &AttemptOutcome) -> Result<(), StoreError> {
+    async fn finish_attempt(
+        &self,
+        job_id: Uuid,
+        attempt_id: Uuid,
+        outcome: &AttemptOutcome,
+    ) -> Result<(), StoreError> {
         let now = now();
         let (state, url, error, upstream_status) = match outcome {
             AttemptOutcome::Accepted {
                 upstream_status_url,
                 upstream_status,
-            } => ("accepted", Some(upstream_status_url.as_str()), None, Some(*upstream_status)),
+            } => (
+                "accepted",
+                Some(upstream_status_url.as_str()),
+                None,
+                Some(*upstream_status),
+            ),
             AttemptOutcome::Failed {
                 error_code,
                 upstream_status,
@@ -199,5 +212,9 @@ impl JobStore for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
     }
 }

@@ -1,15 +1,21 @@
 //! `GET /fhir/R4/{slug}/{env}/metadata`: what this destination supports, as a CapabilityStatement.
 
-use crate::error::{ApiError, FHIR_JSON};
 use crate::envelope::now_millis;
+use crate::error::{ApiError, FHIR_JSON};
 use crate::fhir::capability::capability_statement;
 use crate::state::AppState;
 use actix_web::http::header::CONTENT_TYPE;
 use actix_web::{HttpRequest, HttpResponse, web};
 
-pub async fn metadata(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn metadata(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let info = req.match_info();
-    let (slug, env) = (info.get("slug").unwrap_or_default(), info.get("env").unwrap_or_default());
+    let (slug, env) = (
+        info.get("slug").unwrap_or_default(),
+        info.get("env").unwrap_or_default(),
+    );
     let connector = state.registry.get(slug, env).ok_or_else(|| {
         ApiError::NotFound(format!(
             "No destination '{}' is configured for environment '{}'.",

@@ -13,7 +13,8 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         Ok(()) => HttpResponse::Ok().json(json!({"status": "ready", "store": "ok"})),
         Err(e) => {
             tracing::warn!(message = "Not ready: the job store does not answer.", error = %e);
-            HttpResponse::ServiceUnavailable().json(json!({"status": "not-ready", "store": "unavailable"}))
+            HttpResponse::ServiceUnavailable()
+                .json(json!({"status": "not-ready", "store": "unavailable"}))
         }
     }
 }

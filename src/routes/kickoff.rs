@@ -2,26 +2,38 @@
 
 use super::{read_body, require_json_accept};
 use crate::domain::ExportKind;
+use crate::domain::{Issue, IssueCode};
 use crate::envelope::SystemExportResponse;
 use crate::error::{ApiError, FHIR_JSON, Failure};
 use crate::fhir::OperationOutcome;
 use crate::fhir::parameters::read_parameters;
-use crate::domain::{Issue, IssueCode};
 use crate::kickoff::{Accepted, KickoffForm, KickoffRequest, kick_off};
 use crate::state::AppState;
 use actix_web::http::header::{CONTENT_LOCATION, CONTENT_TYPE};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::Value;
 
-pub async fn group_export(req: HttpRequest, body: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse, Failure> {
+pub async fn group_export(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Failure> {
     handle(req, body, state, ExportKind::Group).await
 }
 
-pub async fn patient_export(req: HttpRequest, body: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse, Failure> {
+pub async fn patient_export(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Failure> {
     handle(req, body, state, ExportKind::Patient).await
 }
 
-pub async fn system_export(req: HttpRequest, body: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse, Failure> {
+pub async fn system_export(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Failure> {
     handle(req, body, state, ExportKind::System).await
 }
 
@@ -45,7 +57,11 @@ async fn handle(
         lenient: prefer_tokens(&req).any(|t| t == "handling=lenient"),
     };
     let accepted = kick_off(&state, request).await?;
-    Ok(if native { native_accepted(&accepted) } else { envelope_accepted(&accepted) })
+    Ok(if native {
+        native_accepted(&accepted)
+    } else {
+        envelope_accepted(&accepted)
+    })
 }
 
 /// The tokens of every `Prefer` header, e.g. `respond-async`, `handling=lenient`.
@@ -59,9 +75,10 @@ fn prefer_tokens(req: &HttpRequest) -> impl Iterator<Item = String> + '_ {
 
 /// Tells an envelope from a FHIR-native kick-off.
 fn form_of(req: &HttpRequest, body: &[u8]) -> Result<KickoffForm, ApiError> {
-    let mut pairs: Vec<(String, Value)> = url::form_urlencoded::parse(req.query_string().as_bytes())
-        .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
-        .collect();
+    let mut pairs: Vec<(String, Value)> =
+        url::form_urlencoded::parse(req.query_string().as_bytes())
+            .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
+            .collect();
     let native = |pairs| {
         if prefer_tokens(req).any(|t| t == "respond-async") {
             Ok(KickoffForm::Native(pairs))
@@ -80,7 +97,13 @@ fn form_of(req: &HttpRequest, body: &[u8]) -> Result<KickoffForm, ApiError> {
         .headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
         .is_some_and(|t| t == "application/json" || t == "application/fhir+json");
     if !json_type {
         return Err(ApiError::UnsupportedMediaType);
@@ -88,11 +111,17 @@ fn form_of(req: &HttpRequest, body: &[u8]) -> Result<KickoffForm, ApiError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         ApiError::Invalid(vec![Issue::general(
             IssueCode::Structure,
-            format!("The body is not valid JSON (line {}, column {}).", e.line(), e.column()),
+            format!(
+                "The body is not valid JSON (line {}, column {}).",
+                e.line(),
+                e.column()
+            ),
         )])
     })?;
     match &value {
-        Value::Object(obj) if obj.get("resourceType").and_then(Value::as_str) == Some("Parameters") => {
+        Value::Object(obj)
+            if obj.get("resourceType").and_then(Value::as_str) == Some("Parameters") =>
+        {
             pairs.extend(read_parameters(obj).map_err(ApiError::Invalid)?);
             native(pairs)
         }
@@ -106,7 +135,13 @@ fn form_of(req: &HttpRequest, body: &[u8]) -> Result<KickoffForm, ApiError> {
 
 fn envelope_accepted(a: &Accepted) -> HttpResponse {
     let meta = a.meta.clone().unwrap_or_default();
-    let body = SystemExportResponse::accepted(&meta, a.log_id, a.attempt_id, a.content_location.clone(), a.dropped.clone());
+    let body = SystemExportResponse::accepted(
+        &meta,
+        a.log_id,
+        a.attempt_id,
+        a.content_location.clone(),
+        a.dropped.clone(),
+    );
     HttpResponse::Accepted()
         .insert_header((CONTENT_LOCATION, a.content_location.as_str()))
         .insert_header(("X-Request-ID", a.log_id.to_string()))

@@ -10,7 +10,11 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt;
 
 /// Reads the body up to `limit` bytes; 413 beyond it, before reading more than the limit.
-pub async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<Vec<u8>, ApiError> {
+pub async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<Vec<u8>, ApiError> {
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
@@ -41,16 +45,28 @@ pub fn require_json_accept(req: &HttpRequest) -> Result<(), ApiError> {
         return Ok(());
     };
     let ok = accept.split(',').any(|range| {
-        let t = range.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+        let t = range
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
         t.is_empty() || t == "*/*" || t == "application/*" || t.ends_with("json")
     });
-    if ok { Ok(()) } else { Err(ApiError::NotAcceptable) }
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::NotAcceptable)
+    }
 }
 
 /// Any path no route matches.
 pub async fn not_found(req: HttpRequest) -> HttpResponse {
     let _ = req;
-    crate::error::render(&ApiError::NotFound("No such route on this gateway.".into()), None)
+    crate::error::render(
+        &ApiError::NotFound("No such route on this gateway.".into()),
+        None,
+    )
 }
 
 /// A known path with a method it does not take.

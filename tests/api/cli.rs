@@ -1,0 +1,163 @@
+//! The command line: validate envelopes offline, check a configuration.
+
+use crate::helpers::repo;
+use std::process::Command;
+
+fn fhirgate() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fhirgate"));
+    cmd.current_dir(repo()).env_remove("FHIRGATE_CONFIG");
+    cmd
+}
+
+#[test]
+fn validate_prints_the_upstream_request_for_a_valid_envelope_and_exits_0() {
+    let out = fhirgate()
+        .args([
+            "validate",
+            "fixtures/envelopes/group-export/valid/seed-000-example.json",
+        ])
+        .output()
+        .unwrap();
+
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("/Group/example-group-id/$export?_outputFormat=application/fhir%2Bndjson"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn validate_prints_the_operation_outcome_for_an_invalid_envelope_and_exits_1() {
+    let out = fhirgate()
+        .args([
+            "validate",
+            "fixtures/envelopes/group-export/invalid/type-unknown-resource.json",
+        ])
+        .output()
+        .unwrap();
+
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout.contains("\"OperationOutcome\"") && stdout.contains("\"_type\""),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn validate_against_a_named_destination_applies_its_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("fhirgate.toml");
+    std::fs::write(
+        &config,
+        r#"
+[[destinations]]
+slug = "cerner"
+name = "Oracle Health"
+vendor = "oracle-health"
+[destinations.environments.Production]
+base_url = "https://fhir-ehr.cerner.com/r4/ec2458f2-1e24-41c8-b71b-0e701af7583d"
+auth = { type = "bearer", token_env = "FHIRGATE_TEST_TOKEN_THAT_IS_NOT_SET" }
+"#,
+    )
+    .unwrap();
+
+    let out = fhirgate()
+        .args([
+            "validate",
+            "--destination",
+            "cerner",
+            "--environment",
+            "Production",
+            "--config",
+        ])
+        .arg(&config)
+        .arg("fixtures/envelopes/group-export/valid/seed-000-example.json")
+        .output()
+        .unwrap();
+
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "Oracle Health does not take _since: {stdout}"
+    );
+    assert!(stdout.contains("\"_since\""), "{stdout}");
+}
+
+#[test]
+fn check_config_accepts_the_example_and_names_the_bad_key_of_a_broken_file() {
+    let ok = fhirgate()
+        .args(["check-config", "--config", "config/fhirgate.example.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(&broken, "[server]\npublic_url = \"not a url\"\n").unwrap();
+    let bad = fhirgate()
+        .args(["check-config", "--config"])
+        .arg(&broken)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(bad.stderr).unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(stderr.contains("public_url"), "{stderr}");
+}
+
+#[test]
+fn check_config_refuses_a_bearer_token_variable_that_is_not_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("fhirgate.toml");
+    std::fs::write(
+        &config,
+        r#"
+[[destinations]]
+slug = "ehr"
+name = "EHR"
+vendor = "bulk-data"
+[destinations.environments.Staging]
+base_url = "https://ehr.example/fhir"
+auth = { type = "bearer", token_env = "FHIRGATE_TEST_TOKEN_THAT_IS_NOT_SET" }
+"#,
+    )
+    .unwrap();
+
+    let out = fhirgate()
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.contains("destinations[0].environments.Staging.auth.token_env"),
+        "{stderr}"
+    );
+    let skipped = fhirgate()
+        .args(["check-config", "--skip-secrets", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(skipped.status.code(), Some(0));
+}
+
+#[test]
+fn an_environment_override_replaces_a_config_key() {
+    let out = fhirgate()
+        .args(["check-config"])
+        .env("FHIRGATE__SERVER__LISTEN", "not-an-address")
+        .output()
+        .unwrap();
+
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("server.listen"));
+}

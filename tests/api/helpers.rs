@@ -1,0 +1,291 @@
+//! Spawning the gateway on port 0 against a wiremock upstream, and reading what it answers.
+
+use fhirgate::config::Settings;
+use fhirgate::startup::Application;
+use serde_json::Value;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tempfile::TempDir;
+use wiremock::matchers::{method, path_regex};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+/// The token every test destination presents upstream.
+pub const UPSTREAM_TOKEN: &str = "canary-upstream-token-5f2c";
+/// The partner-facing base URL in every test, so snapshots do not carry ports.
+pub const PUBLIC_URL: &str = "https://gateway.example";
+/// The Log ID of the seed 000 example.
+pub const SEED_LOG_ID: &str = "d9f5d293-7110-461e-a875-3beb089e79f3";
+
+/// A running gateway, its upstream, and its storage.
+pub struct TestApp {
+    pub address: String,
+    pub upstream: MockServer,
+    pub client: reqwest::Client,
+    pub settings: Settings,
+    handle: actix_web::dev::ServerHandle,
+    state: fhirgate::state::AppState,
+    _dir: Arc<TempDir>,
+}
+
+/// The test configuration: one destination per vendor profile, all on the same mock upstream.
+pub fn test_config(upstream: &str, dir: &Path) -> String {
+    let token = dir.join("upstream-token");
+    std::fs::write(&token, UPSTREAM_TOKEN).expect("write token file");
+    let token = token.display();
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+public_url = "{PUBLIC_URL}"
+
+[store]
+url = "sqlite://{db}"
+
+[upstream]
+connect_timeout_secs = 1.0
+request_timeout_secs = 2.0
+
+[[destinations]]
+slug = "spec-ehr"
+id = "af394f14-b34a-464f-8d24-895f370af4c9"
+name = "Spec-conformant EHR"
+vendor = "bulk-data"
+[destinations.environments.Development]
+base_url = "{upstream}/fhir/r4"
+auth = {{ type = "bearer", token_file = "{token}" }}
+
+[[destinations]]
+slug = "oracle"
+name = "Oracle Health tenant"
+vendor = "oracle-health"
+[destinations.environments.Production]
+base_url = "{upstream}/r4/ec2458f2-1e24-41c8-b71b-0e701af7583d"
+auth = {{ type = "bearer", token_file = "{token}" }}
+
+[[destinations]]
+slug = "narrow-oracle"
+name = "Oracle Health tenant without includeAssociatedData"
+vendor = "oracle-health"
+[destinations.environments.Development]
+base_url = "{upstream}/r4/narrow"
+supported_parameters = ["_type"]
+
+[[destinations]]
+slug = "netsmart"
+name = "Netsmart"
+vendor = "netsmart"
+[destinations.environments.Staging]
+base_url = "{upstream}/uscore/v1/bulk-data"
+auth = {{ type = "bearer", token_file = "{token}" }}
+
+[[destinations]]
+slug = "nowhere"
+name = "An EHR that refuses connections"
+vendor = "bulk-data"
+[destinations.environments.Development]
+base_url = "http://127.0.0.1:9/fhir"
+"#,
+        db = dir.join("jobs.db").display(),
+    )
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        let upstream = MockServer::start().await;
+        let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+        let settings =
+            Settings::from_toml(&test_config(&upstream.uri(), dir.path())).expect("test config");
+        Self::start(upstream, settings, dir).await
+    }
+
+    async fn start(upstream: MockServer, settings: Settings, dir: Arc<TempDir>) -> TestApp {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+        let app = Application::build_with_listener(settings.clone(), listener)
+            .await
+            .expect("the gateway builds");
+        let address = format!("http://127.0.0.1:{}", app.port());
+        let handle = app.handle();
+        let state = app.state().clone();
+        tokio::spawn(app.run_until_stopped());
+        TestApp {
+            address,
+            upstream,
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("client"),
+            settings,
+            handle,
+            state,
+            _dir: dir,
+        }
+    }
+
+    /// Stops the gateway and starts a new process-equivalent on the same store and upstream.
+    pub async fn restart(self) -> TestApp {
+        self.handle.stop(true).await;
+        self.state.store.close().await;
+        Self::start(self.upstream, self.settings, self._dir).await
+    }
+
+    pub fn state(&self) -> &fhirgate::state::AppState {
+        &self.state
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// POSTs an envelope to a kick-off route.
+    pub async fn post_envelope(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// POSTs raw bytes with a content type.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .header("Content-Type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// The upstream answers every `$export` kick-off with 202 and a status URL.
+    pub async fn upstream_accepts_kickoffs(&self) {
+        Mock::given(path_regex(r"\$export$"))
+            .respond_with(ResponseTemplate::new(202).insert_header(
+                "Content-Location",
+                format!("{}/bulk-export/jobs/upstream-job-1", self.upstream.uri()),
+            ))
+            .mount(&self.upstream)
+            .await;
+    }
+
+    /// Requests the upstream received.
+    pub async fn upstream_requests(&self) -> Vec<wiremock::Request> {
+        self.upstream.received_requests().await.unwrap_or_default()
+    }
+
+    /// Requests the upstream received for `$export`.
+    pub async fn upstream_kickoffs(&self) -> Vec<wiremock::Request> {
+        self.upstream_requests()
+            .await
+            .into_iter()
+            .filter(|r| r.url.path().ends_with("$export"))
+            .collect()
+    }
+}
+
+/// Mounts a kick-off mock that must be called exactly `n` times.
+pub async fn expect_kickoffs(app: &TestApp, n: u64) {
+    Mock::given(method("GET"))
+        .and(path_regex(r"\$export$"))
+        .respond_with(ResponseTemplate::new(202).insert_header(
+            "Content-Location",
+            format!("{}/bulk-export/jobs/upstream-job-1", app.upstream.uri()),
+        ))
+        .expect(n)
+        .mount(&app.upstream)
+        .await;
+}
+
+/// The repository's root (fixtures, schemas).
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A fixture file, parsed.
+pub fn fixture(rel: &str) -> Value {
+    let text = std::fs::read_to_string(repo().join("fixtures").join(rel)).expect("fixture exists");
+    serde_json::from_str(&text).expect("fixture is JSON")
+}
+
+/// The seed 000 example envelope.
+pub fn seed() -> Value {
+    fixture("envelopes/group-export/valid/seed-000-example.json")
+}
+
+/// The group export route of a destination.
+pub fn group_route(slug: &str, env: &str, group: &str) -> String {
+    format!("/fhir/R4/{slug}/{env}/Group/{group}/$export")
+}
+
+/// The seed group route on the spec-conformant destination.
+pub fn spec_group_route() -> String {
+    group_route("spec-ehr", "Development", "example-group-id")
+}
+
+/// The response body as JSON.
+pub async fn json_body(response: reqwest::Response) -> Value {
+    let text = response.text().await.expect("body");
+    serde_json::from_str(&text).unwrap_or_else(|_| panic!("body is not JSON: {text}"))
+}
+
+/// The `expression`s named by an OperationOutcome's issues.
+pub fn expressions(outcome: &Value) -> Vec<String> {
+    outcome["issue"]
+        .as_array()
+        .map(|issues| {
+            issues
+                .iter()
+                .flat_map(|i| i["expression"].as_array().cloned().unwrap_or_default())
+                .filter_map(|e| e.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The `code`s of an OperationOutcome's issues.
+pub fn codes(outcome: &Value) -> Vec<String> {
+    outcome["issue"]
+        .as_array()
+        .map(|issues| {
+            issues
+                .iter()
+                .filter_map(|i| i["code"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Replaces what changes on every run (times, minted ids) so an envelope can be snapshotted.
+pub fn redact_envelope(mut v: Value) -> Value {
+    if let Some(meta) = v.get_mut("Meta") {
+        if meta.get("EventDateTime").is_some_and(Value::is_string) {
+            meta["EventDateTime"] = Value::String("[now]".into());
+        }
+        if let Some(logs) = meta.get_mut("Logs").and_then(Value::as_array_mut) {
+            for log in logs {
+                log["AttemptID"] = Value::String("[new-attempt-id]".into());
+                if log["ID"].as_str() != Some(SEED_LOG_ID) {
+                    log["ID"] = Value::String("[new-log-id]".into());
+                }
+            }
+        }
+    }
+    if let Some(loc) = v.get("contentLocation").and_then(Value::as_str) {
+        v["contentLocation"] = Value::String(redact_job_url(loc));
+    }
+    v
+}
+
+/// `…/export-status/{uuid}` → `…/export-status/[job-id]`.
+pub fn redact_job_url(url: &str) -> String {
+    match url.rsplit_once('/') {
+        Some((head, tail)) if uuid::Uuid::parse_str(tail).is_ok() => format!("{head}/[job-id]"),
+        _ => url.to_owned(),
+    }
+}

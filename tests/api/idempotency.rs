@@ -1,0 +1,91 @@
+//! A partner retrying an envelope gets the same job; a job the gateway accepted survives a restart.
+
+use crate::helpers::*;
+use wiremock::matchers::path_regex;
+use wiremock::{Mock, ResponseTemplate};
+
+async fn location_of(app: &TestApp) -> (u16, Option<String>) {
+    let response = app.post_envelope(&spec_group_route(), &seed()).await;
+    let status = response.status().as_u16();
+    let location = response
+        .headers()
+        .get("Content-Location")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (status, location)
+}
+
+#[tokio::test]
+async fn retrying_the_same_envelope_after_a_202_returns_the_same_job_without_a_second_kickoff() {
+    let app = TestApp::spawn().await;
+    expect_kickoffs(&app, 1).await;
+
+    let (first_status, first) = location_of(&app).await;
+    let (second_status, second) = location_of(&app).await;
+
+    assert_eq!((first_status, second_status), (202, 202));
+    assert_eq!(first, second);
+}
+
+#[tokio::test]
+async fn a_different_request_under_the_same_log_id_is_a_new_job() {
+    let app = TestApp::spawn().await;
+    expect_kickoffs(&app, 2).await;
+    let mut other = seed();
+    other["_type"] = serde_json::Value::String("Patient".into());
+
+    let first = app.post_envelope(&spec_group_route(), &seed()).await;
+    let second = app.post_envelope(&spec_group_route(), &other).await;
+
+    assert_ne!(
+        first.headers()["Content-Location"],
+        second.headers()["Content-Location"]
+    );
+}
+
+#[tokio::test]
+async fn a_retry_after_a_failed_attempt_calls_the_upstream_again_as_a_new_attempt_of_the_same_job()
+{
+    let app = TestApp::spawn().await;
+    Mock::given(path_regex(r"\$export$"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .mount(&app.upstream)
+        .await;
+    app.upstream_accepts_kickoffs().await;
+
+    let (failed, _) = location_of(&app).await;
+    let (accepted, location) = location_of(&app).await;
+    let (replayed, again) = location_of(&app).await;
+
+    assert_eq!((failed, accepted, replayed), (502, 202, 202));
+    assert_eq!(location, again);
+    assert_eq!(
+        app.upstream_kickoffs().await.len(),
+        2,
+        "the replay made no upstream call"
+    );
+    let job_id = uuid::Uuid::parse_str(location.unwrap().rsplit('/').next().unwrap()).unwrap();
+    let job = app.state().store.get(job_id).await.unwrap().unwrap();
+    assert_eq!(job.attempts, 2);
+    assert_eq!(job.log_id.to_string(), SEED_LOG_ID);
+}
+
+#[tokio::test]
+async fn an_accepted_job_survives_a_restart_of_the_gateway() {
+    let app = TestApp::spawn().await;
+    expect_kickoffs(&app, 1).await;
+    let (_, before) = location_of(&app).await;
+    let job_id =
+        uuid::Uuid::parse_str(before.as_deref().unwrap().rsplit('/').next().unwrap()).unwrap();
+
+    let app = app.restart().await;
+    let job = app.state().store.get(job_id).await.unwrap();
+    let (status, after) = location_of(&app).await;
+
+    assert!(job.is_some(), "the job is still in the store");
+    assert_eq!(status, 202);
+    assert_eq!(
+        before, after,
+        "the retried envelope finds the job from before the restart"
+    );
+}

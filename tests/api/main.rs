@@ -1,0 +1,14 @@
+//! fhirgate's integration tests: the real server on port 0 against wiremock upstreams.
+
+mod capability;
+mod cli;
+mod fixtures;
+mod helpers;
+mod idempotency;
+mod kickoff_envelope;
+mod kickoff_native;
+mod lenient_and_vendor_rules;
+mod robustness;
+mod schemas;
+mod upstream_failures;
+mod upstream_requests;
