@@ -312,13 +312,12 @@ impl Settings {
                     token_env,
                     token_file,
                 } = &e.auth
+                    && token_env.is_some() == token_file.is_some()
                 {
-                    if token_env.is_some() == token_file.is_some() {
-                        return invalid(
-                            format!("{key}.auth"),
-                            "bearer auth needs exactly one of token_env or token_file",
-                        );
-                    }
+                    return invalid(
+                        format!("{key}.auth"),
+                        "bearer auth needs exactly one of token_env or token_file",
+                    );
                 }
             }
         }

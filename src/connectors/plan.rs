@@ -69,17 +69,17 @@ pub fn plan_kickoff(
         }
     }
     let p = &kickoff.params;
-    if let Some(f) = p.output_format {
-        if !caps.output_formats.contains(&f) {
-            issues.push(Issue::at(
-                IssueCode::NotSupported,
-                Param::OutputFormat.as_str(),
-                format!(
-                    "'{}' is not an output format destination '{destination}' accepts",
-                    f.as_str()
-                ),
-            ));
-        }
+    if let Some(f) = p.output_format
+        && !caps.output_formats.contains(&f)
+    {
+        issues.push(Issue::at(
+            IssueCode::NotSupported,
+            Param::OutputFormat.as_str(),
+            format!(
+                "'{}' is not an output format destination '{destination}' accepts",
+                f.as_str()
+            ),
+        ));
     }
     if let Some(types) = &p.types {
         let refused: Vec<&str> = types
@@ -99,21 +99,20 @@ pub fn plan_kickoff(
             ));
         }
     }
-    if let Some(values) = &p.include_associated_data {
-        if !caps.custom_associated_data && values.iter().any(|v| v.is_custom()) {
-            issues.push(Issue::at(
+    if let Some(values) = &p.include_associated_data
+        && !caps.custom_associated_data
+        && values.iter().any(|v| v.is_custom())
+    {
+        issues.push(Issue::at(
                 IssueCode::NotSupported,
                 Param::IncludeAssociatedData.as_str(),
                 format!(
                     "Destination '{destination}' accepts only LatestProvenanceResources and RelevantProvenanceResources"
                 ),
             ));
-        }
     }
-    if issues.is_empty() {
-        if vendor == Vendor::OracleHealth {
-            super::oracle_health::check(&kickoff.params, &mut issues);
-        }
+    if issues.is_empty() && vendor == Vendor::OracleHealth {
+        super::oracle_health::check(&kickoff.params, &mut issues);
     }
     if issues.is_empty() {
         Ok(KickoffPlan {

@@ -4,9 +4,10 @@ use super::ParseError;
 use super::resource_type::shorten;
 
 /// An accepted `_outputFormat` value, kept in the partner's spelling.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, Default)]
 pub enum OutputFormat {
     #[serde(rename = "application/fhir+ndjson")]
+    #[default]
     FhirNdjson,
     #[serde(rename = "application/ndjson")]
     Ndjson,
@@ -27,12 +28,6 @@ impl OutputFormat {
             OutputFormat::Ndjson => "application/ndjson",
             OutputFormat::NdjsonShort => "ndjson",
         }
-    }
-}
-
-impl Default for OutputFormat {
-    fn default() -> Self {
-        OutputFormat::FhirNdjson
     }
 }
 

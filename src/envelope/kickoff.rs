@@ -72,20 +72,20 @@ pub fn parse_envelope(
 
     let meta = read_meta(&mut r, target.kind);
 
-    if target.kind == ExportKind::Group {
-        if let Some(id) = r.req_str("id") {
-            match FhirId::try_from(id) {
-                Err(e) => r.issue(e.at("id")),
-                Ok(id) => {
-                    if let Some(ExportLevel::Group(path_id)) = &level {
-                        if &id != path_id {
-                            r.issue(Issue::at(
-                                IssueCode::Value,
-                                "id",
-                                "must equal the {groupId} of the request path",
-                            ));
-                        }
-                    }
+    if target.kind == ExportKind::Group
+        && let Some(id) = r.req_str("id")
+    {
+        match FhirId::try_from(id) {
+            Err(e) => r.issue(e.at("id")),
+            Ok(id) => {
+                if let Some(ExportLevel::Group(path_id)) = &level
+                    && &id != path_id
+                {
+                    r.issue(Issue::at(
+                        IssueCode::Value,
+                        "id",
+                        "must equal the {groupId} of the request path",
+                    ));
                 }
             }
         }
@@ -120,14 +120,14 @@ pub fn read_params(r: &mut Reader<'_, '_>, kind: ExportKind) -> KickoffParams {
     p.type_filters = read_type_filters(r);
     p.patients = read_patients(r, kind);
 
-    if let (Some(since), Some(until)) = (&p.since, &p.until) {
-        if until.at() <= since.at() {
-            r.issue(Issue::at(
-                IssueCode::Value,
-                "_until",
-                "must be later than _since",
-            ));
-        }
+    if let (Some(since), Some(until)) = (&p.since, &p.until)
+        && until.at() <= since.at()
+    {
+        r.issue(Issue::at(
+            IssueCode::Value,
+            "_until",
+            "must be later than _since",
+        ));
     }
     if let (Some(types), Some(filters)) = (&p.types, &p.type_filters) {
         for f in filters {

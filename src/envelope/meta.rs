@@ -64,10 +64,10 @@ const META_FIELDS: &[&str] = &[
 fn read_uuid(r: &mut Reader<'_, '_>, key: &str) -> Option<Uuid> {
     r.parse_with(key, |s| {
         // Only the canonical hyphenated form: Redox's own ids look like this.
-        if s.len() == 36 {
-            if let Ok(u) = Uuid::parse_str(s) {
-                return Ok(u);
-            }
+        if s.len() == 36
+            && let Ok(u) = Uuid::parse_str(s)
+        {
+            return Ok(u);
         }
         Err(crate::domain::ParseError::value(
             "must be a UUID such as 7ce6f387-c33c-417d-8682-81e83628cbd9",
@@ -127,23 +127,23 @@ pub fn read_meta(envelope: &mut Reader<'_, '_>, kind: ExportKind) -> Meta {
     let mut r = Reader::new(obj, "Meta", issues);
     r.reject_unknown(META_FIELDS, "Meta");
 
-    if let Some(model) = r.req_str("DataModel") {
-        if model != DATA_MODEL {
-            r.issue(Issue::at(
-                IssueCode::Value,
-                "Meta.DataModel",
-                format!("must be '{DATA_MODEL}'"),
-            ));
-        }
+    if let Some(model) = r.req_str("DataModel")
+        && model != DATA_MODEL
+    {
+        r.issue(Issue::at(
+            IssueCode::Value,
+            "Meta.DataModel",
+            format!("must be '{DATA_MODEL}'"),
+        ));
     }
-    if let Some(event) = r.req_str("EventType") {
-        if event != kind.event_type() {
-            r.issue(Issue::at(
-                IssueCode::Value,
-                "Meta.EventType",
-                format!("must be '{}' on this route", kind.event_type()),
-            ));
-        }
+    if let Some(event) = r.req_str("EventType")
+        && event != kind.event_type()
+    {
+        r.issue(Issue::at(
+            IssueCode::Value,
+            "Meta.EventType",
+            format!("must be '{}' on this route", kind.event_type()),
+        ));
     }
     // Same shape as a FHIR instant: ISO 8601 with seconds and a zone, as Redox writes it.
     let event_date_time = r.parse_with("EventDateTime", |s: &str| {

@@ -79,7 +79,7 @@ pub enum Claim {
     /// An earlier attempt of this log failed (or was abandoned): call upstream again for `job_id`.
     Retry { job_id: Uuid, attempt: i64 },
     /// This log was already accepted: answer with this job, no upstream call.
-    Existing(Job),
+    Existing(Box<Job>),
     /// Another attempt of this same request is under way right now.
     InFlight,
 }

@@ -32,12 +32,12 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
-        if let Some(parent) = options.get_filename().parent() {
-            if !parent.as_os_str().is_empty() {
-                std::fs::create_dir_all(parent).map_err(|e| {
-                    StoreError::Unavailable(format!("cannot create {}: {e}", parent.display()))
-                })?;
-            }
+        if let Some(parent) = options.get_filename().parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", parent.display()))
+            })?;
         }
         let pool = SqlitePoolOptions::new()
             .max_connections(max_connections)
@@ -117,7 +117,7 @@ impl JobStore for SqliteStore {
         };
         let stale = chrono::Duration::from_std(stale_after).unwrap_or(chrono::Duration::MAX);
         let retryable = match existing.state {
-            JobState::Accepted => return Ok(Claim::Existing(existing)),
+            JobState::Accepted => return Ok(Claim::Existing(Box::new(existing))),
             JobState::Failed => true,
             JobState::Pending => Utc::now() - existing.updated_at > stale,
         };
