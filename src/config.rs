@@ -32,7 +32,95 @@ pub struct Settings {
     pub log: LogSettings,
     #[serde(default)]
     #[validate(nested)]
+    pub jobs: JobSettings,
+    #[serde(default)]
+    #[validate(nested)]
+    pub worker: WorkerSettings,
+    #[serde(default)]
+    #[validate(nested)]
+    pub sandbox: SandboxSettings,
+    #[serde(default)]
+    #[validate(nested)]
+    pub sources: Vec<SourceSettings>,
+    #[serde(default)]
+    #[validate(nested)]
     pub destinations: Vec<DestinationSettings>,
+}
+
+/// `[jobs]`: how the gateway answers status polls.
+#[derive(Debug, Clone, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct JobSettings {
+    /// Seconds to wait between upstream polls when the EHR gives no Retry-After; partners polling
+    /// sooner get the stored answer.
+    #[serde(default = "default_poll_interval")]
+    #[validate(range(min = 1, max = 86_400))]
+    pub poll_interval_secs: u64,
+}
+
+/// `[worker]`: the optional background poller.
+#[derive(Debug, Clone, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSettings {
+    /// Poll in-progress jobs in the background and notify sources when they finish.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Seconds between looks for due jobs.
+    #[serde(default = "default_tick")]
+    #[validate(range(min = 0.01, max = 3600.0))]
+    pub tick_secs: f64,
+    /// Seconds a claim on a job lasts; a crashed poller's jobs are picked up after it.
+    #[serde(default = "default_claim_ttl")]
+    #[validate(range(min = 1, max = 86_400))]
+    pub claim_ttl_secs: u64,
+    /// Jobs claimed per look.
+    #[serde(default = "default_batch")]
+    #[validate(range(min = 1, max = 1000))]
+    pub batch: u32,
+    /// Longest wait between polls of one job when backing off.
+    #[serde(default = "default_max_backoff")]
+    #[validate(range(min = 1, max = 86_400))]
+    pub max_backoff_secs: u64,
+    /// Notification deliveries tried before giving up.
+    #[serde(default = "default_notify_attempts")]
+    #[validate(range(min = 1, max = 100))]
+    pub notify_max_attempts: u32,
+}
+
+/// `[sandbox]`: the simulated EHR served under `/sandbox/r4` when a destination uses `vendor = "sandbox"`.
+#[derive(Debug, Clone, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxSettings {
+    /// Seconds an export stays in progress before its manifest is ready.
+    #[serde(default = "default_progress")]
+    #[validate(range(min = 0.0, max = 3600.0))]
+    pub progress_secs: f64,
+    /// The Retry-After the sandbox sends while an export is in progress.
+    #[serde(default = "default_sandbox_retry_after")]
+    #[validate(range(max = 3600))]
+    pub retry_after_secs: u64,
+    /// Answer file requests with a 307 to a separate file host that refuses Authorization (Oracle Health).
+    #[serde(default = "default_true")]
+    pub redirect_files: bool,
+    /// Host name of the simulated file host (another origin than the FHIR base's host).
+    #[serde(default = "default_file_host")]
+    pub file_host: String,
+    /// Answer 429 to a second export of a client while its first is in progress (Oracle Health).
+    #[serde(default)]
+    pub one_export_per_client: bool,
+}
+
+/// `[[sources]]`: a partner app.
+#[derive(Debug, Clone, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSettings {
+    /// The source id (Redox `Meta.Source.ID`).
+    pub id: Uuid,
+    /// A name for people.
+    #[validate(length(min = 1, max = 128))]
+    pub name: String,
+    /// Where the background poller POSTs a `status-check-response` when a job completes or fails.
+    pub notify_url: Option<Url>,
 }
 
 /// `[server]`: where the gateway listens and how partners reach it.
@@ -113,6 +201,8 @@ pub enum Vendor {
     OracleHealth,
     /// Netsmart, seed 001.
     Netsmart,
+    /// The simulated EHR built into fhirgate (`/sandbox/r4`).
+    Sandbox,
 }
 
 impl Vendor {
@@ -121,6 +211,7 @@ impl Vendor {
             Vendor::BulkData => "bulk-data",
             Vendor::OracleHealth => "oracle-health",
             Vendor::Netsmart => "netsmart",
+            Vendor::Sandbox => "sandbox",
         }
     }
 }
@@ -152,6 +243,12 @@ pub struct EnvironmentSettings {
     pub auth: AuthSettings,
     /// Overrides the vendor profile's supported kick-off parameters for this tenant.
     pub supported_parameters: Option<Vec<Param>>,
+    /// Hosts besides the base URL's own that files may be fetched from (pre-signed storage).
+    #[serde(default)]
+    pub file_hosts: Vec<String>,
+    /// Allow upstream and file URLs on loopback, private or link-local addresses (local tests only).
+    #[serde(default)]
+    pub allow_private_addresses: bool,
 }
 
 /// How the gateway authenticates to an upstream.
@@ -189,6 +286,36 @@ fn default_connect_timeout() -> f64 {
 fn default_request_timeout() -> f64 {
     30.0
 }
+fn default_poll_interval() -> u64 {
+    5
+}
+fn default_tick() -> f64 {
+    1.0
+}
+fn default_claim_ttl() -> u64 {
+    60
+}
+fn default_batch() -> u32 {
+    16
+}
+fn default_max_backoff() -> u64 {
+    600
+}
+fn default_notify_attempts() -> u32 {
+    8
+}
+fn default_progress() -> f64 {
+    3.0
+}
+fn default_sandbox_retry_after() -> u64 {
+    1
+}
+fn default_true() -> bool {
+    true
+}
+fn default_file_host() -> String {
+    "localhost".to_owned()
+}
 fn default_log_level() -> String {
     "info".to_owned()
 }
@@ -216,6 +343,36 @@ impl Default for UpstreamSettings {
         UpstreamSettings {
             connect_timeout_secs: default_connect_timeout(),
             request_timeout_secs: default_request_timeout(),
+        }
+    }
+}
+impl Default for JobSettings {
+    fn default() -> Self {
+        JobSettings {
+            poll_interval_secs: default_poll_interval(),
+        }
+    }
+}
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        WorkerSettings {
+            enabled: false,
+            tick_secs: default_tick(),
+            claim_ttl_secs: default_claim_ttl(),
+            batch: default_batch(),
+            max_backoff_secs: default_max_backoff(),
+            notify_max_attempts: default_notify_attempts(),
+        }
+    }
+}
+impl Default for SandboxSettings {
+    fn default() -> Self {
+        SandboxSettings {
+            progress_secs: default_progress(),
+            retry_after_secs: default_sandbox_retry_after(),
+            redirect_files: true,
+            file_host: default_file_host(),
+            one_export_per_client: false,
         }
     }
 }
@@ -283,6 +440,19 @@ impl Settings {
         {
             return invalid("store.url".into(), "must start with sqlite: or postgres://");
         }
+        for (i, src) in self.sources.iter().enumerate() {
+            if self.sources[..i].iter().any(|o| o.id == src.id) {
+                return invalid(format!("sources[{i}].id"), "is used by another source");
+            }
+            if let Some(url) = &src.notify_url
+                && !matches!(url.scheme(), "http" | "https")
+            {
+                return invalid(
+                    format!("sources[{i}].notify_url"),
+                    "must be an http or https URL",
+                );
+            }
+        }
         for (i, d) in self.destinations.iter().enumerate() {
             if self.destinations[..i].iter().any(|o| o.slug == d.slug) {
                 return invalid(
@@ -322,6 +492,20 @@ impl Settings {
             }
         }
         Ok(())
+    }
+}
+
+impl Settings {
+    /// Whether the built-in sandbox EHR is served (some destination uses it).
+    pub fn sandbox_enabled(&self) -> bool {
+        self.destinations
+            .iter()
+            .any(|d| d.vendor == Vendor::Sandbox)
+    }
+
+    /// The source configured under `id`, if any.
+    pub fn source(&self, id: &str) -> Option<&SourceSettings> {
+        self.sources.iter().find(|s| s.id.to_string() == id)
     }
 }
 

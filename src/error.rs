@@ -33,6 +33,10 @@ pub enum ApiError {
     Upstream(UpstreamError),
     /// The job store could not be reached: 503.
     StoreUnavailable,
+    /// A file URL or redirect the gateway will not follow (host not allowed, private address): 502.
+    FileRefused(String),
+    /// The partner's Range cannot be served: 416.
+    RangeNotSatisfiable,
     /// A bug; the cause is logged, never shown.
     Internal(String),
 }
@@ -58,6 +62,8 @@ impl ApiError {
                 | UpstreamError::BadAnswer(_) => StatusCode::BAD_GATEWAY,
             },
             ApiError::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::FileRefused(_) => StatusCode::BAD_GATEWAY,
+            ApiError::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -117,6 +123,17 @@ impl ApiError {
                 IssueCode::Transient,
                 "The gateway's job store is unavailable; try again shortly.",
             )],
+            ApiError::FileRefused(why) => vec![Issue::general(
+                IssueCode::Security,
+                format!(
+                    "The gateway refused to fetch this file from where the EHR sent it: {why}."
+                ),
+            )],
+            ApiError::RangeNotSatisfiable => vec![Issue::at(
+                IssueCode::Value,
+                "Range",
+                "The requested byte range is outside the file.",
+            )],
             ApiError::Internal(_) => vec![Issue::general(
                 IssueCode::Exception,
                 "The gateway failed unexpectedly; the log has the details under this request's Log ID.",
@@ -143,6 +160,8 @@ impl ApiError {
                 UpstreamError::BadAnswer(_) => "upstream-bad-answer",
             },
             ApiError::StoreUnavailable => "store-unavailable",
+            ApiError::FileRefused(_) => "file-refused",
+            ApiError::RangeNotSatisfiable => "range-not-satisfiable",
             ApiError::Internal(_) => "internal",
         }
     }

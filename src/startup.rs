@@ -88,6 +88,17 @@ pub fn fhir_routes(cfg: &mut web::ServiceConfig) {
     .service(kickoff("/Patient/$export", routes::kickoff::patient_export))
     .service(kickoff("/$export", routes::kickoff::system_export))
     .service(
+        web::resource("/export-status/{job_id}")
+            .route(web::get().to(routes::status::status))
+            .route(web::delete().to(routes::status::delete))
+            .default_service(web::to(routes::method_not_allowed)),
+    )
+    .service(
+        web::resource("/export-file/{job_id}/{file_id}")
+            .route(web::get().to(routes::files::file))
+            .default_service(web::to(routes::method_not_allowed)),
+    )
+    .service(
         web::resource("/metadata")
             .route(web::get().to(routes::capability::metadata))
             .default_service(web::to(routes::method_not_allowed)),
@@ -99,10 +110,20 @@ fn run(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
     };
+    let sandbox = state
+        .settings
+        .sandbox_enabled()
+        .then(|| web::Data::new(crate::sandbox::Sandbox::new(state.settings.sandbox.clone())));
     let data = web::Data::new(state);
     let server = HttpServer::new(move || {
+        let sandbox = sandbox.clone();
         App::new()
             .app_data(data.clone())
+            .configure(move |cfg| {
+                if let Some(sandbox) = sandbox {
+                    cfg.app_data(sandbox).configure(crate::sandbox::routes);
+                }
+            })
             .wrap_fn(|req, srv| {
                 let started = Instant::now();
                 let method = req.method().clone();

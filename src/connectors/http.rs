@@ -17,6 +17,8 @@ const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
 #[derive(Debug, Clone)]
 pub struct UpstreamClient {
     client: reqwest::Client,
+    /// For file downloads: no limit on the whole transfer, only on connecting and on each read.
+    files: reqwest::Client,
 }
 
 /// An upstream's answer, read whole.
@@ -49,7 +51,18 @@ impl UpstreamClient {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("fhirgate/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(UpstreamClient { client })
+        let files = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs_f64(settings.connect_timeout_secs))
+            .read_timeout(Duration::from_secs_f64(settings.request_timeout_secs))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("fhirgate/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(UpstreamClient { client, files })
+    }
+
+    /// The client for streaming file downloads.
+    pub fn files(&self) -> &reqwest::Client {
+        &self.files
     }
 
     /// Sends `req`, adding `Authorization: Bearer` when a token is given.
@@ -109,7 +122,7 @@ fn static_lower(name: &'static str) -> &'static str {
     }
 }
 
-fn classify(e: reqwest::Error) -> TransportError {
+pub(crate) fn classify(e: reqwest::Error) -> TransportError {
     if e.is_timeout() {
         TransportError::Timeout
     } else {

@@ -3,6 +3,7 @@
 
 pub mod bulk_data;
 pub mod capabilities;
+pub mod files;
 pub mod http;
 pub mod netsmart;
 pub mod oracle_health;
@@ -28,6 +29,8 @@ pub fn profile_capabilities(vendor: Vendor) -> Capabilities {
         Vendor::BulkData => bulk_data::capabilities(),
         Vendor::OracleHealth => oracle_health::capabilities(),
         Vendor::Netsmart => netsmart::capabilities(),
+        // The sandbox is a Bulk Data server; what differs (redirects, 429s) is on its side of the wire.
+        Vendor::Sandbox => bulk_data::capabilities(),
     }
 }
 
@@ -123,6 +126,10 @@ pub struct Connector {
     pub capabilities: Capabilities,
     token: Option<Secret>,
     http: UpstreamClient,
+    /// Hosts besides the base URL's that files may come from.
+    pub file_hosts: Vec<String>,
+    /// Whether upstream addresses may be loopback, private or link-local (tests only).
+    pub allow_private_addresses: bool,
 }
 
 impl Connector {
@@ -148,7 +155,25 @@ impl Connector {
             capabilities,
             token,
             http,
+            file_hosts: Vec::new(),
+            allow_private_addresses: false,
         }
+    }
+
+    /// Sets where files may come from besides the destination's origin.
+    pub fn with_file_policy(
+        mut self,
+        file_hosts: Vec<String>,
+        allow_private_addresses: bool,
+    ) -> Self {
+        self.file_hosts = file_hosts;
+        self.allow_private_addresses = allow_private_addresses;
+        self
+    }
+
+    /// The shared HTTP client.
+    pub(crate) fn http(&self) -> &UpstreamClient {
+        &self.http
     }
 
     /// Fits a validated kick-off to this destination (see [`plan_kickoff`]).
@@ -196,27 +221,99 @@ impl Connector {
                         "a Content-Location that is not an http(s) URL".into(),
                     ));
                 }
+                // The status URL will receive the destination's credentials: keep it on its origin.
+                if !self.same_origin(&url) {
+                    return Err(UpstreamError::BadAnswer(
+                        "a Content-Location outside the destination's origin".into(),
+                    ));
+                }
                 Ok(url)
             }
-            429 => Err(UpstreamError::Throttled {
-                retry_after: retry_after_secs(&answer.headers, Utc::now()),
-                // A bare 429 says all there is to say; only pass on issues the EHR actually wrote.
-                issues: if answer.body.iter().all(u8::is_ascii_whitespace) {
-                    Vec::new()
-                } else {
-                    upstream_issues(&answer).unwrap_or_default()
-                },
-            }),
-            400..=499 => Err(UpstreamError::Rejected {
-                status: answer.status,
-                issues: upstream_issues(&answer)?,
-            }),
-            500..=599 => Err(UpstreamError::ServerError {
-                status: answer.status,
-            }),
-            other => Err(UpstreamError::BadAnswer(format!(
-                "HTTP {other} to a kick-off"
-            ))),
+            _ => Err(classify_failure(&answer, "a kick-off")),
         }
+    }
+
+    /// Polls the upstream status URL (`Accept: application/json`, the destination's credentials).
+    pub async fn status(
+        &self,
+        status_url: &str,
+        log_id: Uuid,
+    ) -> Result<UpstreamAnswer, UpstreamError> {
+        self.check_same_origin(status_url)?;
+        let req = UpstreamRequest {
+            method: "GET",
+            url: status_url.to_owned(),
+            headers: vec![
+                ("Accept", "application/json".to_owned()),
+                ("X-Request-ID", log_id.to_string()),
+            ],
+            body: None,
+        };
+        Ok(self.http.send(&req, self.token.as_ref()).await?)
+    }
+
+    /// Deletes the upstream job; any 2xx, or 404/410 (already gone), counts as done.
+    pub async fn delete(&self, status_url: &str, log_id: Uuid) -> Result<(), UpstreamError> {
+        self.check_same_origin(status_url)?;
+        let req = UpstreamRequest {
+            method: "DELETE",
+            url: status_url.to_owned(),
+            headers: vec![
+                ("Accept", "application/fhir+json".to_owned()),
+                ("X-Request-ID", log_id.to_string()),
+            ],
+            body: None,
+        };
+        let answer = self.http.send(&req, self.token.as_ref()).await?;
+        match answer.status {
+            200..=299 | 404 | 410 => Ok(()),
+            _ => Err(classify_failure(&answer, "a delete")),
+        }
+    }
+
+    /// Whether `url` is on the destination's own origin (scheme, host and port).
+    pub fn same_origin(&self, url: &Url) -> bool {
+        url.origin() == self.base_url.origin()
+    }
+
+    /// Status and delete calls carry the credential, so they only ever go to the destination's origin.
+    fn check_same_origin(&self, url: &str) -> Result<(), UpstreamError> {
+        match Url::parse(url) {
+            Ok(u) if self.same_origin(&u) => Ok(()),
+            _ => Err(UpstreamError::BadAnswer(
+                "the EHR's status URL is not on the destination's origin".into(),
+            )),
+        }
+    }
+
+    /// The destination's credential, for the file fetcher.
+    pub(crate) fn token(&self) -> Option<&Secret> {
+        self.token.as_ref()
+    }
+}
+
+/// Maps an answer that is not the success the caller wanted to an [`UpstreamError`].
+pub fn classify_failure(answer: &UpstreamAnswer, what: &str) -> UpstreamError {
+    match answer.status {
+        429 => UpstreamError::Throttled {
+            retry_after: retry_after_secs(&answer.headers, Utc::now()),
+            // A bare 429 says all there is to say; only pass on issues the EHR actually wrote.
+            issues: if answer.body.iter().all(u8::is_ascii_whitespace) {
+                Vec::new()
+            } else {
+                upstream_issues(answer).unwrap_or_default()
+            },
+        },
+        400..=499 => match upstream_issues(answer) {
+            Ok(issues) => UpstreamError::Rejected {
+                status: answer.status,
+                issues,
+            },
+            Err(e) => e,
+        },
+        500..=599 => UpstreamError::ServerError {
+            status: answer.status,
+        },
+        other => UpstreamError::BadAnswer(format!("HTTP {other} to {what}")),
     }
 }

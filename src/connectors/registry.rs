@@ -47,7 +47,8 @@ impl Registry {
                     caps,
                     token,
                     http.clone(),
-                );
+                )
+                .with_file_policy(e.file_hosts.clone(), e.allow_private_addresses);
                 connectors.insert((d.slug.as_str().to_owned(), *env), Arc::new(connector));
             }
         }

@@ -1,9 +1,12 @@
-//! The job store: every accepted kick-off, so a partner's status URL works after any restart.
+//! The job store: every accepted kick-off and what became of it, so a partner's status URL works after
+//! any restart and from any replica.
 
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -12,10 +15,18 @@ use uuid::Uuid;
 pub enum JobState {
     /// Reserved; the upstream kick-off is under way.
     Pending,
-    /// The upstream accepted the kick-off.
+    /// The upstream accepted the kick-off; the export is in progress.
     Accepted,
-    /// The last kick-off attempt failed; a retry with the same Log ID tries again.
+    /// The kick-off failed; a retry with the same envelope tries again.
     Failed,
+    /// The export finished; the manifest is stored.
+    Completed,
+    /// The upstream reported the export failed after accepting it.
+    ExportFailed,
+    /// The upstream no longer has the files.
+    Expired,
+    /// The partner deleted the job.
+    Deleted,
 }
 
 impl JobState {
@@ -24,16 +35,25 @@ impl JobState {
             JobState::Pending => "pending",
             JobState::Accepted => "accepted",
             JobState::Failed => "failed",
+            JobState::Completed => "completed",
+            JobState::ExportFailed => "export-failed",
+            JobState::Expired => "expired",
+            JobState::Deleted => "deleted",
         }
     }
 
     pub fn parse(s: &str) -> Option<JobState> {
-        match s {
-            "pending" => Some(JobState::Pending),
-            "accepted" => Some(JobState::Accepted),
-            "failed" => Some(JobState::Failed),
-            _ => None,
-        }
+        [
+            JobState::Pending,
+            JobState::Accepted,
+            JobState::Failed,
+            JobState::Completed,
+            JobState::ExportFailed,
+            JobState::Expired,
+            JobState::Deleted,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
     }
 }
 
@@ -55,6 +75,21 @@ pub struct Job {
     pub error_code: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The upstream's last `X-Progress`.
+    pub progress: Option<String>,
+    /// The wait the upstream asked for at its last 202.
+    pub retry_after_secs: Option<i64>,
+    /// Not before this time may the upstream be polled again.
+    pub next_poll_at: Option<DateTime<Utc>>,
+    pub last_polled_at: Option<DateTime<Utc>>,
+    /// Upstream polls that failed in a row (backoff).
+    pub poll_failures: i64,
+    /// The upstream's manifest, as received (URLs not rewritten).
+    pub manifest: Option<String>,
+    /// The upstream's `Expires` header for the manifest.
+    pub expires: Option<String>,
+    pub notify_state: Option<String>,
+    pub notify_attempts: i64,
 }
 
 /// What a kick-off asks the store for before calling upstream.
@@ -76,15 +111,15 @@ pub struct NewJob {
 pub enum Claim {
     /// A new job was reserved: call upstream.
     New,
-    /// An earlier attempt of this log failed (or was abandoned): call upstream again for `job_id`.
+    /// An earlier attempt of this request failed (or was abandoned): call upstream again for `job_id`.
     Retry { job_id: Uuid, attempt: i64 },
-    /// This log was already accepted: answer with this job, no upstream call.
+    /// This request was already accepted: answer with this job, no upstream call.
     Existing(Box<Job>),
     /// Another attempt of this same request is under way right now.
     InFlight,
 }
 
-/// How an attempt ended.
+/// How a kick-off attempt ended.
 #[derive(Debug, Clone)]
 pub enum AttemptOutcome {
     Accepted {
@@ -95,6 +130,42 @@ pub enum AttemptOutcome {
         error_code: String,
         upstream_status: Option<u16>,
     },
+}
+
+/// What a status poll learned.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StatusUpdate {
+    /// Still running: poll again after `retry_after_secs`.
+    InProgress {
+        progress: Option<String>,
+        retry_after_secs: u64,
+    },
+    /// The poll itself failed (upstream down): back off until `retry_after_secs` from now.
+    PollFailed {
+        retry_after_secs: u64,
+    },
+    /// Done: the manifest as received, and whether the source is owed a notification.
+    Completed {
+        manifest: String,
+        expires: Option<String>,
+        notify: bool,
+    },
+    /// The upstream reported the export failed.
+    ExportFailed {
+        error_code: String,
+        notify: bool,
+    },
+    Expired,
+    Deleted,
+}
+
+/// Where a notification delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum NotifyUpdate {
+    Sent,
+    /// Failed; try again at this time.
+    RetryAt(DateTime<Utc>),
+    GaveUp,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -114,13 +185,13 @@ impl From<sqlx::Error> for StoreError {
 /// A pending claim older than this is taken to be abandoned (its gateway died mid-call).
 pub const STALE_PENDING: Duration = Duration::from_secs(15 * 60);
 
-/// Storage for jobs; SQLite embedded, PostgreSQL for several replicas.
+/// Storage for jobs; SQLite embedded, PostgreSQL for several replicas. One test suite runs on both.
 #[async_trait]
 pub trait JobStore: Send + Sync + std::fmt::Debug {
     /// Reserves `job`, or reports what already exists for the same request: same source, Log ID and
     /// fingerprint (a partner retrying an envelope). A different request under the same Log ID is a new job.
     async fn claim(&self, job: &NewJob, stale_after: Duration) -> Result<Claim, StoreError>;
-    /// Records how the attempt `attempt_id` of `job_id` ended.
+    /// Records how the kick-off attempt `attempt_id` of `job_id` ended.
     async fn finish_attempt(
         &self,
         job_id: Uuid,
@@ -128,6 +199,32 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
         outcome: &AttemptOutcome,
     ) -> Result<(), StoreError>;
     async fn get(&self, job_id: Uuid) -> Result<Option<Job>, StoreError>;
+    /// Records what a status poll learned (by a partner's request or the poller).
+    async fn record_status(
+        &self,
+        job_id: Uuid,
+        update: &StatusUpdate,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// Claims up to `limit` jobs due for a poll or a notification, for `ttl`, skipping jobs another
+    /// worker holds; a claim that ran out (its worker died) can be taken.
+    async fn claim_due(
+        &self,
+        worker: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+        limit: u32,
+    ) -> Result<Vec<Job>, StoreError>;
+    /// Gives back one job's claim.
+    async fn release(&self, job_id: Uuid, worker: &str) -> Result<(), StoreError>;
+    /// Gives back every claim of `worker` (shutdown).
+    async fn release_all(&self, worker: &str) -> Result<(), StoreError>;
+    /// Records a notification delivery's outcome.
+    async fn record_notification(
+        &self,
+        job_id: Uuid,
+        update: NotifyUpdate,
+    ) -> Result<(), StoreError>;
     /// Cheap round trip, for readiness.
     async fn ping(&self) -> Result<(), StoreError>;
     /// Closes the connections; later calls fail with `Unavailable` (shutdown, and tests of an outage).
@@ -135,27 +232,140 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
 }
 
 /// Opens the store named by `[store] url`, running its migrations.
-pub async fn open(
-    url: &str,
-    max_connections: u32,
-) -> Result<std::sync::Arc<dyn JobStore>, StoreError> {
+pub async fn open(url: &str, max_connections: u32) -> Result<Arc<dyn JobStore>, StoreError> {
     if url.starts_with("sqlite:") {
-        Ok(std::sync::Arc::new(
+        Ok(Arc::new(
             sqlite::SqliteStore::open(url, max_connections).await?,
+        ))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(
+            postgres::PostgresStore::open(url, max_connections).await?,
         ))
     } else {
         Err(StoreError::Unavailable(
-            "only sqlite: stores are available in this build of the store module".into(),
+            "the store URL must start with sqlite: or postgres://".into(),
         ))
     }
 }
 
-pub(crate) fn parse_uuid(s: &str) -> Result<Uuid, StoreError> {
-    Uuid::parse_str(s).map_err(|e| StoreError::Corrupt(e.to_string()))
+/// The columns a status update sets, shared by both backends' SQL.
+pub(crate) struct StatusColumns {
+    pub state: Option<&'static str>,
+    pub progress: Option<String>,
+    pub retry_after_secs: Option<i64>,
+    pub next_poll_at: Option<DateTime<Utc>>,
+    pub failures: FailureCount,
+    pub manifest: Option<String>,
+    pub expires: Option<String>,
+    pub error_code: Option<String>,
+    pub notify: bool,
 }
 
-pub(crate) fn parse_time(s: &str) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::parse_from_rfc3339(s)
-        .map(|d| d.with_timezone(&Utc))
-        .map_err(|e| StoreError::Corrupt(e.to_string()))
+/// How an update changes `poll_failures`.
+#[derive(Clone, Copy)]
+pub(crate) enum FailureCount {
+    Reset,
+    Increment,
+}
+
+impl StatusColumns {
+    pub(crate) fn from_update(update: &StatusUpdate, now: DateTime<Utc>) -> StatusColumns {
+        let later =
+            |secs: u64| now + chrono::Duration::seconds(secs.min(i64::MAX as u64 / 2000) as i64);
+        let base = StatusColumns {
+            state: None,
+            progress: None,
+            retry_after_secs: None,
+            next_poll_at: None,
+            failures: FailureCount::Reset,
+            manifest: None,
+            expires: None,
+            error_code: None,
+            notify: false,
+        };
+        match update {
+            StatusUpdate::InProgress {
+                progress,
+                retry_after_secs,
+            } => StatusColumns {
+                progress: progress.clone(),
+                retry_after_secs: Some(*retry_after_secs as i64),
+                next_poll_at: Some(later(*retry_after_secs)),
+                ..base
+            },
+            StatusUpdate::PollFailed { retry_after_secs } => StatusColumns {
+                next_poll_at: Some(later(*retry_after_secs)),
+                failures: FailureCount::Increment,
+                ..base
+            },
+            StatusUpdate::Completed {
+                manifest,
+                expires,
+                notify,
+            } => StatusColumns {
+                state: Some(JobState::Completed.as_str()),
+                manifest: Some(manifest.clone()),
+                expires: expires.clone(),
+                notify: *notify,
+                ..base
+            },
+            StatusUpdate::ExportFailed { error_code, notify } => StatusColumns {
+                state: Some(JobState::ExportFailed.as_str()),
+                error_code: Some(error_code.clone()),
+                notify: *notify,
+                ..base
+            },
+            StatusUpdate::Expired => StatusColumns {
+                state: Some(JobState::Expired.as_str()),
+                ..base
+            },
+            StatusUpdate::Deleted => StatusColumns {
+                state: Some(JobState::Deleted.as_str()),
+                ..base
+            },
+        }
+    }
+}
+
+pub(crate) fn parse_state(s: &str) -> Result<JobState, StoreError> {
+    JobState::parse(s).ok_or_else(|| StoreError::Corrupt(format!("state {s}")))
+}
+
+/// Whether an existing row for the same request may be attempted again.
+pub(crate) fn retryable(existing: &Job, stale_after: Duration) -> bool {
+    let stale = chrono::Duration::from_std(stale_after).unwrap_or(chrono::Duration::MAX);
+    match existing.state {
+        JobState::Failed | JobState::ExportFailed => true,
+        JobState::Pending => Utc::now() - existing.updated_at > stale,
+        _ => false,
+    }
+}
+
+/// The answer for a request whose row is settled or in flight.
+pub(crate) fn settled_claim(existing: Job) -> Claim {
+    match existing.state {
+        JobState::Pending => Claim::InFlight,
+        _ => Claim::Existing(Box::new(existing)),
+    }
+}
+
+/// (state, upstream status URL, error code, upstream HTTP status) for a finished attempt.
+pub(crate) fn attempt_columns(
+    outcome: &AttemptOutcome,
+) -> (&'static str, Option<&str>, Option<&str>, Option<u16>) {
+    match outcome {
+        AttemptOutcome::Accepted {
+            upstream_status_url,
+            upstream_status,
+        } => (
+            "accepted",
+            Some(upstream_status_url.as_str()),
+            None,
+            Some(*upstream_status),
+        ),
+        AttemptOutcome::Failed {
+            error_code,
+            upstream_status,
+        } => ("failed", None, Some(error_code.as_str()), *upstream_status),
+    }
 }

@@ -1,10 +1,12 @@
-//! The embedded job store: one SQLite file in WAL mode, created when missing.
+//! The embedded job store: one SQLite file in WAL mode, created when missing. Times are stored as
+//! fixed-width RFC 3339 UTC text, so they compare correctly as strings.
 
 use super::{
-    AttemptOutcome, Claim, Job, JobState, JobStore, NewJob, StoreError, parse_time, parse_uuid,
+    AttemptOutcome, Claim, FailureCount, Job, JobStore, NewJob, NotifyUpdate, StatusColumns,
+    StatusUpdate, StoreError, parse_state,
 };
 use async_trait::async_trait;
-use chrono::{SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
@@ -18,8 +20,26 @@ pub struct SqliteStore {
     pool: SqlitePool,
 }
 
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
 fn now() -> String {
-    Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true)
+    ts(Utc::now())
+}
+
+fn uuid(s: &str) -> Result<Uuid, StoreError> {
+    Uuid::parse_str(s).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn time(s: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|d| d.with_timezone(&Utc))
+        .map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn opt_time(s: Option<String>) -> Result<Option<DateTime<Utc>>, StoreError> {
+    s.as_deref().map(time).transpose()
 }
 
 impl SqliteStore {
@@ -54,22 +74,30 @@ impl SqliteStore {
     fn row_to_job(row: &SqliteRow) -> Result<Job, StoreError> {
         let state: String = row.try_get("state")?;
         Ok(Job {
-            id: parse_uuid(row.try_get("id")?)?,
+            id: uuid(row.try_get("id")?)?,
             source_key: row.try_get("source_key")?,
-            log_id: parse_uuid(row.try_get("log_id")?)?,
-            attempt_id: parse_uuid(row.try_get("attempt_id")?)?,
+            log_id: uuid(row.try_get("log_id")?)?,
+            attempt_id: uuid(row.try_get("attempt_id")?)?,
             attempts: row.try_get("attempts")?,
             destination: row.try_get("destination")?,
             environment: row.try_get("environment")?,
             event_type: row.try_get("event_type")?,
             group_id: row.try_get("group_id")?,
             fingerprint: row.try_get("fingerprint")?,
-            state: JobState::parse(&state)
-                .ok_or_else(|| StoreError::Corrupt(format!("state {state}")))?,
+            state: parse_state(&state)?,
             upstream_status_url: row.try_get("upstream_status_url")?,
             error_code: row.try_get("error_code")?,
-            created_at: parse_time(row.try_get("created_at")?)?,
-            updated_at: parse_time(row.try_get("updated_at")?)?,
+            created_at: time(row.try_get("created_at")?)?,
+            updated_at: time(row.try_get("updated_at")?)?,
+            progress: row.try_get("progress")?,
+            retry_after_secs: row.try_get("retry_after_secs")?,
+            next_poll_at: opt_time(row.try_get("next_poll_at")?)?,
+            last_polled_at: opt_time(row.try_get("last_polled_at")?)?,
+            poll_failures: row.try_get("poll_failures")?,
+            manifest: row.try_get("manifest")?,
+            expires: row.try_get("expires")?,
+            notify_state: row.try_get("notify_state")?,
+            notify_attempts: row.try_get("notify_attempts")?,
         })
     }
 
@@ -112,22 +140,16 @@ impl JobStore for SqliteStore {
             return Ok(Claim::New);
         }
         let Some(existing) = self.by_request(job).await? else {
-            // Deleted between the two statements: treat as in flight; the partner retries.
             return Ok(Claim::InFlight);
         };
-        let stale = chrono::Duration::from_std(stale_after).unwrap_or(chrono::Duration::MAX);
-        let retryable = match existing.state {
-            JobState::Accepted => return Ok(Claim::Existing(Box::new(existing))),
-            JobState::Failed => true,
-            JobState::Pending => Utc::now() - existing.updated_at > stale,
-        };
-        if !retryable {
-            return Ok(Claim::InFlight);
+        if !super::retryable(&existing, stale_after) {
+            return Ok(super::settled_claim(existing));
         }
         // Compare-and-set on the row as read, so two retries cannot both win.
         let updated = sqlx::query(
             "UPDATE jobs SET state = 'pending', attempt_id = ?1, attempts = attempts + 1, updated_at = ?2,
-                             error_code = NULL
+                             error_code = NULL, progress = NULL, manifest = NULL, expires = NULL,
+                             notify_state = NULL, poll_failures = 0
              WHERE id = ?3 AND state = ?4 AND attempt_id = ?5",
         )
         .bind(job.attempt_id.to_string())
@@ -137,14 +159,14 @@ impl JobStore for SqliteStore {
         .bind(existing.attempt_id.to_string())
         .execute(&self.pool)
         .await?;
-        if updated.rows_affected() == 1 {
-            Ok(Claim::Retry {
+        Ok(if updated.rows_affected() == 1 {
+            Claim::Retry {
                 job_id: existing.id,
                 attempt: existing.attempts + 1,
-            })
+            }
         } else {
-            Ok(Claim::InFlight)
-        }
+            Claim::InFlight
+        })
     }
 
     async fn finish_attempt(
@@ -154,25 +176,11 @@ impl JobStore for SqliteStore {
         outcome: &AttemptOutcome,
     ) -> Result<(), StoreError> {
         let now = now();
-        let (state, url, error, upstream_status) = match outcome {
-            AttemptOutcome::Accepted {
-                upstream_status_url,
-                upstream_status,
-            } => (
-                "accepted",
-                Some(upstream_status_url.as_str()),
-                None,
-                Some(*upstream_status),
-            ),
-            AttemptOutcome::Failed {
-                error_code,
-                upstream_status,
-            } => ("failed", None, Some(error_code.as_str()), *upstream_status),
-        };
+        let (state, url, error, upstream_status) = super::attempt_columns(outcome);
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "UPDATE jobs SET state = ?1, upstream_status_url = COALESCE(?2, upstream_status_url), error_code = ?3,
-                             updated_at = ?4
+                             updated_at = ?4, next_poll_at = CASE WHEN ?1 = 'accepted' THEN ?4 ELSE NULL END
              WHERE id = ?5 AND attempt_id = ?6",
         )
         .bind(state)
@@ -207,6 +215,113 @@ impl JobStore for SqliteStore {
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(Self::row_to_job).transpose()
+    }
+
+    async fn record_status(
+        &self,
+        job_id: Uuid,
+        update: &StatusUpdate,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let c = StatusColumns::from_update(update, at);
+        sqlx::query(
+            "UPDATE jobs SET
+                state = COALESCE(?1, state),
+                progress = COALESCE(?2, progress),
+                retry_after_secs = COALESCE(?3, retry_after_secs),
+                next_poll_at = ?4,
+                last_polled_at = ?5,
+                poll_failures = CASE WHEN ?6 THEN poll_failures + 1 ELSE 0 END,
+                manifest = COALESCE(?7, manifest),
+                expires = COALESCE(?8, expires),
+                error_code = COALESCE(?9, error_code),
+                notify_state = CASE WHEN ?10 THEN 'pending' ELSE notify_state END,
+                notify_next_at = CASE WHEN ?10 THEN ?5 ELSE notify_next_at END,
+                updated_at = ?5
+             WHERE id = ?11 AND state <> 'deleted'",
+        )
+        .bind(c.state)
+        .bind(c.progress)
+        .bind(c.retry_after_secs)
+        .bind(c.next_poll_at.map(ts))
+        .bind(ts(at))
+        .bind(matches!(c.failures, FailureCount::Increment))
+        .bind(c.manifest)
+        .bind(c.expires)
+        .bind(c.error_code)
+        .bind(c.notify)
+        .bind(job_id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn claim_due(
+        &self,
+        worker: &str,
+        at: DateTime<Utc>,
+        ttl: Duration,
+        limit: u32,
+    ) -> Result<Vec<Job>, StoreError> {
+        let until = at + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+        // SQLite has one writer at a time, so this single statement is the whole claim.
+        let rows = sqlx::query(
+            "UPDATE jobs SET claimed_by = ?1, claim_until = ?2
+             WHERE id IN (
+                SELECT id FROM jobs
+                WHERE ((state = 'accepted' AND next_poll_at <= ?3)
+                       OR (notify_state = 'pending' AND notify_next_at <= ?3))
+                  AND (claim_until IS NULL OR claim_until < ?3)
+                ORDER BY COALESCE(next_poll_at, notify_next_at)
+                LIMIT ?4)
+             RETURNING *",
+        )
+        .bind(worker)
+        .bind(ts(until))
+        .bind(ts(at))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Self::row_to_job).collect()
+    }
+
+    async fn release(&self, job_id: Uuid, worker: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE jobs SET claimed_by = NULL, claim_until = NULL WHERE id = ?1 AND claimed_by = ?2")
+            .bind(job_id.to_string())
+            .bind(worker)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn release_all(&self, worker: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE jobs SET claimed_by = NULL, claim_until = NULL WHERE claimed_by = ?1")
+            .bind(worker)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn record_notification(
+        &self,
+        job_id: Uuid,
+        update: NotifyUpdate,
+    ) -> Result<(), StoreError> {
+        let (state, next) = match update {
+            NotifyUpdate::Sent => ("sent", None),
+            NotifyUpdate::RetryAt(t) => ("pending", Some(ts(t))),
+            NotifyUpdate::GaveUp => ("failed", None),
+        };
+        sqlx::query(
+            "UPDATE jobs SET notify_state = ?1, notify_next_at = ?2, notify_attempts = notify_attempts + 1
+             WHERE id = ?3",
+        )
+        .bind(state)
+        .bind(next)
+        .bind(job_id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -1,8 +1,10 @@
 //! Thin actix handlers: extract, call one function, map the result.
 
 pub mod capability;
+pub mod files;
 pub mod health;
 pub mod kickoff;
+pub mod status;
 
 use crate::error::ApiError;
 use actix_web::http::header::{ACCEPT, CONTENT_LENGTH};

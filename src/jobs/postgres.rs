@@ -1,0 +1,290 @@
+//! The job store for several gateway replicas: PostgreSQL, claims taken with `FOR UPDATE SKIP LOCKED`.
+
+use super::{
+    AttemptOutcome, Claim, FailureCount, Job, JobStore, NewJob, NotifyUpdate, StatusColumns,
+    StatusUpdate, StoreError, parse_state,
+};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use std::time::Duration;
+use uuid::Uuid;
+
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects to `url` and runs the migrations (safe to run from several replicas at once).
+    pub async fn open(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await?;
+        sqlx::migrate!("./migrations/postgres")
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("migrations failed: {e}")))?;
+        Ok(PostgresStore { pool })
+    }
+
+    fn row_to_job(row: &PgRow) -> Result<Job, StoreError> {
+        let state: String = row.try_get("state")?;
+        Ok(Job {
+            id: row.try_get("id")?,
+            source_key: row.try_get("source_key")?,
+            log_id: row.try_get("log_id")?,
+            attempt_id: row.try_get("attempt_id")?,
+            attempts: row.try_get("attempts")?,
+            destination: row.try_get("destination")?,
+            environment: row.try_get("environment")?,
+            event_type: row.try_get("event_type")?,
+            group_id: row.try_get("group_id")?,
+            fingerprint: row.try_get("fingerprint")?,
+            state: parse_state(&state)?,
+            upstream_status_url: row.try_get("upstream_status_url")?,
+            error_code: row.try_get("error_code")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+            progress: row.try_get("progress")?,
+            retry_after_secs: row.try_get("retry_after_secs")?,
+            next_poll_at: row.try_get("next_poll_at")?,
+            last_polled_at: row.try_get("last_polled_at")?,
+            poll_failures: row.try_get("poll_failures")?,
+            manifest: row.try_get("manifest")?,
+            expires: row.try_get("expires")?,
+            notify_state: row.try_get("notify_state")?,
+            notify_attempts: row.try_get("notify_attempts")?,
+        })
+    }
+}
+
+#[async_trait]
+impl JobStore for PostgresStore {
+    async fn claim(&self, job: &NewJob, stale_after: Duration) -> Result<Claim, StoreError> {
+        let now = Utc::now();
+        let inserted = sqlx::query(
+            "INSERT INTO jobs (id, source_key, log_id, attempt_id, attempts, destination, environment, event_type,
+                               group_id, fingerprint, state, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, 1, $5, $6, $7, $8, $9, 'pending', $10, $10)
+             ON CONFLICT (source_key, log_id, fingerprint) DO NOTHING",
+        )
+        .bind(job.id)
+        .bind(&job.source_key)
+        .bind(job.log_id)
+        .bind(job.attempt_id)
+        .bind(&job.destination)
+        .bind(&job.environment)
+        .bind(&job.event_type)
+        .bind(&job.group_id)
+        .bind(&job.fingerprint)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        if inserted.rows_affected() == 1 {
+            return Ok(Claim::New);
+        }
+        let row = sqlx::query(
+            "SELECT * FROM jobs WHERE source_key = $1 AND log_id = $2 AND fingerprint = $3",
+        )
+        .bind(&job.source_key)
+        .bind(job.log_id)
+        .bind(&job.fingerprint)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(existing) = row.as_ref().map(Self::row_to_job).transpose()? else {
+            return Ok(Claim::InFlight);
+        };
+        if !super::retryable(&existing, stale_after) {
+            return Ok(super::settled_claim(existing));
+        }
+        let updated = sqlx::query(
+            "UPDATE jobs SET state = 'pending', attempt_id = $1, attempts = attempts + 1, updated_at = $2,
+                             error_code = NULL, progress = NULL, manifest = NULL, expires = NULL,
+                             notify_state = NULL, poll_failures = 0
+             WHERE id = $3 AND state = $4 AND attempt_id = $5",
+        )
+        .bind(job.attempt_id)
+        .bind(now)
+        .bind(existing.id)
+        .bind(existing.state.as_str())
+        .bind(existing.attempt_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(if updated.rows_affected() == 1 {
+            Claim::Retry {
+                job_id: existing.id,
+                attempt: existing.attempts + 1,
+            }
+        } else {
+            Claim::InFlight
+        })
+    }
+
+    async fn finish_attempt(
+        &self,
+        job_id: Uuid,
+        attempt_id: Uuid,
+        outcome: &AttemptOutcome,
+    ) -> Result<(), StoreError> {
+        let now = Utc::now();
+        let (state, url, error, upstream_status) = super::attempt_columns(outcome);
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE jobs SET state = $1, upstream_status_url = COALESCE($2, upstream_status_url), error_code = $3,
+                             updated_at = $4, next_poll_at = CASE WHEN $1 = 'accepted' THEN $4 ELSE NULL END
+             WHERE id = $5 AND attempt_id = $6",
+        )
+        .bind(state)
+        .bind(url)
+        .bind(error)
+        .bind(now)
+        .bind(job_id)
+        .bind(attempt_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO job_attempts (job_id, attempt_id, started_at, finished_at, outcome, upstream_status, error_code)
+             VALUES ($1, $2, $3, $3, $4, $5, $6)
+             ON CONFLICT (job_id, attempt_id) DO UPDATE SET finished_at = $3, outcome = $4,
+                 upstream_status = $5, error_code = $6",
+        )
+        .bind(job_id)
+        .bind(attempt_id)
+        .bind(now)
+        .bind(state)
+        .bind(upstream_status.map(i32::from))
+        .bind(error)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get(&self, job_id: Uuid) -> Result<Option<Job>, StoreError> {
+        let row = sqlx::query("SELECT * FROM jobs WHERE id = $1")
+            .bind(job_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(Self::row_to_job).transpose()
+    }
+
+    async fn record_status(
+        &self,
+        job_id: Uuid,
+        update: &StatusUpdate,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let c = StatusColumns::from_update(update, at);
+        sqlx::query(
+            "UPDATE jobs SET
+                state = COALESCE($1, state),
+                progress = COALESCE($2, progress),
+                retry_after_secs = COALESCE($3, retry_after_secs),
+                next_poll_at = $4,
+                last_polled_at = $5,
+                poll_failures = CASE WHEN $6 THEN poll_failures + 1 ELSE 0 END,
+                manifest = COALESCE($7, manifest),
+                expires = COALESCE($8, expires),
+                error_code = COALESCE($9, error_code),
+                notify_state = CASE WHEN $10 THEN 'pending' ELSE notify_state END,
+                notify_next_at = CASE WHEN $10 THEN $5 ELSE notify_next_at END,
+                updated_at = $5
+             WHERE id = $11 AND state <> 'deleted'",
+        )
+        .bind(c.state)
+        .bind(c.progress)
+        .bind(c.retry_after_secs)
+        .bind(c.next_poll_at)
+        .bind(at)
+        .bind(matches!(c.failures, FailureCount::Increment))
+        .bind(c.manifest)
+        .bind(c.expires)
+        .bind(c.error_code)
+        .bind(c.notify)
+        .bind(job_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn claim_due(
+        &self,
+        worker: &str,
+        at: DateTime<Utc>,
+        ttl: Duration,
+        limit: u32,
+    ) -> Result<Vec<Job>, StoreError> {
+        let until = at + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+        let rows = sqlx::query(
+            "UPDATE jobs SET claimed_by = $1, claim_until = $2
+             WHERE id IN (
+                SELECT id FROM jobs
+                WHERE ((state = 'accepted' AND next_poll_at <= $3)
+                       OR (notify_state = 'pending' AND notify_next_at <= $3))
+                  AND (claim_until IS NULL OR claim_until < $3)
+                ORDER BY COALESCE(next_poll_at, notify_next_at)
+                LIMIT $4
+                FOR UPDATE SKIP LOCKED)
+             RETURNING *",
+        )
+        .bind(worker)
+        .bind(until)
+        .bind(at)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Self::row_to_job).collect()
+    }
+
+    async fn release(&self, job_id: Uuid, worker: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE jobs SET claimed_by = NULL, claim_until = NULL WHERE id = $1 AND claimed_by = $2")
+            .bind(job_id)
+            .bind(worker)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn release_all(&self, worker: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE jobs SET claimed_by = NULL, claim_until = NULL WHERE claimed_by = $1")
+            .bind(worker)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn record_notification(
+        &self,
+        job_id: Uuid,
+        update: NotifyUpdate,
+    ) -> Result<(), StoreError> {
+        let (state, next) = match update {
+            NotifyUpdate::Sent => ("sent", None),
+            NotifyUpdate::RetryAt(t) => ("pending", Some(t)),
+            NotifyUpdate::GaveUp => ("failed", None),
+        };
+        sqlx::query(
+            "UPDATE jobs SET notify_state = $1, notify_next_at = $2, notify_attempts = notify_attempts + 1
+             WHERE id = $3",
+        )
+        .bind(state)
+        .bind(next)
+        .bind(job_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,413 @@
+//! After kick-off: status (answered from the store until the EHR may be asked again), file download
+//! through the gateway, and delete. Partner requests and the background poller share `refresh`.
+
+use crate::connectors::files::{FileError, FileRequestHeaders};
+use crate::connectors::http::{MAX_RETRY_AFTER_SECS, TransportError, retry_after_secs};
+use crate::connectors::{Connector, UpstreamError, classify_failure};
+use crate::error::{ApiError, Failure};
+use crate::fhir::manifest;
+use crate::jobs::{Job, JobState, StatusUpdate};
+use crate::state::AppState;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// What a status request answers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StatusView {
+    /// 202: still running.
+    InProgress {
+        progress: Option<String>,
+        retry_after: u64,
+    },
+    /// 200: the manifest, every URL the gateway's.
+    Complete {
+        manifest: Value,
+        expires: Option<String>,
+    },
+}
+
+/// Most characters of `X-Progress` passed on.
+const MAX_PROGRESS_CHARS: usize = 100;
+
+/// Finds a job the partner may see through `slug`/`env`: unknown, another destination's, deleted,
+/// expired or never accepted are all the same 404, and nothing upstream is called.
+pub async fn find_job(
+    state: &AppState,
+    slug: &str,
+    env: &str,
+    job_id: &str,
+) -> Result<(Arc<Connector>, Job), ApiError> {
+    let not_found =
+        || ApiError::NotFound("No such export job for this destination and environment.".into());
+    let connector = state.registry.get(slug, env).ok_or_else(not_found)?;
+    let id = Uuid::parse_str(job_id).map_err(|_| not_found())?;
+    let job = state.store.get(id).await?.ok_or_else(not_found)?;
+    if job.destination != connector.slug.as_str()
+        || job.environment != connector.environment.as_str()
+    {
+        return Err(not_found());
+    }
+    match job.state {
+        JobState::Deleted => Err(ApiError::NotFound("This export job was deleted.".into())),
+        JobState::Expired => Err(ApiError::NotFound(
+            "This export job's files have expired.".into(),
+        )),
+        JobState::Failed => Err(not_found()),
+        _ => Ok((connector, job)),
+    }
+}
+
+/// `GET …/export-status/{jobId}`.
+pub async fn export_status(
+    state: &AppState,
+    slug: &str,
+    env: &str,
+    job_id: &str,
+) -> Result<StatusView, Failure> {
+    let (connector, job) = find_job(state, slug, env, job_id).await?;
+    let fail = |e: ApiError| Failure::new(e, Some(job.log_id));
+    let now = Utc::now();
+    match job.state {
+        JobState::Completed => completed_view(state, &connector, &job).map_err(fail),
+        JobState::ExportFailed => Err(fail(ApiError::Upstream(UpstreamError::BadAnswer(format!(
+            "the EHR reported that this export failed ({})",
+            job.error_code.as_deref().unwrap_or("no reason given")
+        ))))),
+        JobState::Pending => Ok(StatusView::InProgress {
+            progress: None,
+            retry_after: 1,
+        }),
+        _ => match job.next_poll_at {
+            // The EHR asked for patience: answer from the store, however many partners or replicas ask.
+            Some(next) if next > now => Ok(StatusView::InProgress {
+                progress: job.progress.clone(),
+                retry_after: remaining_secs(next, now),
+            }),
+            _ => refresh(state, &connector, &job, now).await.map_err(fail),
+        },
+    }
+}
+
+fn remaining_secs(next: DateTime<Utc>, now: DateTime<Utc>) -> u64 {
+    let ms = (next - now).num_milliseconds().max(0) as u64;
+    ms.div_ceil(1000).max(1)
+}
+
+fn completed_view(
+    state: &AppState,
+    connector: &Connector,
+    job: &Job,
+) -> Result<StatusView, ApiError> {
+    let raw = job.manifest.as_deref().unwrap_or("{}");
+    let stored: Value = serde_json::from_str(raw)
+        .map_err(|e| ApiError::Internal(format!("stored manifest unreadable: {e}")))?;
+    Ok(StatusView::Complete {
+        manifest: partner_manifest(state, connector, job, &stored),
+        expires: job.expires.clone(),
+    })
+}
+
+/// The manifest with every URL pointing at the gateway.
+fn partner_manifest(state: &AppState, connector: &Connector, job: &Job, upstream: &Value) -> Value {
+    let base = state.fhir_base(connector.slug.as_str(), connector.environment);
+    let operation = match job.group_id.as_deref() {
+        Some(g) => format!("Group/{g}/$export"),
+        None if job.event_type == "patient-export" => "Patient/$export".to_owned(),
+        None => "$export".to_owned(),
+    };
+    let query = upstream
+        .get("request")
+        .and_then(Value::as_str)
+        .and_then(|r| r.split_once('?'))
+        .map(|(_, q)| format!("?{q}"))
+        .unwrap_or_default();
+    let request = format!("{base}/{operation}{query}");
+    manifest::rewrite(upstream, &request, |n| {
+        format!("{base}/export-file/{}/{n}", job.id)
+    })
+}
+
+fn clean_progress(raw: &str) -> String {
+    raw.chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_PROGRESS_CHARS)
+        .collect()
+}
+
+/// Whether the job's source wants to hear when the job ends.
+fn notify_wanted(state: &AppState, job: &Job) -> bool {
+    state
+        .settings
+        .source(&job.source_key)
+        .is_some_and(|s| s.notify_url.is_some())
+}
+
+/// Polls the upstream for `job` and records what it says. Shared by partner requests and the poller.
+pub async fn refresh(
+    state: &AppState,
+    connector: &Connector,
+    job: &Job,
+    now: DateTime<Utc>,
+) -> Result<StatusView, ApiError> {
+    let url = job
+        .upstream_status_url
+        .as_deref()
+        .ok_or_else(|| ApiError::Internal("accepted job without an upstream status URL".into()))?;
+    let default_wait = state.settings.jobs.poll_interval_secs;
+    let answer = match connector.status(url, job.log_id).await {
+        Ok(a) => a,
+        Err(e) => {
+            let wait = backoff_secs(
+                default_wait,
+                job.poll_failures,
+                state.settings.worker.max_backoff_secs,
+            );
+            state
+                .store
+                .record_status(
+                    job.id,
+                    &StatusUpdate::PollFailed {
+                        retry_after_secs: wait,
+                    },
+                    now,
+                )
+                .await?;
+            return Err(ApiError::Upstream(e));
+        }
+    };
+    match answer.status {
+        202 => {
+            let progress = answer
+                .headers
+                .get("x-progress")
+                .and_then(|v| v.to_str().ok())
+                .map(clean_progress);
+            let wait = retry_after_secs(&answer.headers, now).unwrap_or(default_wait);
+            state
+                .store
+                .record_status(
+                    job.id,
+                    &StatusUpdate::InProgress {
+                        progress: progress.clone(),
+                        retry_after_secs: wait,
+                    },
+                    now,
+                )
+                .await?;
+            Ok(StatusView::InProgress {
+                progress: progress.or(job.progress.clone()),
+                retry_after: wait.max(1),
+            })
+        }
+        200 => {
+            let upstream: Value = serde_json::from_slice(&answer.body).map_err(|_| {
+                ApiError::Upstream(UpstreamError::BadAnswer(
+                    "a completion manifest that is not JSON".into(),
+                ))
+            })?;
+            manifest::check(&upstream).map_err(|why| {
+                ApiError::Upstream(UpstreamError::BadAnswer(format!(
+                    "a completion manifest the gateway cannot use: {why}"
+                )))
+            })?;
+            let expires = answer
+                .headers
+                .get("expires")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            state
+                .store
+                .record_status(
+                    job.id,
+                    &StatusUpdate::Completed {
+                        manifest: upstream.to_string(),
+                        expires: expires.clone(),
+                        notify: notify_wanted(state, job),
+                    },
+                    now,
+                )
+                .await?;
+            tracing::info!(message = "Export completed.", log_id = %job.log_id, job_id = %job.id,
+                files = manifest::files(&upstream).len());
+            Ok(StatusView::Complete {
+                manifest: partner_manifest(state, connector, job, &upstream),
+                expires,
+            })
+        }
+        404 | 410 => {
+            state
+                .store
+                .record_status(job.id, &StatusUpdate::Expired, now)
+                .await?;
+            Err(ApiError::NotFound(
+                "The EHR no longer has this export job.".into(),
+            ))
+        }
+        status => {
+            let error = classify_failure(&answer, "a status request");
+            match &error {
+                // A client error other than throttling means the export failed (Bulk Data IG).
+                UpstreamError::Rejected { .. } if status != 429 => {
+                    let update = StatusUpdate::ExportFailed {
+                        error_code: format!("upstream-{status}"),
+                        notify: notify_wanted(state, job),
+                    };
+                    state.store.record_status(job.id, &update, now).await?;
+                }
+                _ => {
+                    let wait = match &error {
+                        UpstreamError::Throttled {
+                            retry_after: Some(s),
+                            ..
+                        } => *s,
+                        _ => backoff_secs(
+                            default_wait,
+                            job.poll_failures,
+                            state.settings.worker.max_backoff_secs,
+                        ),
+                    };
+                    state
+                        .store
+                        .record_status(
+                            job.id,
+                            &StatusUpdate::PollFailed {
+                                retry_after_secs: wait,
+                            },
+                            now,
+                        )
+                        .await?;
+                }
+            }
+            Err(ApiError::Upstream(error))
+        }
+    }
+}
+
+/// Exponential backoff from `base` seconds after `failures` failed polls, capped at `max`.
+pub fn backoff_secs(base: u64, failures: i64, max: u64) -> u64 {
+    let exp = failures.clamp(0, 20) as u32;
+    base.max(1)
+        .saturating_mul(2u64.saturating_pow(exp))
+        .min(max)
+        .min(MAX_RETRY_AFTER_SECS)
+}
+
+/// `DELETE …/export-status/{jobId}`: the upstream job first, then the gateway's.
+pub async fn delete_export(
+    state: &AppState,
+    slug: &str,
+    env: &str,
+    job_id: &str,
+) -> Result<Uuid, Failure> {
+    let (connector, job) = find_job(state, slug, env, job_id).await?;
+    let fail = |e: ApiError| Failure::new(e, Some(job.log_id));
+    if let Some(url) = &job.upstream_status_url {
+        connector
+            .delete(url, job.log_id)
+            .await
+            .map_err(|e| fail(e.into()))?;
+    }
+    state
+        .store
+        .record_status(job.id, &StatusUpdate::Deleted, Utc::now())
+        .await
+        .map_err(|e| fail(e.into()))?;
+    tracing::info!(message = "Export deleted.", log_id = %job.log_id, job_id = %job.id);
+    Ok(job.log_id)
+}
+
+/// `GET …/export-file/{jobId}/{fileId}`: the upstream response, ready to stream.
+pub async fn open_export_file(
+    state: &AppState,
+    slug: &str,
+    env: &str,
+    job_id: &str,
+    file_id: &str,
+    pass_on: &FileRequestHeaders,
+) -> Result<(reqwest::Response, Uuid), Failure> {
+    let (connector, job) = find_job(state, slug, env, job_id).await?;
+    let fail = |e: ApiError| Failure::new(e, Some(job.log_id));
+    let no_file = || fail(ApiError::NotFound("No such file in this export.".into()));
+    if job.state != JobState::Completed {
+        return Err(no_file());
+    }
+    let stored: Value =
+        serde_json::from_str(job.manifest.as_deref().unwrap_or("{}")).map_err(|e| {
+            fail(ApiError::Internal(format!(
+                "stored manifest unreadable: {e}"
+            )))
+        })?;
+    let index: usize = file_id.parse().map_err(|_| no_file())?;
+    let file = manifest::files(&stored)
+        .into_iter()
+        .nth(index)
+        .ok_or_else(no_file)?;
+    let response = connector
+        .open_file(&file.url, manifest::requires_access_token(&stored), pass_on, job.log_id)
+        .await
+        .map_err(|e| {
+            tracing::warn!(message = "File download refused or failed.", log_id = %job.log_id, job_id = %job.id, error = %e);
+            fail(file_error(e))
+        })?;
+    match response.status().as_u16() {
+        200 | 206 => Ok((response, job.log_id)),
+        404 | 410 => {
+            state
+                .store
+                .record_status(job.id, &StatusUpdate::Expired, Utc::now())
+                .await
+                .map_err(|e| fail(e.into()))?;
+            Err(fail(ApiError::NotFound(
+                "The EHR no longer has this file; the export has expired.".into(),
+            )))
+        }
+        416 => Err(fail(ApiError::RangeNotSatisfiable)),
+        status => {
+            let headers = response.headers().clone();
+            let body = response.bytes().await.unwrap_or_default();
+            let answer = crate::connectors::http::UpstreamAnswer {
+                status,
+                headers,
+                body,
+            };
+            Err(fail(ApiError::Upstream(classify_failure(
+                &answer,
+                "a file request",
+            ))))
+        }
+    }
+}
+
+fn file_error(e: FileError) -> ApiError {
+    match e {
+        FileError::HostNotAllowed(_) | FileError::PrivateAddress => {
+            ApiError::FileRefused(e.to_string())
+        }
+        FileError::TooManyRedirects | FileError::BadRedirect => {
+            ApiError::Upstream(UpstreamError::BadAnswer(e.to_string()))
+        }
+        FileError::Transport(TransportError::Timeout) => ApiError::Upstream(UpstreamError::Timeout),
+        FileError::Transport(_) => ApiError::Upstream(UpstreamError::Unreachable),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_the_base_and_stops_at_the_cap() {
+        assert_eq!(backoff_secs(5, 0, 600), 5);
+        assert_eq!(backoff_secs(5, 1, 600), 10);
+        assert_eq!(backoff_secs(5, 3, 600), 40);
+        assert_eq!(backoff_secs(5, 30, 600), 600);
+    }
+
+    #[test]
+    fn progress_is_cut_to_100_characters_without_control_characters() {
+        assert_eq!(clean_progress(&"x".repeat(300)).len(), 100);
+        assert_eq!(clean_progress("50%\r\nInjected: 1"), "50%Injected: 1");
+    }
+}
