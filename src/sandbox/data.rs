@@ -43,7 +43,7 @@ pub fn resources(rtype: &str, i: usize) -> Vec<(DateTime<Utc>, Value)> {
             json!({
                 "resourceType": "Patient", "id": format!("sbx-pat-{i}"), "meta": meta(i, 0),
                 "name": [{"family": FAMILY[i % FAMILY.len()], "given": [GIVEN[(i / 8) % GIVEN.len()]]}],
-                "gender": if i % 2 == 0 { "female" } else { "male" },
+                "gender": if i.is_multiple_of(2) { "female" } else { "male" },
                 "birthDate": format!("{}-{:02}-{:02}", 1940 + (i * 13) % 70, 1 + i % 12, 1 + i % 28)
             }),
         )],
