@@ -20,7 +20,7 @@ pub const SEED_LOG_ID: &str = "d9f5d293-7110-461e-a875-3beb089e79f3";
 /// A running gateway, its upstream, and its storage.
 pub struct TestApp {
     pub address: String,
-    pub upstream: MockServer,
+    pub upstream: Arc<MockServer>,
     pub client: reqwest::Client,
     pub settings: Settings,
     handle: actix_web::dev::ServerHandle,
@@ -28,8 +28,40 @@ pub struct TestApp {
     _dir: Arc<TempDir>,
 }
 
+/// The job store for a test: a fresh PostgreSQL database when `FHIRGATE_TEST_POSTGRES_URL` is set,
+/// otherwise a SQLite file in `dir`.
+pub async fn test_store_url(dir: &Path) -> String {
+    match std::env::var("FHIRGATE_TEST_POSTGRES_URL") {
+        Ok(admin) if !admin.is_empty() => {
+            use sqlx::Connection;
+            let name = format!("fhirgate_test_{}", uuid::Uuid::new_v4().simple());
+            let mut conn = sqlx::PgConnection::connect(&admin)
+                .await
+                .expect("connect to the test PostgreSQL");
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut conn)
+                .await
+                .expect("create a test database");
+            let mut url = url::Url::parse(&admin).expect("FHIRGATE_TEST_POSTGRES_URL is a URL");
+            url.set_path(&name);
+            url.to_string()
+        }
+        _ => format!("sqlite://{}", dir.join("jobs.db").display()),
+    }
+}
+
 /// The test configuration: one destination per vendor profile, all on the same mock upstream.
 pub fn test_config(upstream: &str, dir: &Path) -> String {
+    test_config_with_store(
+        upstream,
+        dir,
+        &format!("sqlite://{}", dir.join("jobs.db").display()),
+        "",
+    )
+}
+
+/// The test configuration with a given store URL and extra TOML appended.
+pub fn test_config_with_store(upstream: &str, dir: &Path, store: &str, extra: &str) -> String {
     let token = dir.join("upstream-token");
     std::fs::write(&token, UPSTREAM_TOKEN).expect("write token file");
     let token = token.display();
@@ -40,7 +72,7 @@ listen = "127.0.0.1:0"
 public_url = "{PUBLIC_URL}"
 
 [store]
-url = "sqlite://{db}"
+url = "{store}"
 
 [upstream]
 connect_timeout_secs = 1.0
@@ -54,6 +86,8 @@ vendor = "bulk-data"
 [destinations.environments.Development]
 base_url = "{upstream}/fhir/r4"
 auth = {{ type = "bearer", token_file = "{token}" }}
+file_hosts = ["localhost"]
+allow_private_addresses = true
 
 [[destinations]]
 slug = "oracle"
@@ -85,21 +119,45 @@ name = "An EHR that refuses connections"
 vendor = "bulk-data"
 [destinations.environments.Development]
 base_url = "http://127.0.0.1:9/fhir"
+
+[[destinations]]
+slug = "strict-ehr"
+name = "An EHR whose files may not come from private addresses"
+vendor = "bulk-data"
+[destinations.environments.Development]
+base_url = "{upstream}/fhir/r4"
+auth = {{ type = "bearer", token_file = "{token}" }}
+{extra}
 "#,
-        db = dir.join("jobs.db").display(),
     )
 }
 
 impl TestApp {
     pub async fn spawn() -> TestApp {
-        let upstream = MockServer::start().await;
+        Self::spawn_with("").await
+    }
+
+    /// A gateway whose configuration has `extra` TOML appended (after the last destination).
+    pub async fn spawn_with(extra: &str) -> TestApp {
+        let upstream = Arc::new(MockServer::start().await);
         let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
-        let settings =
-            Settings::from_toml(&test_config(&upstream.uri(), dir.path())).expect("test config");
+        let store = test_store_url(dir.path()).await;
+        let text = test_config_with_store(&upstream.uri(), dir.path(), &store, extra);
+        let settings = Settings::from_toml(&text).expect("test config");
         Self::start(upstream, settings, dir).await
     }
 
-    async fn start(upstream: MockServer, settings: Settings, dir: Arc<TempDir>) -> TestApp {
+    /// A second gateway process on the same store and upstream (another replica).
+    pub async fn replica(&self) -> TestApp {
+        Self::start(
+            self.upstream.clone(),
+            self.settings.clone(),
+            self._dir.clone(),
+        )
+        .await
+    }
+
+    async fn start(upstream: Arc<MockServer>, settings: Settings, dir: Arc<TempDir>) -> TestApp {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
         let app = Application::build_with_listener(settings.clone(), listener)
             .await

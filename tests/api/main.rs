@@ -2,12 +2,14 @@
 
 mod capability;
 mod cli;
+mod files;
 mod fixtures;
 mod helpers;
 mod idempotency;
 mod kickoff_envelope;
 mod kickoff_native;
 mod lenient_and_vendor_rules;
+mod lifecycle;
 mod robustness;
 mod schemas;
 mod upstream_failures;

@@ -1,0 +1,391 @@
+//! After the kick-off, the gateway's contentLocation works like a Bulk Data server's status URL.
+
+use crate::helpers::*;
+use serde_json::{Value, json};
+use std::time::Duration;
+use wiremock::matchers::{header, method, path};
+use wiremock::{Mock, ResponseTemplate};
+
+pub const UPSTREAM_STATUS: &str = "/bulk-export/jobs/upstream-job-1";
+
+/// Kicks off the seed envelope on spec-ehr; returns the gateway's status URL.
+pub async fn kicked_off(app: &TestApp) -> String {
+    if app.upstream_kickoffs().await.is_empty() {
+        app.upstream_accepts_kickoffs().await;
+    }
+    let response = app.post_envelope(&spec_group_route(), &seed()).await;
+    assert_eq!(response.status(), 202);
+    response.headers()["Content-Location"]
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// The gateway path of a status URL (the public URL is not where the test server listens).
+pub fn local(app: &TestApp, public: &str) -> String {
+    app.url(public.strip_prefix(PUBLIC_URL).expect("a gateway URL"))
+}
+
+/// A completion manifest whose files are on the upstream (and one on a file host).
+pub fn manifest(upstream: &str, file_host: Option<&str>) -> Value {
+    let mut output = vec![
+        json!({"type": "Patient", "url": format!("{upstream}/files/patient.ndjson"), "count": 2}),
+        json!({"type": "Observation", "url": format!("{upstream}/files/observation.ndjson"), "count": 5}),
+    ];
+    if let Some(host) = file_host {
+        output.push(json!({"type": "Condition", "url": format!("{host}/presigned/condition.ndjson?X-Amz-Signature=abc"), "count": 1}));
+    }
+    json!({
+        "transactionTime": "2025-07-22T23:59:59.000Z",
+        "request": format!("{upstream}/fhir/r4/Group/example-group-id/$export?_type=Patient,Observation"),
+        "requiresAccessToken": true,
+        "output": output,
+        "error": [{"type": "OperationOutcome", "url": format!("{upstream}/files/errors.ndjson")}],
+        "deleted": [{"type": "Bundle", "url": format!("{upstream}/files/deleted.ndjson")}]
+    })
+}
+
+/// Mounts an upstream status answer.
+pub async fn upstream_status(app: &TestApp, template: ResponseTemplate) {
+    Mock::given(method("GET"))
+        .and(path(UPSTREAM_STATUS))
+        .respond_with(template)
+        .mount(&app.upstream)
+        .await;
+}
+
+/// Kicks off and drives the job to completion with `manifest`; returns the status URL.
+pub async fn completed(app: &TestApp, manifest: Value) -> String {
+    upstream_status(app, ResponseTemplate::new(200).set_body_json(manifest)).await;
+    let location = kicked_off(app).await;
+    let response = app.client.get(local(app, &location)).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    location
+}
+
+#[tokio::test]
+async fn an_export_in_progress_answers_202_with_x_progress_and_retry_after() {
+    let app = TestApp::spawn().await;
+    Mock::given(method("GET"))
+        .and(path(UPSTREAM_STATUS))
+        .and(header("Accept", "application/json"))
+        .and(header(
+            "Authorization",
+            format!("Bearer {UPSTREAM_TOKEN}").as_str(),
+        ))
+        .respond_with(
+            ResponseTemplate::new(202)
+                .insert_header("X-Progress", "50% complete")
+                .insert_header("Retry-After", "120"),
+        )
+        .expect(1)
+        .mount(&app.upstream)
+        .await;
+    let location = kicked_off(&app).await;
+
+    let first = app.client.get(local(&app, &location)).send().await.unwrap();
+    let second = app.client.get(local(&app, &location)).send().await.unwrap();
+
+    assert_eq!(first.status(), 202);
+    assert_eq!(first.headers()["X-Progress"], "50% complete");
+    assert_eq!(first.headers()["Retry-After"], "120");
+    assert_eq!(
+        second.status(),
+        202,
+        "answered from the store, no second upstream call"
+    );
+    assert_eq!(second.headers()["X-Progress"], "50% complete");
+    let wait: u64 = second.headers()["Retry-After"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((118..=120).contains(&wait), "the remaining wait: {wait}");
+}
+
+#[tokio::test]
+async fn a_long_x_progress_is_cut_to_100_characters_and_an_http_date_retry_after_becomes_seconds() {
+    let app = TestApp::spawn().await;
+    let later = chrono::Utc::now() + chrono::Duration::seconds(90);
+    upstream_status(
+        &app,
+        ResponseTemplate::new(202)
+            .insert_header("X-Progress", "p".repeat(300))
+            .insert_header(
+                "Retry-After",
+                later.format("%a, %d %b %Y %H:%M:%S GMT").to_string(),
+            ),
+    )
+    .await;
+    let location = kicked_off(&app).await;
+
+    let response = app.client.get(local(&app, &location)).send().await.unwrap();
+
+    assert_eq!(response.headers()["X-Progress"].len(), 100);
+    let wait: u64 = response.headers()["Retry-After"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((85..=90).contains(&wait), "{wait}");
+}
+
+#[tokio::test]
+async fn a_completed_export_answers_with_a_manifest_of_gateway_urls_only_and_never_asks_upstream_again()
+ {
+    let app = TestApp::spawn().await;
+    Mock::given(method("GET"))
+        .and(path(UPSTREAM_STATUS))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("Expires", "Mon, 22 Jul 2030 23:59:59 GMT")
+                .set_body_json(manifest(
+                    &app.upstream.uri(),
+                    Some("https://bucket.s3.example"),
+                )),
+        )
+        .expect(1)
+        .mount(&app.upstream)
+        .await;
+    let location = kicked_off(&app).await;
+
+    let first = app.client.get(local(&app, &location)).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["Expires"], "Mon, 22 Jul 2030 23:59:59 GMT");
+    let body = first.text().await.unwrap();
+    let again = app
+        .client
+        .get(local(&app, &location))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+
+    assert_eq!(body, again);
+    assert!(
+        !body.contains(&app.upstream.uri())
+            && !body.contains("s3.example")
+            && !body.contains("X-Amz")
+    );
+    let manifest: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(manifest["requiresAccessToken"], true);
+    let job = location.rsplit('/').next().unwrap();
+    let redacted: Value = serde_json::from_str(&body.replace(job, "[job-id]")).unwrap();
+    insta::assert_json_snapshot!("rewritten_manifest", redacted);
+}
+
+#[tokio::test]
+async fn a_manifest_that_breaks_the_ig_is_a_502() {
+    let app = TestApp::spawn().await;
+    upstream_status(
+        &app,
+        ResponseTemplate::new(200).set_body_json(json!({"transactionTime": "x", "output": "nope"})),
+    )
+    .await;
+    let location = kicked_off(&app).await;
+
+    let response = app.client.get(local(&app, &location)).send().await.unwrap();
+
+    assert_eq!(response.status(), 502);
+    assert_eq!(codes(&json_body(response).await), ["exception"]);
+}
+
+#[tokio::test]
+async fn upstream_status_failures_answer_like_kickoff_failures() {
+    let app = TestApp::spawn().await;
+    upstream_status(&app, ResponseTemplate::new(503)).await;
+    let location = kicked_off(&app).await;
+
+    let response = app.client.get(local(&app, &location)).send().await.unwrap();
+
+    assert_eq!(response.status(), 502);
+    assert_eq!(codes(&json_body(response).await), ["transient"]);
+}
+
+#[tokio::test]
+async fn an_upstream_status_timeout_is_a_504() {
+    let app = TestApp::spawn().await;
+    upstream_status(
+        &app,
+        ResponseTemplate::new(202).set_delay(Duration::from_secs(5)),
+    )
+    .await;
+    let location = kicked_off(&app).await;
+
+    let response = app.client.get(local(&app, &location)).send().await.unwrap();
+
+    assert_eq!(response.status(), 504);
+}
+
+#[tokio::test]
+async fn an_upstream_404_marks_the_job_expired_and_later_polls_do_not_reach_the_ehr() {
+    let app = TestApp::spawn().await;
+    Mock::given(method("GET"))
+        .and(path(UPSTREAM_STATUS))
+        .respond_with(ResponseTemplate::new(404))
+        .expect(1)
+        .mount(&app.upstream)
+        .await;
+    let location = kicked_off(&app).await;
+
+    let first = app.client.get(local(&app, &location)).send().await.unwrap();
+    let second = app.client.get(local(&app, &location)).send().await.unwrap();
+
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (404, 404)
+    );
+    let job_id = uuid::Uuid::parse_str(location.rsplit('/').next().unwrap()).unwrap();
+    let job = app.state().store.get(job_id).await.unwrap().unwrap();
+    assert_eq!(job.state, fhirgate::jobs::JobState::Expired);
+}
+
+#[tokio::test]
+async fn unknown_jobs_and_jobs_of_another_destination_are_404_without_an_upstream_call() {
+    let app = TestApp::spawn().await;
+    Mock::given(method("GET"))
+        .and(path(UPSTREAM_STATUS))
+        .respond_with(ResponseTemplate::new(202))
+        .expect(0)
+        .mount(&app.upstream)
+        .await;
+    let location = kicked_off(&app).await;
+    let job = location.rsplit('/').next().unwrap();
+
+    for path in [
+        format!(
+            "/fhir/R4/spec-ehr/Development/export-status/{}",
+            uuid::Uuid::new_v4()
+        ),
+        "/fhir/R4/spec-ehr/Development/export-status/not-a-uuid".to_owned(),
+        format!("/fhir/R4/strict-ehr/Development/export-status/{job}"),
+        format!("/fhir/R4/oracle/Production/export-status/{job}"),
+        format!("/fhir/R4/spec-ehr/Development/export-file/{job}/0"),
+    ] {
+        let response = app.client.get(app.url(&path)).send().await.unwrap();
+        assert_eq!(response.status(), 404, "{path}");
+        assert_eq!(codes(&json_body(response).await), ["not-found"]);
+    }
+}
+
+#[tokio::test]
+async fn delete_reaches_the_upstream_and_then_status_and_files_answer_404() {
+    let app = TestApp::spawn().await;
+    let location = completed(&app, manifest(&app.upstream.uri(), None)).await;
+    Mock::given(method("DELETE"))
+        .and(path(UPSTREAM_STATUS))
+        .and(header(
+            "Authorization",
+            format!("Bearer {UPSTREAM_TOKEN}").as_str(),
+        ))
+        .respond_with(ResponseTemplate::new(202))
+        .expect(1)
+        .mount(&app.upstream)
+        .await;
+
+    let deleted = app
+        .client
+        .delete(local(&app, &location))
+        .send()
+        .await
+        .unwrap();
+    let status = app.client.get(local(&app, &location)).send().await.unwrap();
+    let file = app
+        .client
+        .get(local(&app, &location).replace("export-status", "export-file") + "/0")
+        .send()
+        .await
+        .unwrap();
+    let again = app
+        .client
+        .delete(local(&app, &location))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(deleted.status(), 202);
+    assert_eq!(status.status(), 404);
+    assert_eq!(file.status(), 404);
+    assert_eq!(again.status(), 404);
+}
+
+#[tokio::test]
+async fn a_failed_upstream_delete_leaves_the_job_in_place() {
+    let app = TestApp::spawn().await;
+    let location = completed(&app, manifest(&app.upstream.uri(), None)).await;
+    Mock::given(method("DELETE"))
+        .and(path(UPSTREAM_STATUS))
+        .respond_with(ResponseTemplate::new(500))
+        .mount(&app.upstream)
+        .await;
+
+    let deleted = app
+        .client
+        .delete(local(&app, &location))
+        .send()
+        .await
+        .unwrap();
+    let status = app.client.get(local(&app, &location)).send().await.unwrap();
+
+    assert_eq!(deleted.status(), 502);
+    assert_eq!(status.status(), 200);
+}
+
+#[tokio::test]
+async fn a_job_kicked_off_through_one_replica_is_polled_downloaded_and_deleted_through_another() {
+    let first = TestApp::spawn().await;
+    let second = first.replica().await;
+    Mock::given(method("GET"))
+        .and(path("/files/patient.ndjson"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_string("{\"resourceType\":\"Patient\"}\n"),
+        )
+        .mount(&first.upstream)
+        .await;
+    Mock::given(method("DELETE"))
+        .and(path(UPSTREAM_STATUS))
+        .respond_with(ResponseTemplate::new(202))
+        .mount(&first.upstream)
+        .await;
+    upstream_status(
+        &first,
+        ResponseTemplate::new(200).set_body_json(manifest(&first.upstream.uri(), None)),
+    )
+    .await;
+    let location = kicked_off(&first).await;
+
+    let status = second
+        .client
+        .get(local(&second, &location))
+        .send()
+        .await
+        .unwrap();
+    let file = second
+        .client
+        .get(local(&second, &location).replace("export-status", "export-file") + "/0")
+        .send()
+        .await
+        .unwrap();
+    let file_status = file.status();
+    let body = file.text().await.unwrap();
+    let deleted = second
+        .client
+        .delete(local(&second, &location))
+        .send()
+        .await
+        .unwrap();
+    let after = first
+        .client
+        .get(local(&first, &location))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(status.status(), 200);
+    assert_eq!(file_status, 200);
+    assert_eq!(body, "{\"resourceType\":\"Patient\"}\n");
+    assert_eq!(deleted.status(), 202);
+    assert_eq!(after.status(), 404, "the first replica sees the delete");
+}
