@@ -1,11 +1,16 @@
 //! A minimal, fast Bulk Data upstream for load tests: every `$export` gets 202 + Content-Location.
 //! Run: `cargo run --release --example fake_upstream -- 127.0.0.1:18090`.
 
-use actix_web::{App, HttpResponse, HttpServer, web};
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 
-async fn kickoff() -> HttpResponse {
+async fn kickoff(req: HttpRequest) -> HttpResponse {
+    // On the server's own origin, as a real EHR answers (the gateway refuses any other).
+    let host = req.connection_info().host().to_owned();
     HttpResponse::Accepted()
-        .insert_header(("Content-Location", "http://127.0.0.1/bulk-export/jobs/1"))
+        .insert_header((
+            "Content-Location",
+            format!("http://{host}/bulk-export/jobs/1"),
+        ))
         .finish()
 }
 

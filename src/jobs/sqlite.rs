@@ -1,5 +1,10 @@
-//! The embedded job store: one SQLite file in WAL mode, created when missing. Times are stored as
-//! fixed-width RFC 3339 UTC text, so they compare correctly as strings.
+//! The embedded job store: one SQLite file in WAL mode, created when missing.
+//!
+//! Every write goes to one writer task that owns the only write connection and commits whatever is
+//! queued in one transaction (group commit): a caller hears back only once its write is on disk
+//! (`synchronous = FULL`), and concurrent kick-offs share one fsync instead of queueing for one each.
+//! Reads use a pool of read-only connections. Times are fixed-width RFC 3339 UTC text, so they compare
+//! correctly as strings.
 
 use super::{
     AttemptOutcome, Claim, FailureCount, Job, JobStore, NewJob, NotifyUpdate, StatusColumns,
@@ -8,24 +13,52 @@ use super::{
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
 };
-use sqlx::{Row, SqlitePool};
+use sqlx::{Connection, Row, SqlitePool};
 use std::str::FromStr;
+use std::sync::Mutex;
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-#[derive(Debug, Clone)]
+/// Most writes committed in one transaction.
+const MAX_BATCH: usize = 256;
+
+#[derive(Debug)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    writer: Mutex<Option<mpsc::Sender<Write>>>,
+    reader: SqlitePool,
+}
+
+/// One write, queued for the writer task.
+#[derive(Debug)]
+enum Op {
+    Claim(NewJob, Duration),
+    Finish(Uuid, Uuid, AttemptOutcome),
+    Status(Uuid, StatusUpdate, DateTime<Utc>),
+    ClaimDue(String, DateTime<Utc>, Duration, u32),
+    Release(Uuid, String),
+    ReleaseAll(String),
+    Notify(Uuid, NotifyUpdate),
+}
+
+#[derive(Debug)]
+enum Done {
+    Claim(Claim),
+    Jobs(Vec<Job>),
+    Nothing,
+}
+
+#[derive(Debug)]
+struct Write {
+    op: Op,
+    reply: oneshot::Sender<Result<Done, StoreError>>,
 }
 
 fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
-
-fn now() -> String {
-    ts(Utc::now())
 }
 
 fn uuid(s: &str) -> Result<Uuid, StoreError> {
@@ -42,8 +75,38 @@ fn opt_time(s: Option<String>) -> Result<Option<DateTime<Utc>>, StoreError> {
     s.as_deref().map(time).transpose()
 }
 
+fn row_to_job(row: &SqliteRow) -> Result<Job, StoreError> {
+    let state: String = row.try_get("state")?;
+    Ok(Job {
+        id: uuid(row.try_get("id")?)?,
+        source_key: row.try_get("source_key")?,
+        log_id: uuid(row.try_get("log_id")?)?,
+        attempt_id: uuid(row.try_get("attempt_id")?)?,
+        attempts: row.try_get("attempts")?,
+        destination: row.try_get("destination")?,
+        environment: row.try_get("environment")?,
+        event_type: row.try_get("event_type")?,
+        group_id: row.try_get("group_id")?,
+        fingerprint: row.try_get("fingerprint")?,
+        state: parse_state(&state)?,
+        upstream_status_url: row.try_get("upstream_status_url")?,
+        error_code: row.try_get("error_code")?,
+        created_at: time(row.try_get("created_at")?)?,
+        updated_at: time(row.try_get("updated_at")?)?,
+        progress: row.try_get("progress")?,
+        retry_after_secs: row.try_get("retry_after_secs")?,
+        next_poll_at: opt_time(row.try_get("next_poll_at")?)?,
+        last_polled_at: opt_time(row.try_get("last_polled_at")?)?,
+        poll_failures: row.try_get("poll_failures")?,
+        manifest: row.try_get("manifest")?,
+        expires: row.try_get("expires")?,
+        notify_state: row.try_get("notify_state")?,
+        notify_attempts: row.try_get("notify_attempts")?,
+    })
+}
+
 impl SqliteStore {
-    /// Opens (creating when missing) the database at `url` and runs the migrations.
+    /// Opens (creating when missing) the database at `url`, runs the migrations, starts the writer.
     pub async fn open(url: &str, max_connections: u32) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
@@ -59,114 +122,310 @@ impl SqliteStore {
                 StoreError::Unavailable(format!("cannot create {}: {e}", parent.display()))
             })?;
         }
-        let pool = SqlitePoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
-            .await?;
+        let mut conn = SqliteConnection::connect_with(&options).await?;
         sqlx::migrate!("./migrations/sqlite")
-            .run(&pool)
+            .run(&mut conn)
             .await
             .map_err(|e| StoreError::Unavailable(format!("migrations failed: {e}")))?;
-        Ok(SqliteStore { pool })
-    }
-
-    fn row_to_job(row: &SqliteRow) -> Result<Job, StoreError> {
-        let state: String = row.try_get("state")?;
-        Ok(Job {
-            id: uuid(row.try_get("id")?)?,
-            source_key: row.try_get("source_key")?,
-            log_id: uuid(row.try_get("log_id")?)?,
-            attempt_id: uuid(row.try_get("attempt_id")?)?,
-            attempts: row.try_get("attempts")?,
-            destination: row.try_get("destination")?,
-            environment: row.try_get("environment")?,
-            event_type: row.try_get("event_type")?,
-            group_id: row.try_get("group_id")?,
-            fingerprint: row.try_get("fingerprint")?,
-            state: parse_state(&state)?,
-            upstream_status_url: row.try_get("upstream_status_url")?,
-            error_code: row.try_get("error_code")?,
-            created_at: time(row.try_get("created_at")?)?,
-            updated_at: time(row.try_get("updated_at")?)?,
-            progress: row.try_get("progress")?,
-            retry_after_secs: row.try_get("retry_after_secs")?,
-            next_poll_at: opt_time(row.try_get("next_poll_at")?)?,
-            last_polled_at: opt_time(row.try_get("last_polled_at")?)?,
-            poll_failures: row.try_get("poll_failures")?,
-            manifest: row.try_get("manifest")?,
-            expires: row.try_get("expires")?,
-            notify_state: row.try_get("notify_state")?,
-            notify_attempts: row.try_get("notify_attempts")?,
+        let reader = SqlitePoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options.read_only(true))
+            .await?;
+        let (tx, rx) = mpsc::channel(4096);
+        tokio::spawn(writer(conn, rx));
+        Ok(SqliteStore {
+            writer: Mutex::new(Some(tx)),
+            reader,
         })
     }
 
-    async fn by_request(&self, job: &NewJob) -> Result<Option<Job>, StoreError> {
-        let row = sqlx::query(
-            "SELECT * FROM jobs WHERE source_key = ?1 AND log_id = ?2 AND fingerprint = ?3",
-        )
-        .bind(&job.source_key)
-        .bind(job.log_id.to_string())
-        .bind(&job.fingerprint)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(Self::row_to_job).transpose()
+    async fn write(&self, op: Op) -> Result<Done, StoreError> {
+        let sender = match self.writer.lock() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        let closed = || StoreError::Unavailable("the job store is closed".into());
+        let sender = sender.ok_or_else(closed)?;
+        let (reply, answer) = oneshot::channel();
+        sender
+            .send(Write { op, reply })
+            .await
+            .map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
+    }
+}
+
+/// The writer task: takes what is queued, runs it in one transaction, answers after the commit.
+async fn writer(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Write>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let mut results = Vec::with_capacity(batch.len());
+        let committed = async {
+            let mut tx = conn.begin().await?;
+            for w in &batch {
+                results.push(apply(&mut tx, &w.op).await);
+            }
+            tx.commit().await
+        }
+        .await;
+        match committed {
+            Ok(()) => {
+                for (w, result) in batch.drain(..).zip(results) {
+                    let _ = w.reply.send(result);
+                }
+            }
+            Err(e) => {
+                tracing::error!(message = "Job store commit failed.", error = %e);
+                for w in batch.drain(..) {
+                    let _ = w.reply.send(Err(StoreError::Unavailable(e.to_string())));
+                }
+            }
+        }
+    }
+    let _ = conn.close().await;
+}
+
+async fn apply(conn: &mut SqliteConnection, op: &Op) -> Result<Done, StoreError> {
+    Ok(match op {
+        Op::Claim(job, stale) => Done::Claim(claim(conn, job, *stale).await?),
+        Op::Finish(job, attempt, outcome) => {
+            finish_attempt(conn, *job, *attempt, outcome).await?;
+            Done::Nothing
+        }
+        Op::Status(job, update, at) => {
+            record_status(conn, *job, update, *at).await?;
+            Done::Nothing
+        }
+        Op::ClaimDue(worker, at, ttl, limit) => {
+            Done::Jobs(claim_due(conn, worker, *at, *ttl, *limit).await?)
+        }
+        Op::Release(job, worker) => {
+            sqlx::query("UPDATE jobs SET claimed_by = NULL, claim_until = NULL WHERE id = ?1 AND claimed_by = ?2")
+                .bind(job.to_string())
+                .bind(worker)
+                .execute(&mut *conn)
+                .await?;
+            Done::Nothing
+        }
+        Op::ReleaseAll(worker) => {
+            sqlx::query(
+                "UPDATE jobs SET claimed_by = NULL, claim_until = NULL WHERE claimed_by = ?1",
+            )
+            .bind(worker)
+            .execute(&mut *conn)
+            .await?;
+            Done::Nothing
+        }
+        Op::Notify(job, update) => {
+            let (state, next) = match update {
+                NotifyUpdate::Sent => ("sent", None),
+                NotifyUpdate::RetryAt(t) => ("pending", Some(ts(*t))),
+                NotifyUpdate::GaveUp => ("failed", None),
+            };
+            sqlx::query(
+                "UPDATE jobs SET notify_state = ?1, notify_next_at = ?2, notify_attempts = notify_attempts + 1
+                 WHERE id = ?3",
+            )
+            .bind(state)
+            .bind(next)
+            .bind(job.to_string())
+            .execute(&mut *conn)
+            .await?;
+            Done::Nothing
+        }
+    })
+}
+
+async fn claim(
+    conn: &mut SqliteConnection,
+    job: &NewJob,
+    stale_after: Duration,
+) -> Result<Claim, StoreError> {
+    let now = ts(Utc::now());
+    let inserted = sqlx::query(
+        "INSERT INTO jobs (id, source_key, log_id, attempt_id, attempts, destination, environment, event_type,
+                           group_id, fingerprint, state, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7, ?8, ?9, 'pending', ?10, ?10)
+         ON CONFLICT (source_key, log_id, fingerprint) DO NOTHING",
+    )
+    .bind(job.id.to_string())
+    .bind(&job.source_key)
+    .bind(job.log_id.to_string())
+    .bind(job.attempt_id.to_string())
+    .bind(&job.destination)
+    .bind(&job.environment)
+    .bind(&job.event_type)
+    .bind(&job.group_id)
+    .bind(&job.fingerprint)
+    .bind(&now)
+    .execute(&mut *conn)
+    .await?;
+    if inserted.rows_affected() == 1 {
+        return Ok(Claim::New);
+    }
+    let row = sqlx::query(
+        "SELECT * FROM jobs WHERE source_key = ?1 AND log_id = ?2 AND fingerprint = ?3",
+    )
+    .bind(&job.source_key)
+    .bind(job.log_id.to_string())
+    .bind(&job.fingerprint)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(existing) = row.as_ref().map(row_to_job).transpose()? else {
+        return Ok(Claim::InFlight);
+    };
+    if !super::retryable(&existing, stale_after) {
+        return Ok(super::settled_claim(existing));
+    }
+    // The writer is the only writer, but the state check keeps the rule visible and shared with PostgreSQL.
+    let updated = sqlx::query(
+        "UPDATE jobs SET state = 'pending', attempt_id = ?1, attempts = attempts + 1, updated_at = ?2,
+                         error_code = NULL, progress = NULL, manifest = NULL, expires = NULL,
+                         notify_state = NULL, poll_failures = 0
+         WHERE id = ?3 AND state = ?4 AND attempt_id = ?5",
+    )
+    .bind(job.attempt_id.to_string())
+    .bind(&now)
+    .bind(existing.id.to_string())
+    .bind(existing.state.as_str())
+    .bind(existing.attempt_id.to_string())
+    .execute(&mut *conn)
+    .await?;
+    Ok(if updated.rows_affected() == 1 {
+        Claim::Retry {
+            job_id: existing.id,
+            attempt: existing.attempts + 1,
+        }
+    } else {
+        Claim::InFlight
+    })
+}
+
+async fn finish_attempt(
+    conn: &mut SqliteConnection,
+    job_id: Uuid,
+    attempt_id: Uuid,
+    outcome: &AttemptOutcome,
+) -> Result<(), StoreError> {
+    let now = ts(Utc::now());
+    let (state, url, error, upstream_status) = super::attempt_columns(outcome);
+    sqlx::query(
+        "UPDATE jobs SET state = ?1, upstream_status_url = COALESCE(?2, upstream_status_url), error_code = ?3,
+                         updated_at = ?4, next_poll_at = CASE WHEN ?1 = 'accepted' THEN ?4 ELSE NULL END
+         WHERE id = ?5 AND attempt_id = ?6",
+    )
+    .bind(state)
+    .bind(url)
+    .bind(error)
+    .bind(&now)
+    .bind(job_id.to_string())
+    .bind(attempt_id.to_string())
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO job_attempts (job_id, attempt_id, started_at, finished_at, outcome, upstream_status, error_code)
+         VALUES (?1, ?2, ?3, ?3, ?4, ?5, ?6)
+         ON CONFLICT (job_id, attempt_id) DO UPDATE SET finished_at = ?3, outcome = ?4,
+             upstream_status = ?5, error_code = ?6",
+    )
+    .bind(job_id.to_string())
+    .bind(attempt_id.to_string())
+    .bind(&now)
+    .bind(state)
+    .bind(upstream_status.map(i64::from))
+    .bind(error)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn record_status(
+    conn: &mut SqliteConnection,
+    job_id: Uuid,
+    update: &StatusUpdate,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let c = StatusColumns::from_update(update, at);
+    sqlx::query(
+        "UPDATE jobs SET
+            state = COALESCE(?1, state),
+            progress = COALESCE(?2, progress),
+            retry_after_secs = COALESCE(?3, retry_after_secs),
+            next_poll_at = ?4,
+            last_polled_at = ?5,
+            poll_failures = CASE WHEN ?6 THEN poll_failures + 1 ELSE 0 END,
+            manifest = COALESCE(?7, manifest),
+            expires = COALESCE(?8, expires),
+            error_code = COALESCE(?9, error_code),
+            notify_state = CASE WHEN ?10 THEN 'pending' ELSE notify_state END,
+            notify_next_at = CASE WHEN ?10 THEN ?5 ELSE notify_next_at END,
+            updated_at = ?5
+         WHERE id = ?11 AND state <> 'deleted'",
+    )
+    .bind(c.state)
+    .bind(c.progress)
+    .bind(c.retry_after_secs)
+    .bind(c.next_poll_at.map(ts))
+    .bind(ts(at))
+    .bind(matches!(c.failures, FailureCount::Increment))
+    .bind(c.manifest)
+    .bind(c.expires)
+    .bind(c.error_code)
+    .bind(c.notify)
+    .bind(job_id.to_string())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn claim_due(
+    conn: &mut SqliteConnection,
+    worker: &str,
+    at: DateTime<Utc>,
+    ttl: Duration,
+    limit: u32,
+) -> Result<Vec<Job>, StoreError> {
+    let until = at + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+    // One writer: this single statement is the whole claim (PostgreSQL needs SKIP LOCKED instead).
+    let rows = sqlx::query(
+        "UPDATE jobs SET claimed_by = ?1, claim_until = ?2
+         WHERE id IN (
+            SELECT id FROM jobs
+            WHERE ((state = 'accepted' AND next_poll_at <= ?3)
+                   OR (notify_state = 'pending' AND notify_next_at <= ?3))
+              AND (claim_until IS NULL OR claim_until < ?3)
+            ORDER BY COALESCE(next_poll_at, notify_next_at)
+            LIMIT ?4)
+         RETURNING *",
+    )
+    .bind(worker)
+    .bind(ts(until))
+    .bind(ts(at))
+    .bind(i64::from(limit))
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(row_to_job).collect()
+}
+
+fn expect_nothing(done: Done) -> Result<(), StoreError> {
+    match done {
+        Done::Nothing => Ok(()),
+        other => Err(StoreError::Corrupt(format!(
+            "unexpected writer answer {other:?}"
+        ))),
     }
 }
 
 #[async_trait]
 impl JobStore for SqliteStore {
     async fn claim(&self, job: &NewJob, stale_after: Duration) -> Result<Claim, StoreError> {
-        let now = now();
-        let inserted = sqlx::query(
-            "INSERT INTO jobs (id, source_key, log_id, attempt_id, attempts, destination, environment, event_type,
-                               group_id, fingerprint, state, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7, ?8, ?9, 'pending', ?10, ?10)
-             ON CONFLICT (source_key, log_id, fingerprint) DO NOTHING",
-        )
-        .bind(job.id.to_string())
-        .bind(&job.source_key)
-        .bind(job.log_id.to_string())
-        .bind(job.attempt_id.to_string())
-        .bind(&job.destination)
-        .bind(&job.environment)
-        .bind(&job.event_type)
-        .bind(&job.group_id)
-        .bind(&job.fingerprint)
-        .bind(&now)
-        .execute(&self.pool)
-        .await?;
-        if inserted.rows_affected() == 1 {
-            return Ok(Claim::New);
+        match self.write(Op::Claim(job.clone(), stale_after)).await? {
+            Done::Claim(c) => Ok(c),
+            other => Err(StoreError::Corrupt(format!(
+                "unexpected writer answer {other:?}"
+            ))),
         }
-        let Some(existing) = self.by_request(job).await? else {
-            return Ok(Claim::InFlight);
-        };
-        if !super::retryable(&existing, stale_after) {
-            return Ok(super::settled_claim(existing));
-        }
-        // Compare-and-set on the row as read, so two retries cannot both win.
-        let updated = sqlx::query(
-            "UPDATE jobs SET state = 'pending', attempt_id = ?1, attempts = attempts + 1, updated_at = ?2,
-                             error_code = NULL, progress = NULL, manifest = NULL, expires = NULL,
-                             notify_state = NULL, poll_failures = 0
-             WHERE id = ?3 AND state = ?4 AND attempt_id = ?5",
-        )
-        .bind(job.attempt_id.to_string())
-        .bind(&now)
-        .bind(existing.id.to_string())
-        .bind(existing.state.as_str())
-        .bind(existing.attempt_id.to_string())
-        .execute(&self.pool)
-        .await?;
-        Ok(if updated.rows_affected() == 1 {
-            Claim::Retry {
-                job_id: existing.id,
-                attempt: existing.attempts + 1,
-            }
-        } else {
-            Claim::InFlight
-        })
     }
 
     async fn finish_attempt(
@@ -175,131 +434,53 @@ impl JobStore for SqliteStore {
         attempt_id: Uuid,
         outcome: &AttemptOutcome,
     ) -> Result<(), StoreError> {
-        let now = now();
-        let (state, url, error, upstream_status) = super::attempt_columns(outcome);
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "UPDATE jobs SET state = ?1, upstream_status_url = COALESCE(?2, upstream_status_url), error_code = ?3,
-                             updated_at = ?4, next_poll_at = CASE WHEN ?1 = 'accepted' THEN ?4 ELSE NULL END
-             WHERE id = ?5 AND attempt_id = ?6",
+        expect_nothing(
+            self.write(Op::Finish(job_id, attempt_id, outcome.clone()))
+                .await?,
         )
-        .bind(state)
-        .bind(url)
-        .bind(error)
-        .bind(&now)
-        .bind(job_id.to_string())
-        .bind(attempt_id.to_string())
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO job_attempts (job_id, attempt_id, started_at, finished_at, outcome, upstream_status, error_code)
-             VALUES (?1, ?2, ?3, ?3, ?4, ?5, ?6)
-             ON CONFLICT (job_id, attempt_id) DO UPDATE SET finished_at = ?3, outcome = ?4,
-                 upstream_status = ?5, error_code = ?6",
-        )
-        .bind(job_id.to_string())
-        .bind(attempt_id.to_string())
-        .bind(&now)
-        .bind(state)
-        .bind(upstream_status.map(i64::from))
-        .bind(error)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
     }
 
     async fn get(&self, job_id: Uuid) -> Result<Option<Job>, StoreError> {
         let row = sqlx::query("SELECT * FROM jobs WHERE id = ?1")
             .bind(job_id.to_string())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reader)
             .await?;
-        row.as_ref().map(Self::row_to_job).transpose()
+        row.as_ref().map(row_to_job).transpose()
     }
 
     async fn record_status(
         &self,
         job_id: Uuid,
         update: &StatusUpdate,
-        at: DateTime<Utc>,
+        now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let c = StatusColumns::from_update(update, at);
-        sqlx::query(
-            "UPDATE jobs SET
-                state = COALESCE(?1, state),
-                progress = COALESCE(?2, progress),
-                retry_after_secs = COALESCE(?3, retry_after_secs),
-                next_poll_at = ?4,
-                last_polled_at = ?5,
-                poll_failures = CASE WHEN ?6 THEN poll_failures + 1 ELSE 0 END,
-                manifest = COALESCE(?7, manifest),
-                expires = COALESCE(?8, expires),
-                error_code = COALESCE(?9, error_code),
-                notify_state = CASE WHEN ?10 THEN 'pending' ELSE notify_state END,
-                notify_next_at = CASE WHEN ?10 THEN ?5 ELSE notify_next_at END,
-                updated_at = ?5
-             WHERE id = ?11 AND state <> 'deleted'",
-        )
-        .bind(c.state)
-        .bind(c.progress)
-        .bind(c.retry_after_secs)
-        .bind(c.next_poll_at.map(ts))
-        .bind(ts(at))
-        .bind(matches!(c.failures, FailureCount::Increment))
-        .bind(c.manifest)
-        .bind(c.expires)
-        .bind(c.error_code)
-        .bind(c.notify)
-        .bind(job_id.to_string())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        expect_nothing(self.write(Op::Status(job_id, update.clone(), now)).await?)
     }
 
     async fn claim_due(
         &self,
         worker: &str,
-        at: DateTime<Utc>,
+        now: DateTime<Utc>,
         ttl: Duration,
         limit: u32,
     ) -> Result<Vec<Job>, StoreError> {
-        let until = at + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
-        // SQLite has one writer at a time, so this single statement is the whole claim.
-        let rows = sqlx::query(
-            "UPDATE jobs SET claimed_by = ?1, claim_until = ?2
-             WHERE id IN (
-                SELECT id FROM jobs
-                WHERE ((state = 'accepted' AND next_poll_at <= ?3)
-                       OR (notify_state = 'pending' AND notify_next_at <= ?3))
-                  AND (claim_until IS NULL OR claim_until < ?3)
-                ORDER BY COALESCE(next_poll_at, notify_next_at)
-                LIMIT ?4)
-             RETURNING *",
-        )
-        .bind(worker)
-        .bind(ts(until))
-        .bind(ts(at))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(Self::row_to_job).collect()
+        match self
+            .write(Op::ClaimDue(worker.to_owned(), now, ttl, limit))
+            .await?
+        {
+            Done::Jobs(jobs) => Ok(jobs),
+            other => Err(StoreError::Corrupt(format!(
+                "unexpected writer answer {other:?}"
+            ))),
+        }
     }
 
     async fn release(&self, job_id: Uuid, worker: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE jobs SET claimed_by = NULL, claim_until = NULL WHERE id = ?1 AND claimed_by = ?2")
-            .bind(job_id.to_string())
-            .bind(worker)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        expect_nothing(self.write(Op::Release(job_id, worker.to_owned())).await?)
     }
 
     async fn release_all(&self, worker: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE jobs SET claimed_by = NULL, claim_until = NULL WHERE claimed_by = ?1")
-            .bind(worker)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        expect_nothing(self.write(Op::ReleaseAll(worker.to_owned())).await?)
     }
 
     async fn record_notification(
@@ -307,29 +488,20 @@ impl JobStore for SqliteStore {
         job_id: Uuid,
         update: NotifyUpdate,
     ) -> Result<(), StoreError> {
-        let (state, next) = match update {
-            NotifyUpdate::Sent => ("sent", None),
-            NotifyUpdate::RetryAt(t) => ("pending", Some(ts(t))),
-            NotifyUpdate::GaveUp => ("failed", None),
-        };
-        sqlx::query(
-            "UPDATE jobs SET notify_state = ?1, notify_next_at = ?2, notify_attempts = notify_attempts + 1
-             WHERE id = ?3",
-        )
-        .bind(state)
-        .bind(next)
-        .bind(job_id.to_string())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        expect_nothing(self.write(Op::Notify(job_id, update)).await?)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
         Ok(())
     }
 
     async fn close(&self) {
-        self.pool.close().await;
+        // Dropping the only sender ends the writer task, which closes the write connection.
+        match self.writer.lock() {
+            Ok(mut guard) => *guard = None,
+            Err(poisoned) => *poisoned.into_inner() = None,
+        }
+        self.reader.close().await;
     }
 }
