@@ -184,7 +184,14 @@ pub async fn refresh(
                 .get("x-progress")
                 .and_then(|v| v.to_str().ok())
                 .map(clean_progress);
-            let wait = retry_after_secs(&answer.headers, now).unwrap_or(default_wait);
+            let wait = retry_after_secs(&answer.headers, now).unwrap_or_else(|| {
+                no_retry_after_wait(
+                    job,
+                    now,
+                    default_wait,
+                    state.settings.worker.max_backoff_secs,
+                )
+            });
             state
                 .store
                 .record_status(
@@ -283,6 +290,13 @@ pub async fn refresh(
             Err(ApiError::Upstream(error))
         }
     }
+}
+
+/// The wait when the EHR gives no Retry-After: half the job's age, at least `base`, at most `max`,
+/// with jitter. Each wait is half the time elapsed so far, so waits grow geometrically.
+fn no_retry_after_wait(job: &Job, now: DateTime<Utc>, base: u64, max: u64) -> u64 {
+    let age = (now - job.created_at).num_seconds().max(0) as u64;
+    crate::worker::jitter((age / 2).clamp(base, max.max(base)))
 }
 
 /// Exponential backoff from `base` seconds after `failures` failed polls, capped at `max`.

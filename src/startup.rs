@@ -16,6 +16,10 @@ pub struct Application {
     port: u16,
     server: Server,
     state: AppState,
+    poller: Option<(
+        tokio::sync::watch::Sender<bool>,
+        tokio::task::JoinHandle<()>,
+    )>,
 }
 
 impl Application {
@@ -41,10 +45,18 @@ impl Application {
         };
         let port = listener.local_addr()?.port();
         let server = run(listener, state.clone())?;
+        // Started here, on the main runtime: actix workers each run their own single-threaded runtime.
+        let poller = state.settings.worker.enabled.then(|| {
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let poller =
+                crate::worker::Poller::new(state.clone(), Arc::new(crate::worker::SystemClock));
+            (stop, tokio::spawn(poller.run(stopped)))
+        });
         Ok(Application {
             port,
             server,
             state,
+            poller,
         })
     }
 
@@ -61,8 +73,16 @@ impl Application {
         self.server.handle()
     }
 
+    /// Serves until the server is stopped (signal or handle), then stops the poller (giving back its
+    /// claims) and closes the store.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let served = self.server.await;
+        if let Some((stop, handle)) = self.poller {
+            let _ = stop.send(true);
+            let _ = handle.await;
+        }
+        self.state.store.close().await;
+        served
     }
 }
 

@@ -147,6 +147,13 @@ impl TestApp {
         Self::start(upstream, settings, dir).await
     }
 
+    /// This gateway stopped and started again with other settings, on the same store and upstream.
+    pub async fn with_settings(self, settings: Settings) -> TestApp {
+        self.handle.stop(true).await;
+        self.state.store.close().await;
+        Self::start(self.upstream, settings, self._dir).await
+    }
+
     /// A second gateway process on the same store and upstream (another replica).
     pub async fn replica(&self) -> TestApp {
         Self::start(
@@ -157,8 +164,50 @@ impl TestApp {
         .await
     }
 
+    /// A gateway whose only destination is its own sandbox EHR (switches as `sandbox_toml` says).
+    pub async fn spawn_sandbox(sandbox_toml: &str) -> TestApp {
+        let upstream = Arc::new(MockServer::start().await);
+        let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+        let port = listener.local_addr().expect("port").port();
+        let token = dir.path().join("sandbox-token");
+        std::fs::write(&token, UPSTREAM_TOKEN).expect("token file");
+        let text = format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+public_url = "{PUBLIC_URL}"
+[store]
+url = "{store}"
+{sandbox_toml}
+[[destinations]]
+slug = "sandbox"
+name = "Sandbox EHR"
+vendor = "sandbox"
+[destinations.environments.Development]
+base_url = "http://127.0.0.1:{port}/sandbox/r4"
+auth = {{ type = "bearer", token_file = "{token}" }}
+file_hosts = ["localhost"]
+allow_private_addresses = true
+"#,
+            store = test_store_url(dir.path()).await,
+            token = token.display(),
+        );
+        let settings = Settings::from_toml(&text).expect("sandbox config");
+        Self::start_on(listener, upstream, settings, dir).await
+    }
+
     async fn start(upstream: Arc<MockServer>, settings: Settings, dir: Arc<TempDir>) -> TestApp {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+        Self::start_on(listener, upstream, settings, dir).await
+    }
+
+    async fn start_on(
+        listener: TcpListener,
+        upstream: Arc<MockServer>,
+        settings: Settings,
+        dir: Arc<TempDir>,
+    ) -> TestApp {
         let app = Application::build_with_listener(settings.clone(), listener)
             .await
             .expect("the gateway builds");
