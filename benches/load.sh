@@ -72,3 +72,10 @@ us, gs, u2, g2 = (json.loads(a) for a in sys.argv[1:])
 print(f"gateway/upstream rate at saturation: {gs['rps'] / us['rps']:.2f} (target >= 0.33)")
 print(f"added p99 at 200/s: {g2['p99_ms'] - u2['p99_ms']:.3f} ms (target < 2 ms)")
 PY
+
+# Status polls of a completed job: the stored manifest, no upstream call.
+location=$(curl -fs -D - -o /dev/null -X POST -H 'Content-Type: application/json' -d "$envelope" "$gateway_url" |
+    tr -d '\r' | awk 'tolower($1)=="content-location:"{print $2}')
+curl -fs "$location" >/dev/null
+status=$(oha --no-tui --output-format json -z "$DURATION" -c "$CONNECTIONS" "$location" | summary)
+echo "status polls served from the store: $status"

@@ -1,7 +1,13 @@
-//! A minimal, fast Bulk Data upstream for load tests: every `$export` gets 202 + Content-Location.
+//! A minimal, fast Bulk Data upstream for load tests and benchmarks:
+//! every `$export` gets 202 + Content-Location; the status URL answers a manifest listing a 100 MiB and a
+//! 1 GiB NDJSON file, generated as they are sent (nothing is held in memory).
 //! Run: `cargo run --release --example fake_upstream -- 127.0.0.1:18090`.
 
+use actix_web::web::Bytes;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use futures_util::stream;
+
+const MIB: u64 = 1024 * 1024;
 
 async fn kickoff(req: HttpRequest) -> HttpResponse {
     // On the server's own origin, as a real EHR answers (the gateway refuses any other).
@@ -14,6 +20,42 @@ async fn kickoff(req: HttpRequest) -> HttpResponse {
         .finish()
 }
 
+async fn status(req: HttpRequest) -> HttpResponse {
+    let host = req.connection_info().host().to_owned();
+    HttpResponse::Ok().json(serde_json::json!({
+        "transactionTime": "2025-01-01T00:00:00Z",
+        "request": format!("http://{host}/fhir/Group/g/$export"),
+        "requiresAccessToken": true,
+        "output": [
+            {"type": "Observation", "url": format!("http://{host}/files/{}", 100 * MIB)},
+            {"type": "Observation", "url": format!("http://{host}/files/{}", 1024 * MIB)}
+        ],
+        "error": []
+    }))
+}
+
+/// `bytes` of NDJSON, sent in 64 KiB chunks of one prepared buffer.
+async fn file(path: web::Path<u64>) -> HttpResponse {
+    let total = path.into_inner();
+    let line = b"{\"resourceType\":\"Observation\",\"id\":\"obs\",\"status\":\"final\",\"valueQuantity\":{\"value\":72}}\n";
+    let chunk: Vec<u8> = line.iter().copied().cycle().take(64 * 1024).collect();
+    let chunk = Bytes::from(chunk);
+    let body = stream::unfold(0u64, move |sent| {
+        let chunk = chunk.clone();
+        async move {
+            if sent >= total {
+                return None;
+            }
+            let n = (total - sent).min(chunk.len() as u64) as usize;
+            Some((Ok::<_, actix_web::Error>(chunk.slice(..n)), sent + n as u64))
+        }
+    });
+    HttpResponse::Ok()
+        .content_type("application/fhir+ndjson")
+        .no_chunking(total)
+        .streaming(body)
+}
+
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
     let addr = std::env::args()
@@ -23,9 +65,14 @@ async fn main() -> std::io::Result<()> {
         .ok()
         .and_then(|w| w.parse().ok())
         .unwrap_or(1);
-    HttpServer::new(|| App::new().default_service(web::to(kickoff)))
-        .workers(workers)
-        .bind(addr)?
-        .run()
-        .await
+    HttpServer::new(|| {
+        App::new()
+            .route("/bulk-export/jobs/{id}", web::get().to(status))
+            .route("/files/{bytes}", web::get().to(file))
+            .default_service(web::to(kickoff))
+    })
+    .workers(workers)
+    .bind(addr)?
+    .run()
+    .await
 }

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# File download through the gateway vs. straight from the same local upstream, in one run: throughput
+# ratio, and the gateway's peak RSS after a 100 MiB and after a 1 GiB file (it must not grow with size).
+#
+#   bash benches/download.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+UPSTREAM_PORT=${UPSTREAM_PORT:-18190}
+GATEWAY_PORT=${GATEWAY_PORT:-18191}
+
+cargo build --release --quiet --bin fhirgate --example fake_upstream
+work=$(mktemp -d)
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+cat > "$work/fhirgate.toml" <<TOML
+[server]
+listen = "127.0.0.1:$GATEWAY_PORT"
+public_url = "http://127.0.0.1:$GATEWAY_PORT"
+[store]
+url = "sqlite://$work/jobs.db"
+[log]
+level = "warn"
+[[destinations]]
+slug = "bench"
+name = "Fake upstream"
+vendor = "bulk-data"
+[destinations.environments.Production]
+base_url = "http://127.0.0.1:$UPSTREAM_PORT/fhir"
+allow_private_addresses = true
+TOML
+
+target/release/examples/fake_upstream "127.0.0.1:$UPSTREAM_PORT" & pids+=($!)
+target/release/fhirgate serve --config "$work/fhirgate.toml" 2>"$work/gateway.log" & gateway=$!; pids+=($gateway)
+for _ in $(seq 1 50); do curl -fs "http://127.0.0.1:$GATEWAY_PORT/readyz" >/dev/null && break; sleep 0.1; done
+
+location=$(curl -fs -D - -o /dev/null -X POST -H 'Content-Type: application/json' \
+    -d '{"Meta":{"DataModel":"FHIR Bulk Data Access","EventType":"group-export"},"id":"g"}' \
+    "http://127.0.0.1:$GATEWAY_PORT/fhir/R4/bench/Production/Group/g/\$export" | tr -d '\r' | awk 'tolower($1)=="content-location:"{print $2}')
+curl -fs "$location" >/dev/null   # completes the job: the manifest is stored
+
+peak_rss_mib() { awk '/VmHWM/{printf "%.1f", $2/1024}' "/proc/$gateway/status"; }
+speed() { curl -fs -o /dev/null -w '%{speed_download}' "$1"; }
+mib_s() { python3 -c "print(round($1/1048576, 1))"; }
+
+echo "gateway peak RSS before downloads: $(peak_rss_mib) MiB"
+for n in 0 1; do
+    size=$([ "$n" = 0 ] && echo "100 MiB" || echo "1 GiB")
+    bytes=$([ "$n" = 0 ] && echo $((100 * 1048576)) || echo $((1024 * 1048576)))
+    direct=$(speed "http://127.0.0.1:$UPSTREAM_PORT/files/$bytes")
+    through=$(speed "${location/export-status/export-file}/$n")
+    echo "$size: direct $(mib_s "$direct") MiB/s, through gateway $(mib_s "$through") MiB/s," \
+         "ratio $(python3 -c "print(round($through/$direct, 2))") (target >= 0.80); gateway peak RSS $(peak_rss_mib) MiB (target < 64)"
+done
