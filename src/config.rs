@@ -121,6 +121,15 @@ pub struct SourceSettings {
     pub name: String,
     /// Where the background poller POSTs a `status-check-response` when a job completes or fails.
     pub notify_url: Option<Url>,
+    /// SHA-256 (hex) of the source's API key, sent as `Authorization: Bearer <key>`. The key itself is
+    /// never in the configuration.
+    pub api_key_sha256: Option<String>,
+    /// What the source may reach: `"slug"` (every environment) or `"slug:Environment"`.
+    #[serde(default)]
+    pub destinations: Vec<String>,
+    /// Requests a minute this source may make (0: no limit).
+    #[serde(default)]
+    pub rate_limit_per_minute: u32,
 }
 
 /// `[server]`: where the gateway listens and how partners reach it.
@@ -141,6 +150,18 @@ pub struct ServerSettings {
     #[serde(default)]
     #[validate(range(max = 256))]
     pub workers: usize,
+    /// Seconds a client has to send its request headers (a slow client cannot hold a worker).
+    #[serde(default = "default_header_timeout")]
+    #[validate(range(min = 0.1, max = 300.0))]
+    pub header_timeout_secs: f64,
+    /// Seconds a client has to send its request body.
+    #[serde(default = "default_body_timeout")]
+    #[validate(range(min = 0.1, max = 300.0))]
+    pub body_timeout_secs: f64,
+    /// Seconds an idle keep-alive connection stays open.
+    #[serde(default = "default_keep_alive")]
+    #[validate(range(min = 0.0, max = 3600.0))]
+    pub keep_alive_secs: f64,
 }
 
 /// `[store]`: where jobs are kept.
@@ -228,6 +249,10 @@ pub struct DestinationSettings {
     #[validate(length(min = 1, max = 128))]
     pub name: String,
     pub vendor: Vendor,
+    /// Kick-offs in flight to this destination at once (per environment); more get 429.
+    #[serde(default = "default_max_concurrent")]
+    #[validate(range(min = 1, max = 100_000))]
+    pub max_concurrent_kickoffs: usize,
     /// One entry per environment flag this destination has.
     pub environments: BTreeMap<EnvironmentFlag, EnvironmentSettings>,
 }
@@ -286,6 +311,18 @@ fn default_connect_timeout() -> f64 {
 fn default_request_timeout() -> f64 {
     30.0
 }
+fn default_header_timeout() -> f64 {
+    5.0
+}
+fn default_body_timeout() -> f64 {
+    10.0
+}
+fn default_keep_alive() -> f64 {
+    5.0
+}
+fn default_max_concurrent() -> usize {
+    64
+}
 fn default_poll_interval() -> u64 {
     5
 }
@@ -327,6 +364,9 @@ impl Default for ServerSettings {
             public_url: default_public_url(),
             body_limit_bytes: default_body_limit(),
             workers: 0,
+            header_timeout_secs: default_header_timeout(),
+            body_timeout_secs: default_body_timeout(),
+            keep_alive_secs: default_keep_alive(),
         }
     }
 }
@@ -451,6 +491,32 @@ impl Settings {
                     format!("sources[{i}].notify_url"),
                     "must be an http or https URL",
                 );
+            }
+            if let Some(h) = &src.api_key_sha256
+                && (h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()))
+            {
+                return invalid(
+                    format!("sources[{i}].api_key_sha256"),
+                    "must be 64 hex digits (a SHA-256)",
+                );
+            }
+            for (j, grant) in src.destinations.iter().enumerate() {
+                let (slug, env) = grant
+                    .split_once(':')
+                    .map_or((grant.as_str(), None), |(s, e)| (s, Some(e)));
+                let known = self.destinations.iter().find(|d| d.slug.as_str() == slug);
+                let env_ok = match (known, env) {
+                    (None, _) => false,
+                    (Some(_), None) => true,
+                    (Some(d), Some(e)) => crate::domain::EnvironmentFlag::try_from(e)
+                        .is_ok_and(|e| d.environments.contains_key(&e)),
+                };
+                if !env_ok {
+                    return invalid(
+                        format!("sources[{i}].destinations[{j}]"),
+                        "must name a configured destination as \"slug\" or \"slug:Environment\"",
+                    );
+                }
             }
         }
         for (i, d) in self.destinations.iter().enumerate() {

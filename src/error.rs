@@ -29,6 +29,14 @@ pub enum ApiError {
     NotAcceptable,
     /// The request clashes with one already made: 409.
     Conflict(String),
+    /// The client was too slow sending its request: 408.
+    RequestTimeout,
+    /// No or bad credentials: 401.
+    Unauthorized(String),
+    /// Authenticated, but not allowed: 403.
+    Forbidden(Issue),
+    /// The caller sent too many requests: 429 with a Retry-After in seconds.
+    RateLimited(u64),
     /// The EHR said no, or could not be used.
     Upstream(UpstreamError),
     /// The job store could not be reached: 503.
@@ -51,6 +59,10 @@ impl ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Upstream(e) => match e {
                 UpstreamError::Rejected { status, .. } => {
                     StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST)
@@ -92,6 +104,16 @@ impl ApiError {
                 "The gateway answers in application/fhir+json or application/json.",
             )],
             ApiError::Conflict(why) => vec![Issue::general(IssueCode::Conflict, why.clone())],
+            ApiError::RequestTimeout => vec![Issue::general(
+                IssueCode::Timeout,
+                "The request body did not arrive in time.",
+            )],
+            ApiError::Unauthorized(why) => vec![Issue::general(IssueCode::Security, why.clone())],
+            ApiError::Forbidden(issue) => vec![issue.clone()],
+            ApiError::RateLimited(_) => vec![Issue::general(
+                IssueCode::Throttled,
+                "Too many requests from this source; retry after the time in Retry-After.",
+            )],
             ApiError::Upstream(e) => match e {
                 UpstreamError::Rejected { issues, .. } => issues.clone(),
                 UpstreamError::Throttled { issues, .. } => {
@@ -151,6 +173,10 @@ impl ApiError {
             ApiError::UnsupportedMediaType => "unsupported-media-type",
             ApiError::NotAcceptable => "not-acceptable",
             ApiError::Conflict(_) => "conflict",
+            ApiError::RequestTimeout => "request-timeout",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::RateLimited(_) => "rate-limited",
             ApiError::Upstream(e) => match e {
                 UpstreamError::Rejected { .. } => "upstream-rejected",
                 UpstreamError::Throttled { .. } => "upstream-throttled",
@@ -221,12 +247,18 @@ pub fn render(error: &ApiError, log_id: Option<Uuid>) -> HttpResponse {
     if let Some(id) = log_id {
         builder.insert_header(("X-Request-ID", id.to_string()));
     }
-    if let ApiError::Upstream(UpstreamError::Throttled {
-        retry_after: Some(secs),
-        ..
-    }) = error
-    {
-        builder.insert_header((RETRY_AFTER, secs.to_string()));
+    match error {
+        ApiError::Upstream(UpstreamError::Throttled {
+            retry_after: Some(secs),
+            ..
+        })
+        | ApiError::RateLimited(secs) => {
+            builder.insert_header((RETRY_AFTER, secs.to_string()));
+        }
+        ApiError::Unauthorized(_) => {
+            builder.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        _ => {}
     }
     if let ApiError::Internal(cause) = error {
         tracing::error!(message = "Internal error.", cause = %cause, log_id = ?log_id);

@@ -31,6 +31,8 @@ pub struct KickoffRequest {
     pub form: KickoffForm,
     /// `Prefer: handling=lenient` was sent.
     pub lenient: bool,
+    /// Who is asking.
+    pub caller: crate::auth::Caller,
 }
 
 /// A kick-off the EHR accepted (now or on an earlier attempt of the same Log ID).
@@ -83,13 +85,6 @@ fn parse(req: &KickoffRequest) -> Result<Parsed, Vec<Issue>> {
     }
 }
 
-/// The source a job belongs to. Until partners authenticate, it is the envelope's `Meta.Source.ID`.
-fn source_key(meta: Option<&Meta>) -> String {
-    meta.and_then(Meta::source_id)
-        .map(|id| id.to_string())
-        .unwrap_or_else(|| "anonymous".to_owned())
-}
-
 /// Runs a kick-off end to end.
 pub async fn kick_off(state: &AppState, req: KickoffRequest) -> Result<Accepted, Failure> {
     let connector: Arc<Connector> =
@@ -103,7 +98,20 @@ pub async fn kick_off(state: &AppState, req: KickoffRequest) -> Result<Accepted,
                     crate::domain::shorten(&req.environment)
                 ))
             })?;
+    req.caller
+        .authorize(connector.slug.as_str(), connector.environment)?;
     let parsed = parse(&req).map_err(ApiError::Invalid)?;
+    let claimed_source = parsed.meta.as_ref().and_then(Meta::source_id);
+    if let (Some(source), Some(claimed)) = (req.caller.source(), claimed_source)
+        && source.id != claimed
+    {
+        return Err(ApiError::Forbidden(Issue::at(
+            crate::domain::IssueCode::Forbidden,
+            "Meta.Source.ID",
+            "must be the id of the source the API key belongs to",
+        ))
+        .into());
+    }
     let request_log_id = parsed.meta.as_ref().and_then(Meta::log_id);
     let log_id = request_log_id.unwrap_or_else(Uuid::new_v4);
     let fail = |e: ApiError| Failure::new(e, Some(log_id));
@@ -115,7 +123,9 @@ pub async fn kick_off(state: &AppState, req: KickoffRequest) -> Result<Accepted,
     let attempt_id = Uuid::new_v4();
     let new_job = NewJob {
         id: Uuid::new_v4(),
-        source_key: source_key(parsed.meta.as_ref()),
+        source_key: req
+            .caller
+            .job_owner(claimed_source.map(|id| id.to_string())),
         log_id,
         attempt_id,
         destination: connector.slug.as_str().to_owned(),
@@ -156,6 +166,22 @@ pub async fn kick_off(state: &AppState, req: KickoffRequest) -> Result<Accepted,
         }
     };
 
+    let Some(_slot) = connector.kickoff_slot() else {
+        let error = ApiError::RateLimited(1);
+        let outcome = AttemptOutcome::Failed {
+            error_code: "destination-busy".to_owned(),
+            upstream_status: None,
+        };
+        if let Err(e) = state
+            .store
+            .finish_attempt(job_id, attempt_id, &outcome)
+            .await
+        {
+            tracing::error!(message = "Could not record a refused attempt.", log_id = %log_id, error = %e);
+        }
+        tracing::warn!(message = "Destination at its cap of concurrent kick-offs.", log_id = %log_id, destination = %connector.slug);
+        return Err(fail(error));
+    };
     let started = Instant::now();
     let result = connector.kickoff(&upstream).await;
     let latency_ms = started.elapsed().as_millis() as u64;

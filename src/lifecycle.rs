@@ -1,6 +1,7 @@
 //! After kick-off: status (answered from the store until the EHR may be asked again), file download
 //! through the gateway, and delete. Partner requests and the background poller share `refresh`.
 
+use crate::auth::Caller;
 use crate::connectors::files::{FileError, FileRequestHeaders};
 use crate::connectors::http::{MAX_RETRY_AFTER_SECS, TransportError, retry_after_secs};
 use crate::connectors::{Connector, UpstreamError, classify_failure};
@@ -35,6 +36,7 @@ const MAX_PROGRESS_CHARS: usize = 100;
 /// expired or never accepted are all the same 404, and nothing upstream is called.
 pub async fn find_job(
     state: &AppState,
+    caller: &Caller,
     slug: &str,
     env: &str,
     job_id: &str,
@@ -42,10 +44,17 @@ pub async fn find_job(
     let not_found =
         || ApiError::NotFound("No such export job for this destination and environment.".into());
     let connector = state.registry.get(slug, env).ok_or_else(not_found)?;
+    caller.authorize(connector.slug.as_str(), connector.environment)?;
     let id = Uuid::parse_str(job_id).map_err(|_| not_found())?;
     let job = state.store.get(id).await?.ok_or_else(not_found)?;
     if job.destination != connector.slug.as_str()
         || job.environment != connector.environment.as_str()
+    {
+        return Err(not_found());
+    }
+    // Another source's job is not there, as far as this caller can tell (OWASP API1).
+    if let Some(source) = caller.source()
+        && job.source_key != source.id.to_string()
     {
         return Err(not_found());
     }
@@ -62,11 +71,12 @@ pub async fn find_job(
 /// `GET …/export-status/{jobId}`.
 pub async fn export_status(
     state: &AppState,
+    caller: &Caller,
     slug: &str,
     env: &str,
     job_id: &str,
 ) -> Result<StatusView, Failure> {
-    let (connector, job) = find_job(state, slug, env, job_id).await?;
+    let (connector, job) = find_job(state, caller, slug, env, job_id).await?;
     let fail = |e: ApiError| Failure::new(e, Some(job.log_id));
     let now = Utc::now();
     match job.state {
@@ -311,11 +321,12 @@ pub fn backoff_secs(base: u64, failures: i64, max: u64) -> u64 {
 /// `DELETE …/export-status/{jobId}`: the upstream job first, then the gateway's.
 pub async fn delete_export(
     state: &AppState,
+    caller: &Caller,
     slug: &str,
     env: &str,
     job_id: &str,
 ) -> Result<Uuid, Failure> {
-    let (connector, job) = find_job(state, slug, env, job_id).await?;
+    let (connector, job) = find_job(state, caller, slug, env, job_id).await?;
     let fail = |e: ApiError| Failure::new(e, Some(job.log_id));
     if let Some(url) = &job.upstream_status_url {
         connector
@@ -335,13 +346,14 @@ pub async fn delete_export(
 /// `GET …/export-file/{jobId}/{fileId}`: the upstream response, ready to stream.
 pub async fn open_export_file(
     state: &AppState,
+    caller: &Caller,
     slug: &str,
     env: &str,
     job_id: &str,
     file_id: &str,
     pass_on: &FileRequestHeaders,
 ) -> Result<(reqwest::Response, Uuid), Failure> {
-    let (connector, job) = find_job(state, slug, env, job_id).await?;
+    let (connector, job) = find_job(state, caller, slug, env, job_id).await?;
     let fail = |e: ApiError| Failure::new(e, Some(job.log_id));
     let no_file = || fail(ApiError::NotFound("No such file in this export.".into()));
     if job.state != JobState::Completed {

@@ -38,10 +38,17 @@ impl Application {
         let http = UpstreamClient::new(&settings.upstream)?;
         let registry = Registry::build(&settings, &http, Secrets::Resolve)?;
         let store = crate::jobs::open(&settings.store.url, settings.store.max_connections).await?;
+        if !crate::auth::auth_required(&settings) {
+            tracing::warn!(
+                message = "No [[sources]] have credentials: partner routes are open to anyone who can reach them."
+            );
+        }
+        let limits = crate::auth::RateLimits::new(&settings);
         let state = AppState {
             settings: Arc::new(settings),
             registry: Arc::new(registry),
             store,
+            limits: Arc::new(limits),
         };
         let port = listener.local_addr()?.port();
         let server = run(listener, state.clone())?;
@@ -130,6 +137,8 @@ fn run(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
     };
+    let header_timeout = state.settings.server.header_timeout_secs;
+    let keep_alive = state.settings.server.keep_alive_secs;
     let sandbox = state
         .settings
         .sandbox_enabled()
@@ -171,6 +180,9 @@ fn run(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
             .default_service(web::to(routes::not_found))
     })
     .workers(workers)
+    .client_request_timeout(std::time::Duration::from_secs_f64(header_timeout))
+    .client_disconnect_timeout(std::time::Duration::from_secs(2))
+    .keep_alive(std::time::Duration::from_secs_f64(keep_alive))
     .listen(listener)?
     .run();
     Ok(server)

@@ -13,6 +13,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub registry: Arc<Registry>,
     pub store: Arc<dyn JobStore>,
+    /// Per-source request budgets (`[[sources]] rate_limit_per_minute`).
+    pub limits: Arc<crate::auth::RateLimits>,
 }
 
 impl AppState {

@@ -20,6 +20,7 @@ use chrono::Utc;
 use http::{TransportError, UpstreamAnswer, UpstreamClient, retry_after_secs};
 use plan::{KickoffPlan, plan_kickoff};
 use request::{UpstreamRequest, kickoff_request};
+use std::sync::Arc;
 use url::Url;
 use uuid::Uuid;
 
@@ -130,6 +131,8 @@ pub struct Connector {
     pub file_hosts: Vec<String>,
     /// Whether upstream addresses may be loopback, private or link-local (tests only).
     pub allow_private_addresses: bool,
+    /// Kick-offs in flight at once; the EHR is not flooded by one burst.
+    kickoffs_in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl Connector {
@@ -157,7 +160,19 @@ impl Connector {
             http,
             file_hosts: Vec::new(),
             allow_private_addresses: false,
+            kickoffs_in_flight: Arc::new(tokio::sync::Semaphore::new(64)),
         }
+    }
+
+    /// Caps the kick-offs in flight to this upstream at once.
+    pub fn with_max_concurrent_kickoffs(mut self, n: usize) -> Self {
+        self.kickoffs_in_flight = Arc::new(tokio::sync::Semaphore::new(n.max(1)));
+        self
+    }
+
+    /// A place among the kick-offs in flight, or `None` when the destination is at its cap.
+    pub fn kickoff_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.kickoffs_in_flight.clone().try_acquire_owned().ok()
     }
 
     /// Sets where files may come from besides the destination's origin.

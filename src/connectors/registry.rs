@@ -48,7 +48,8 @@ impl Registry {
                     token,
                     http.clone(),
                 )
-                .with_file_policy(e.file_hosts.clone(), e.allow_private_addresses);
+                .with_file_policy(e.file_hosts.clone(), e.allow_private_addresses)
+                .with_max_concurrent_kickoffs(d.max_concurrent_kickoffs);
                 connectors.insert((d.slug.as_str().to_owned(), *env), Arc::new(connector));
             }
         }

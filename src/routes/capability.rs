@@ -1,5 +1,6 @@
 //! `GET /fhir/R4/{slug}/{env}/metadata`: what this destination supports, as a CapabilityStatement.
 
+use crate::auth::Caller;
 use crate::envelope::now_millis;
 use crate::error::{ApiError, FHIR_JSON};
 use crate::fhir::capability::capability_statement;
@@ -8,6 +9,7 @@ use actix_web::http::header::CONTENT_TYPE;
 use actix_web::{HttpRequest, HttpResponse, web};
 
 pub async fn metadata(
+    caller: Caller,
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -23,6 +25,7 @@ pub async fn metadata(
             crate::domain::shorten(env)
         ))
     })?;
+    caller.authorize(connector.slug.as_str(), connector.environment)?;
     let base = state.fhir_base(connector.slug.as_str(), connector.environment);
     Ok(HttpResponse::Ok()
         .insert_header((CONTENT_TYPE, FHIR_JSON))

@@ -1,5 +1,6 @@
 //! `GET /fhir/R4/{slug}/{env}/export-file/{jobId}/{fileId}`: the upstream file, streamed as it arrives.
 
+use crate::auth::Caller;
 use crate::connectors::files::FileRequestHeaders;
 use crate::error::Failure;
 use crate::lifecycle::open_export_file;
@@ -19,7 +20,11 @@ const PASSED_BACK: [&str; 6] = [
     "last-modified",
 ];
 
-pub async fn file(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, Failure> {
+pub async fn file(
+    caller: Caller,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Failure> {
     let info = req.match_info();
     let (slug, env) = (
         info.get("slug").unwrap_or_default(),
@@ -40,7 +45,8 @@ pub async fn file(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
         range: convert(RANGE),
         accept_encoding: convert(ACCEPT_ENCODING),
     };
-    let (upstream, log_id) = open_export_file(&state, slug, env, job, file, &pass_on).await?;
+    let (upstream, log_id) =
+        open_export_file(&state, &caller, slug, env, job, file, &pass_on).await?;
     let status = StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::OK);
     let mut res = HttpResponse::build(status);
     res.insert_header((CONTENT_TYPE, "application/fhir+ndjson"));

@@ -1,6 +1,7 @@
 //! `…/Group/{groupId}/$export`, `…/Patient/$export`, `…/$export`: envelope or FHIR-native kick-off.
 
 use super::{read_body, require_json_accept};
+use crate::auth::Caller;
 use crate::domain::ExportKind;
 use crate::domain::{Issue, IssueCode};
 use crate::envelope::SystemExportResponse;
@@ -14,37 +15,41 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::Value;
 
 pub async fn group_export(
+    caller: Caller,
     req: HttpRequest,
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Failure> {
-    handle(req, body, state, ExportKind::Group).await
+    handle(caller, req, body, state, ExportKind::Group).await
 }
 
 pub async fn patient_export(
+    caller: Caller,
     req: HttpRequest,
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Failure> {
-    handle(req, body, state, ExportKind::Patient).await
+    handle(caller, req, body, state, ExportKind::Patient).await
 }
 
 pub async fn system_export(
+    caller: Caller,
     req: HttpRequest,
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Failure> {
-    handle(req, body, state, ExportKind::System).await
+    handle(caller, req, body, state, ExportKind::System).await
 }
 
 async fn handle(
+    caller: Caller,
     req: HttpRequest,
     body: web::Payload,
     state: web::Data<AppState>,
     kind: ExportKind,
 ) -> Result<HttpResponse, Failure> {
     require_json_accept(&req)?;
-    let body = read_body(&req, body, state.settings.server.body_limit_bytes).await?;
+    let body = read_body(&req, body, &state.settings.server).await?;
     let form = form_of(&req, &body)?;
     let native = matches!(form, KickoffForm::Native(_));
     let info = req.match_info();
@@ -55,6 +60,7 @@ async fn handle(
         path_group_id: info.get("group_id").map(str::to_owned),
         form,
         lenient: prefer_tokens(&req).any(|t| t == "handling=lenient"),
+        caller,
     };
     let accepted = kick_off(&state, request).await?;
     Ok(if native {

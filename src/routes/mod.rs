@@ -11,8 +11,23 @@ use actix_web::http::header::{ACCEPT, CONTENT_LENGTH};
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt;
 
-/// Reads the body up to `limit` bytes; 413 beyond it, before reading more than the limit.
+/// Reads the body up to `body_limit_bytes` (413 beyond, before reading more) within `body_timeout_secs`
+/// (408 after, so a slow client cannot hold a worker).
 pub async fn read_body(
+    req: &HttpRequest,
+    payload: web::Payload,
+    server: &crate::config::ServerSettings,
+) -> Result<Vec<u8>, ApiError> {
+    let timeout = std::time::Duration::from_secs_f64(server.body_timeout_secs);
+    tokio::time::timeout(
+        timeout,
+        read_body_within(req, payload, server.body_limit_bytes),
+    )
+    .await
+    .map_err(|_| ApiError::RequestTimeout)?
+}
+
+async fn read_body_within(
     req: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,

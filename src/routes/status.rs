@@ -1,5 +1,6 @@
 //! `GET` and `DELETE /fhir/R4/{slug}/{env}/export-status/{jobId}`.
 
+use crate::auth::Caller;
 use crate::error::{FHIR_JSON, Failure};
 use crate::fhir::OperationOutcome;
 use crate::lifecycle::{StatusView, delete_export, export_status};
@@ -16,34 +17,44 @@ fn keys(req: &HttpRequest) -> (&str, &str, &str) {
     )
 }
 
-pub async fn status(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, Failure> {
+pub async fn status(
+    caller: Caller,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Failure> {
     let (slug, env, job) = keys(&req);
-    Ok(match export_status(&state, slug, env, job).await? {
-        StatusView::InProgress {
-            progress,
-            retry_after,
-        } => {
-            let mut res = HttpResponse::Accepted();
-            res.insert_header((RETRY_AFTER, retry_after.to_string()));
-            if let Some(p) = progress {
-                res.insert_header(("X-Progress", p));
+    Ok(
+        match export_status(&state, &caller, slug, env, job).await? {
+            StatusView::InProgress {
+                progress,
+                retry_after,
+            } => {
+                let mut res = HttpResponse::Accepted();
+                res.insert_header((RETRY_AFTER, retry_after.to_string()));
+                if let Some(p) = progress {
+                    res.insert_header(("X-Progress", p));
+                }
+                res.finish()
             }
-            res.finish()
-        }
-        StatusView::Complete { manifest, expires } => {
-            let mut res = HttpResponse::Ok();
-            res.insert_header((CONTENT_TYPE, "application/json"));
-            if let Some(e) = expires {
-                res.insert_header((EXPIRES, e));
+            StatusView::Complete { manifest, expires } => {
+                let mut res = HttpResponse::Ok();
+                res.insert_header((CONTENT_TYPE, "application/json"));
+                if let Some(e) = expires {
+                    res.insert_header((EXPIRES, e));
+                }
+                res.body(manifest.to_string())
             }
-            res.body(manifest.to_string())
-        }
-    })
+        },
+    )
 }
 
-pub async fn delete(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, Failure> {
+pub async fn delete(
+    caller: Caller,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Failure> {
     let (slug, env, job) = keys(&req);
-    let log_id = delete_export(&state, slug, env, job).await?;
+    let log_id = delete_export(&state, &caller, slug, env, job).await?;
     Ok(HttpResponse::Accepted()
         .insert_header((CONTENT_TYPE, FHIR_JSON))
         .insert_header(("X-Request-ID", log_id.to_string()))

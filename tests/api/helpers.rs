@@ -62,6 +62,8 @@ pub fn test_config(upstream: &str, dir: &Path) -> String {
 
 /// The test configuration with a given store URL and extra TOML appended.
 pub fn test_config_with_store(upstream: &str, dir: &Path, store: &str, extra: &str) -> String {
+    // `@UPSTREAM@` in the extra TOML stands for the mock upstream's base URL.
+    let extra = extra.replace("@UPSTREAM@", upstream);
     let token = dir.join("upstream-token");
     std::fs::write(&token, UPSTREAM_TOKEN).expect("write token file");
     let token = token.display();
@@ -135,6 +137,17 @@ auth = {{ type = "bearer", token_file = "{token}" }}
 impl TestApp {
     pub async fn spawn() -> TestApp {
         Self::spawn_with("").await
+    }
+
+    /// A gateway whose configuration has `extra` TOML appended, then is changed by `change`.
+    pub async fn spawn_configured(extra: &str, change: impl FnOnce(&mut Settings)) -> TestApp {
+        let upstream = Arc::new(MockServer::start().await);
+        let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+        let store = test_store_url(dir.path()).await;
+        let text = test_config_with_store(&upstream.uri(), dir.path(), &store, extra);
+        let mut settings = Settings::from_toml(&text).expect("test config");
+        change(&mut settings);
+        Self::start(upstream, settings, dir).await
     }
 
     /// A gateway whose configuration has `extra` TOML appended (after the last destination).

@@ -14,5 +14,6 @@ mod poller;
 mod robustness;
 mod sandbox;
 mod schemas;
+mod security;
 mod upstream_failures;
 mod upstream_requests;

@@ -1,0 +1,207 @@
+//! Who is calling: partner sources authenticate with an API key (`Authorization: Bearer <key>`), whose
+//! SHA-256 the configuration holds. Each source reaches only the destinations granted to it.
+
+use crate::config::{Settings, SourceSettings};
+use crate::domain::EnvironmentFlag;
+use crate::error::ApiError;
+use crate::state::AppState;
+use actix_web::dev::Payload;
+use actix_web::http::header::AUTHORIZATION;
+use actix_web::{FromRequest, HttpRequest, web};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::future::{Ready, ready};
+use std::num::NonZeroU32;
+use subtle::ConstantTimeEq;
+
+/// The caller of a partner route.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// No source has credentials configured: the gateway is open (development and the sandbox).
+    Open,
+    /// An authenticated source.
+    Source(SourceSettings),
+}
+
+impl Caller {
+    /// The key jobs are owned by; `fallback` (the envelope's `Meta.Source.ID`) when the gateway is open.
+    pub fn job_owner(&self, fallback: Option<String>) -> String {
+        match self {
+            Caller::Open => fallback.unwrap_or_else(|| "anonymous".to_owned()),
+            Caller::Source(s) => s.id.to_string(),
+        }
+    }
+
+    /// Whether this caller may use `slug` in `env`.
+    pub fn may_reach(&self, slug: &str, env: EnvironmentFlag) -> bool {
+        match self {
+            Caller::Open => true,
+            Caller::Source(s) => s
+                .destinations
+                .iter()
+                .any(|grant| match grant.split_once(':') {
+                    Some((g, e)) => g == slug && e == env.as_str(),
+                    None => grant == slug,
+                }),
+        }
+    }
+
+    /// 403 unless the caller may use this destination; checked before any upstream call.
+    pub fn authorize(&self, slug: &str, env: EnvironmentFlag) -> Result<(), ApiError> {
+        if self.may_reach(slug, env) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(crate::domain::Issue::general(
+                crate::domain::IssueCode::Forbidden,
+                format!("This source is not allowed to use destination '{slug}' in {env}."),
+            )))
+        }
+    }
+
+    /// The authenticated source, if any.
+    pub fn source(&self) -> Option<&SourceSettings> {
+        match self {
+            Caller::Open => None,
+            Caller::Source(s) => Some(s),
+        }
+    }
+}
+
+/// Whether any source has credentials, which closes the gateway to unauthenticated callers.
+pub fn auth_required(settings: &Settings) -> bool {
+    settings.sources.iter().any(|s| s.api_key_sha256.is_some())
+}
+
+/// Finds the source whose key hashes to the configured digest. Every source is compared, in constant
+/// time, so the time taken says nothing about which digest came close.
+pub fn source_for_key<'a>(settings: &'a Settings, key: &str) -> Option<&'a SourceSettings> {
+    let digest = Sha256::digest(key.as_bytes());
+    let mut found = None;
+    for source in &settings.sources {
+        let Some(expected) = source
+            .api_key_sha256
+            .as_deref()
+            .and_then(|h| hex::decode(h).ok())
+        else {
+            continue;
+        };
+        if bool::from(expected.as_slice().ct_eq(digest.as_slice())) {
+            found = Some(source);
+        }
+    }
+    found
+}
+
+/// Request budgets per source, refilled continuously (GCRA).
+#[derive(Debug, Default)]
+pub struct RateLimits {
+    limiters: HashMap<uuid::Uuid, DefaultDirectRateLimiter>,
+}
+
+impl RateLimits {
+    pub fn new(settings: &Settings) -> Self {
+        let limiters = settings
+            .sources
+            .iter()
+            .filter_map(|s| {
+                let per_minute = NonZeroU32::new(s.rate_limit_per_minute)?;
+                Some((s.id, RateLimiter::direct(Quota::per_minute(per_minute))))
+            })
+            .collect();
+        RateLimits { limiters }
+    }
+
+    /// Spends one request of `source`'s budget; the seconds to wait when it is spent.
+    pub fn check(&self, source: &uuid::Uuid) -> Result<(), u64> {
+        let Some(limiter) = self.limiters.get(source) else {
+            return Ok(());
+        };
+        limiter.check().map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+        })
+    }
+}
+
+fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .ok_or_else(|| ApiError::Internal("application state missing".into()))?;
+    if !auth_required(&state.settings) {
+        return Ok(Caller::Open);
+    }
+    let header = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            ApiError::Unauthorized("Send Authorization: Bearer <your API key>.".into())
+        })?;
+    let key = header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| {
+            ApiError::Unauthorized("The Authorization header must be Bearer <your API key>.".into())
+        })?;
+    let source = source_for_key(&state.settings, key)
+        .cloned()
+        .ok_or_else(|| ApiError::Unauthorized("The API key is not valid.".into()))?;
+    state
+        .limits
+        .check(&source.id)
+        .map_err(ApiError::RateLimited)?;
+    Ok(Caller::Source(source))
+}
+
+impl FromRequest for Caller {
+    type Error = ApiError;
+    type Future = Ready<Result<Caller, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(authenticate(req))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        let key_hash = hex::encode(Sha256::digest(b"partner-key"));
+        Settings::from_toml(&format!(
+            r#"
+[[sources]]
+id = "7ce6f387-c33c-417d-8682-81e83628cbd9"
+name = "Partner"
+api_key_sha256 = "{key_hash}"
+destinations = ["ehr:Production"]
+[[destinations]]
+slug = "ehr"
+name = "EHR"
+vendor = "bulk-data"
+[destinations.environments.Production]
+base_url = "https://ehr.example/fhir"
+[destinations.environments.Staging]
+base_url = "https://ehr.example/fhir"
+"#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_key_is_recognised_by_its_digest_and_grants_are_per_environment() {
+        let s = settings();
+        let source = source_for_key(&s, "partner-key")
+            .expect("known key")
+            .clone();
+        assert!(source_for_key(&s, "partner-kez").is_none());
+        let caller = Caller::Source(source);
+        assert!(caller.may_reach("ehr", EnvironmentFlag::Production));
+        assert!(!caller.may_reach("ehr", EnvironmentFlag::Staging));
+        assert!(!caller.may_reach("other", EnvironmentFlag::Production));
+    }
+}
