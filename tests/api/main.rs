@@ -1,5 +1,6 @@
 //! fhirgate's integration tests: the real server on port 0 against wiremock upstreams.
 
+mod canary;
 mod capability;
 mod cli;
 mod files;
