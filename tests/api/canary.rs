@@ -81,7 +81,7 @@ async fn no_canary_secret_or_patient_id_reaches_a_log_line_a_response_or_a_snaps
         .await;
 
     let mut seen: Vec<String> = Vec::new();
-    let mut record = |r: reqwest::Response| async move {
+    let record = |r: reqwest::Response| async move {
         let headers = format!("{:?}", r.headers());
         let status = r.status();
         (
