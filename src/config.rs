@@ -277,6 +277,8 @@ pub struct EnvironmentSettings {
 }
 
 /// How the gateway authenticates to an upstream.
+// Read once at boot; the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum AuthSettings {
@@ -287,6 +289,19 @@ pub enum AuthSettings {
     Bearer {
         token_env: Option<String>,
         token_file: Option<PathBuf>,
+    },
+    /// SMART Backend Services: a client assertion signed with the destination's private key.
+    SmartBackendServices {
+        client_id: String,
+        private_key_file: Option<PathBuf>,
+        private_key_env: Option<String>,
+        kid: String,
+        /// `RS384` or `ES384`.
+        alg: String,
+        scope: String,
+        /// Otherwise discovered from `{base_url}/.well-known/smart-configuration`.
+        token_url: Option<Url>,
+        jku: Option<Url>,
     },
 }
 
@@ -544,6 +559,23 @@ impl Settings {
                         "must not carry a query or fragment",
                     );
                 }
+                if let AuthSettings::SmartBackendServices {
+                    alg,
+                    private_key_file,
+                    private_key_env,
+                    ..
+                } = &e.auth
+                {
+                    if !matches!(alg.as_str(), "RS384" | "ES384") {
+                        return invalid(format!("{key}.auth.alg"), "must be RS384 or ES384");
+                    }
+                    if private_key_file.is_some() == private_key_env.is_some() {
+                        return invalid(
+                            format!("{key}.auth"),
+                            "needs exactly one of private_key_file or private_key_env",
+                        );
+                    }
+                }
                 if let AuthSettings::Bearer {
                     token_env,
                     token_file,
@@ -602,6 +634,31 @@ impl AuthSettings {
             AuthSettings::Bearer { .. } => Err(ConfigError::Invalid(format!(
                 "{key}.auth: bearer auth needs token_env or token_file"
             ))),
+            AuthSettings::SmartBackendServices {
+                private_key_file,
+                private_key_env,
+                ..
+            } => {
+                let pem = match (private_key_file, private_key_env) {
+                    (Some(path), None) => std::fs::read_to_string(path).map_err(|_| {
+                        ConfigError::Invalid(format!(
+                            "{key}.auth.private_key_file: {} cannot be read",
+                            path.display()
+                        ))
+                    })?,
+                    (None, Some(var)) => std::env::var(var).map_err(|_| {
+                        ConfigError::Invalid(format!(
+                            "{key}.auth.private_key_env: environment variable {var} is not set"
+                        ))
+                    })?,
+                    _ => {
+                        return Err(ConfigError::Invalid(format!(
+                            "{key}.auth: give exactly one of private_key_file or private_key_env"
+                        )));
+                    }
+                };
+                Ok(Some(Secret::new(pem)))
+            }
         }
     }
 }

@@ -71,7 +71,8 @@ impl ApiError {
                 UpstreamError::Timeout => StatusCode::GATEWAY_TIMEOUT,
                 UpstreamError::ServerError { .. }
                 | UpstreamError::Unreachable
-                | UpstreamError::BadAnswer(_) => StatusCode::BAD_GATEWAY,
+                | UpstreamError::BadAnswer(_)
+                | UpstreamError::CredentialsRefused(_) => StatusCode::BAD_GATEWAY,
             },
             ApiError::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::FileRefused(_) => StatusCode::BAD_GATEWAY,
@@ -136,6 +137,10 @@ impl ApiError {
                     IssueCode::Transient,
                     "The EHR could not be reached; try again later.",
                 )],
+                UpstreamError::CredentialsRefused(_) => vec![Issue::general(
+                    IssueCode::Security,
+                    "The EHR refused the gateway's own credentials; the gateway's operators can find the details in its log under this request's Log ID.",
+                )],
                 UpstreamError::BadAnswer(why) => vec![Issue::general(
                     IssueCode::Exception,
                     format!("The EHR's answer could not be used: {why}."),
@@ -184,6 +189,7 @@ impl ApiError {
                 UpstreamError::Timeout => "upstream-timeout",
                 UpstreamError::Unreachable => "upstream-unreachable",
                 UpstreamError::BadAnswer(_) => "upstream-bad-answer",
+                UpstreamError::CredentialsRefused(_) => "upstream-credentials-refused",
             },
             ApiError::StoreUnavailable => "store-unavailable",
             ApiError::FileRefused(_) => "file-refused",

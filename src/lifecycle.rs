@@ -416,6 +416,7 @@ fn file_error(e: FileError) -> ApiError {
         }
         FileError::Transport(TransportError::Timeout) => ApiError::Upstream(UpstreamError::Timeout),
         FileError::Transport(_) => ApiError::Upstream(UpstreamError::Unreachable),
+        FileError::Upstream(e) => ApiError::Upstream(e),
     }
 }
 

@@ -26,6 +26,8 @@ pub enum FileError {
     BadRedirect,
     #[error(transparent)]
     Transport(#[from] TransportError),
+    #[error(transparent)]
+    Upstream(#[from] super::UpstreamError),
 }
 
 /// What the partner sends that the gateway passes on.
@@ -103,6 +105,11 @@ impl Connector {
         log_id: Uuid,
     ) -> Result<reqwest::Response, FileError> {
         let mut url = Url::parse(url).map_err(|_| FileError::BadRedirect)?;
+        let token = if requires_token {
+            self.current_token(None).await?
+        } else {
+            None
+        };
         for hop in 0..=MAX_REDIRECTS {
             if !self.file_host_allowed(&url) {
                 return Err(FileError::HostNotAllowed(
@@ -121,9 +128,8 @@ impl Connector {
             if let Some(enc) = &pass_on.accept_encoding {
                 headers.insert(ACCEPT_ENCODING, enc.clone());
             }
-            if requires_token
-                && self.same_origin(&url)
-                && let Some(token) = self.token()
+            if self.same_origin(&url)
+                && let Some(token) = &token
             {
                 let mut v = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
                     .map_err(|_| FileError::BadRedirect)?;

@@ -60,6 +60,11 @@ impl UpstreamClient {
         Ok(UpstreamClient { client, files })
     }
 
+    /// The client for small requests (token endpoints, discovery).
+    pub fn plain(&self) -> &reqwest::Client {
+        &self.client
+    }
+
     /// The client for streaming file downloads.
     pub fn files(&self) -> &reqwest::Client {
         &self.files

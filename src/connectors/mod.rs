@@ -10,6 +10,7 @@ pub mod oracle_health;
 pub mod plan;
 pub mod registry;
 pub mod request;
+pub mod smart;
 
 use crate::config::Vendor;
 use crate::domain::{DestinationSlug, EnvironmentFlag, ExportKickoff, Issue, IssueCode};
@@ -57,6 +58,19 @@ pub enum UpstreamError {
     /// An answer the gateway cannot use (no Content-Location, not JSON, an unexpected status).
     #[error("the EHR's answer was unusable: {0}")]
     BadAnswer(String),
+    /// The EHR's token endpoint refused the gateway's own credentials.
+    #[error("the EHR refused the gateway's credentials: {0}")]
+    CredentialsRefused(String),
+}
+
+/// How the gateway authenticates to one upstream.
+#[derive(Debug, Clone)]
+pub enum UpstreamAuth {
+    None,
+    /// A static bearer token from the configuration's secret source.
+    Bearer(Secret),
+    /// SMART Backend Services: tokens from a signed client assertion, cached.
+    Smart(Arc<smart::SmartClient>),
 }
 
 impl From<TransportError> for UpstreamError {
@@ -125,7 +139,7 @@ pub struct Connector {
     pub vendor: Vendor,
     pub base_url: Url,
     pub capabilities: Capabilities,
-    token: Option<Secret>,
+    auth: UpstreamAuth,
     http: UpstreamClient,
     /// Hosts besides the base URL's that files may come from.
     pub file_hosts: Vec<String>,
@@ -145,7 +159,7 @@ impl Connector {
         vendor: Vendor,
         base_url: Url,
         capabilities: Capabilities,
-        token: Option<Secret>,
+        auth: UpstreamAuth,
         http: UpstreamClient,
     ) -> Self {
         Connector {
@@ -156,7 +170,7 @@ impl Connector {
             vendor,
             base_url,
             capabilities,
-            token,
+            auth,
             http,
             file_hosts: Vec::new(),
             allow_private_addresses: false,
@@ -215,7 +229,7 @@ impl Connector {
 
     /// Sends the kick-off; on 202 returns the upstream's status URL (never shown to the partner).
     pub async fn kickoff(&self, req: &UpstreamRequest) -> Result<Url, UpstreamError> {
-        let answer = self.http.send(req, self.token.as_ref()).await?;
+        let answer = self.send_authorized(req).await?;
         match answer.status {
             202 => {
                 let location = answer
@@ -264,7 +278,7 @@ impl Connector {
             ],
             body: None,
         };
-        Ok(self.http.send(&req, self.token.as_ref()).await?)
+        self.send_authorized(&req).await
     }
 
     /// Deletes the upstream job; any 2xx, or 404/410 (already gone), counts as done.
@@ -279,7 +293,7 @@ impl Connector {
             ],
             body: None,
         };
-        let answer = self.http.send(&req, self.token.as_ref()).await?;
+        let answer = self.send_authorized(&req).await?;
         match answer.status {
             200..=299 | 404 | 410 => Ok(()),
             _ => Err(classify_failure(&answer, "a delete")),
@@ -301,9 +315,32 @@ impl Connector {
         }
     }
 
-    /// The destination's credential, for the file fetcher.
-    pub(crate) fn token(&self) -> Option<&Secret> {
-        self.token.as_ref()
+    /// The credential to present now, if the destination has one. `rejected` is a token the EHR just
+    /// answered 401 to.
+    pub(crate) async fn current_token(
+        &self,
+        rejected: Option<&Secret>,
+    ) -> Result<Option<Secret>, UpstreamError> {
+        match &self.auth {
+            UpstreamAuth::None => Ok(None),
+            UpstreamAuth::Bearer(token) => Ok(Some(token.clone())),
+            UpstreamAuth::Smart(client) => client.token(&self.base_url, rejected).await.map(Some),
+        }
+    }
+
+    /// Sends with the destination's credential; a SMART token the EHR refuses (401) is replaced once.
+    async fn send_authorized(
+        &self,
+        req: &UpstreamRequest,
+    ) -> Result<UpstreamAnswer, UpstreamError> {
+        let token = self.current_token(None).await?;
+        let answer = self.http.send(req, token.as_ref()).await?;
+        if answer.status == 401 && matches!(self.auth, UpstreamAuth::Smart(_)) {
+            tracing::info!(message = "The EHR refused the access token; fetching a new one.", destination = %self.slug);
+            let fresh = self.current_token(token.as_ref()).await?;
+            return Ok(self.http.send(req, fresh.as_ref()).await?);
+        }
+        Ok(answer)
     }
 }
 

@@ -1,8 +1,11 @@
 //! `(slug, environment) → connector`, built once at boot from the settings.
 
-use super::{Connector, http::UpstreamClient, profile_capabilities};
+use super::smart::{SmartClient, SmartConfig};
+use super::{Connector, UpstreamAuth, http::UpstreamClient, profile_capabilities};
+use crate::config::AuthSettings;
 use crate::config::{ConfigError, Settings};
 use crate::domain::{DestinationSlug, EnvironmentFlag};
+use crate::secret::Secret;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -19,6 +22,45 @@ pub enum Secrets {
     Skip,
 }
 
+/// Builds how a connector authenticates from its settings and the secret they name.
+fn upstream_auth(
+    auth: &AuthSettings,
+    secret: Option<Secret>,
+    http: &UpstreamClient,
+    key: &str,
+) -> Result<UpstreamAuth, ConfigError> {
+    Ok(match (auth, secret) {
+        (AuthSettings::None, _) | (_, None) => UpstreamAuth::None,
+        (AuthSettings::Bearer { .. }, Some(token)) => UpstreamAuth::Bearer(token),
+        (
+            AuthSettings::SmartBackendServices {
+                client_id,
+                kid,
+                alg,
+                scope,
+                token_url,
+                jku,
+                ..
+            },
+            Some(pem),
+        ) => {
+            let config = SmartConfig {
+                client_id: client_id.clone(),
+                private_key_pem: pem,
+                alg: alg.clone(),
+                kid: kid.clone(),
+                jku: jku.as_ref().map(ToString::to_string),
+                scope: scope.clone(),
+                token_url: token_url.clone(),
+            };
+            let client = SmartClient::new(config, http.plain().clone()).map_err(|why| {
+                ConfigError::Invalid(format!("{key}.auth: the private key {why}"))
+            })?;
+            UpstreamAuth::Smart(std::sync::Arc::new(client))
+        }
+    })
+}
+
 impl Registry {
     pub fn build(
         settings: &Settings,
@@ -30,8 +72,8 @@ impl Registry {
             for (env, e) in &d.environments {
                 let key = format!("destinations[{i}].environments.{env}");
                 let token = match secrets {
-                    Secrets::Resolve => e.auth.resolve(&key)?,
-                    Secrets::Skip => None,
+                    Secrets::Resolve => upstream_auth(&e.auth, e.auth.resolve(&key)?, http, &key)?,
+                    Secrets::Skip => UpstreamAuth::None,
                 };
                 let mut caps = profile_capabilities(d.vendor);
                 if let Some(params) = &e.supported_parameters {

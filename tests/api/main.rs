@@ -16,5 +16,6 @@ mod robustness;
 mod sandbox;
 mod schemas;
 mod security;
+mod smart;
 mod upstream_failures;
 mod upstream_requests;

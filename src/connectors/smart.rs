@@ -1,0 +1,215 @@
+//! SMART Backend Services: the gateway's own access tokens for an EHR, from a signed client assertion.
+//! One token per destination and environment, cached until shortly before it expires and shared by
+//! concurrent requests (a single token request at a time), refreshed when the EHR answers 401.
+
+use super::UpstreamError;
+use crate::secret::Secret;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, Instant};
+use tokio::sync::{Mutex, OnceCell};
+use url::Url;
+use uuid::Uuid;
+
+/// Refresh this long before the EHR's `expires_in` runs out.
+const EARLY_REFRESH: Duration = Duration::from_secs(30);
+/// Lifetime of a client assertion (the spec allows at most five minutes).
+const ASSERTION_LIFETIME_SECS: i64 = 300;
+
+/// A destination's SMART Backend Services client.
+pub struct SmartClient {
+    client_id: String,
+    key: EncodingKey,
+    alg: Algorithm,
+    kid: String,
+    jku: Option<String>,
+    scope: String,
+    configured_token_url: Option<Url>,
+    discovered_token_url: OnceCell<Url>,
+    cache: Mutex<Option<(Secret, Instant)>>,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for SmartClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmartClient")
+            .field("client_id", &self.client_id)
+            .field("alg", &self.alg)
+            .field("kid", &self.kid)
+            .field("key", &"[redacted]")
+            .finish()
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AssertionClaims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub exp: i64,
+    pub iat: i64,
+    pub jti: String,
+}
+
+#[derive(Deserialize)]
+struct TokenAnswer {
+    access_token: String,
+    #[serde(default)]
+    expires_in: Option<u64>,
+}
+
+/// The settings a SMART client is built from, secrets already read.
+pub struct SmartConfig {
+    pub client_id: String,
+    pub private_key_pem: Secret,
+    pub alg: String,
+    pub kid: String,
+    pub jku: Option<String>,
+    pub scope: String,
+    pub token_url: Option<Url>,
+}
+
+fn refused(why: &str) -> UpstreamError {
+    UpstreamError::CredentialsRefused(why.to_owned())
+}
+
+impl SmartClient {
+    pub fn new(config: SmartConfig, http: reqwest::Client) -> Result<Self, String> {
+        let (alg, key) = match config.alg.as_str() {
+            "RS384" => (
+                Algorithm::RS384,
+                EncodingKey::from_rsa_pem(config.private_key_pem.expose().as_bytes())
+                    .map_err(|_| "is not an RSA private key in PEM form".to_owned())?,
+            ),
+            "ES384" => (
+                Algorithm::ES384,
+                EncodingKey::from_ec_pem(config.private_key_pem.expose().as_bytes())
+                    .map_err(|_| "is not a P-384 private key in PKCS#8 PEM form".to_owned())?,
+            ),
+            _ => return Err("alg must be RS384 or ES384".to_owned()),
+        };
+        Ok(SmartClient {
+            client_id: config.client_id,
+            key,
+            alg,
+            kid: config.kid,
+            jku: config.jku,
+            scope: config.scope,
+            configured_token_url: config.token_url,
+            discovered_token_url: OnceCell::new(),
+            cache: Mutex::new(None),
+            http,
+        })
+    }
+
+    /// The signed client assertion for `token_url`.
+    pub fn assertion(&self, token_url: &Url) -> Result<Secret, UpstreamError> {
+        let mut header = Header::new(self.alg);
+        header.kid = Some(self.kid.clone());
+        header.typ = Some("JWT".to_owned());
+        header.jku = self.jku.clone();
+        let now = chrono::Utc::now().timestamp();
+        let claims = AssertionClaims {
+            iss: self.client_id.clone(),
+            sub: self.client_id.clone(),
+            aud: token_url.to_string(),
+            exp: now + ASSERTION_LIFETIME_SECS,
+            iat: now,
+            jti: Uuid::new_v4().to_string(),
+        };
+        jsonwebtoken::encode(&header, &claims, &self.key)
+            .map(Secret::new)
+            .map_err(|_| refused("the client assertion could not be signed"))
+    }
+
+    async fn token_url(&self, base: &Url) -> Result<Url, UpstreamError> {
+        if let Some(url) = &self.configured_token_url {
+            return Ok(url.clone());
+        }
+        self.discovered_token_url
+            .get_or_try_init(|| async {
+                let well_known = format!(
+                    "{}/.well-known/smart-configuration",
+                    base.as_str().trim_end_matches('/')
+                );
+                let answer = self
+                    .http
+                    .get(&well_known)
+                    .header("Accept", "application/json")
+                    .send()
+                    .await
+                    .map_err(|_| UpstreamError::Unreachable)?;
+                if !answer.status().is_success() {
+                    return Err(UpstreamError::BadAnswer(
+                        "the EHR's .well-known/smart-configuration could not be read".into(),
+                    ));
+                }
+                let doc: serde_json::Value = answer.json().await.map_err(|_| {
+                    UpstreamError::BadAnswer("the EHR's smart-configuration is not JSON".into())
+                })?;
+                doc.get("token_endpoint")
+                    .and_then(|v| v.as_str())
+                    .and_then(|s| Url::parse(s).ok())
+                    .ok_or_else(|| {
+                        UpstreamError::BadAnswer(
+                            "the EHR's smart-configuration names no token_endpoint".into(),
+                        )
+                    })
+            })
+            .await
+            .cloned()
+    }
+
+    /// A valid access token: the cached one, or a new one. `rejected` is a token the EHR just refused
+    /// (401): it is replaced, unless another request already replaced it.
+    pub async fn token(
+        &self,
+        base: &Url,
+        rejected: Option<&Secret>,
+    ) -> Result<Secret, UpstreamError> {
+        let mut cache = self.cache.lock().await;
+        if let Some((token, valid_until)) = cache.as_ref()
+            && *valid_until > Instant::now()
+            && rejected.is_none_or(|r| r != token)
+        {
+            return Ok(token.clone());
+        }
+        let token_url = self.token_url(base).await?;
+        let assertion = self.assertion(&token_url)?;
+        let form = [
+            ("grant_type", "client_credentials"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", assertion.expose()),
+            ("scope", self.scope.as_str()),
+        ];
+        let answer = self
+            .http
+            .post(token_url)
+            .header("Accept", "application/json")
+            .form(&form)
+            .send()
+            .await
+            .map_err(|_| refused("the EHR's token endpoint could not be reached"))?;
+        if !answer.status().is_success() {
+            tracing::warn!(
+                message = "The EHR's token endpoint refused the gateway's client assertion.",
+                status = answer.status().as_u16()
+            );
+            return Err(refused(
+                "the EHR's token endpoint refused the gateway's credentials",
+            ));
+        }
+        let body: TokenAnswer = answer
+            .json()
+            .await
+            .map_err(|_| refused("the EHR's token endpoint answered without an access token"))?;
+        let lifetime = Duration::from_secs(body.expires_in.unwrap_or(300));
+        let valid_until = Instant::now() + lifetime.saturating_sub(EARLY_REFRESH);
+        let token = Secret::new(body.access_token);
+        *cache = Some((token.clone(), valid_until));
+        Ok(token)
+    }
+}
