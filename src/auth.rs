@@ -71,7 +71,10 @@ impl Caller {
 
 /// Whether any source has credentials, which closes the gateway to unauthenticated callers.
 pub fn auth_required(settings: &Settings) -> bool {
-    settings.sources.iter().any(|s| s.api_key_sha256.is_some())
+    settings
+        .sources
+        .iter()
+        .any(|s| s.api_key_sha256.is_some() || s.jwks_file.is_some() || s.jwks_url.is_some())
 }
 
 /// Finds the source whose key hashes to the configured digest. Every source is compared, in constant
@@ -147,9 +150,15 @@ fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
         .ok_or_else(|| {
             ApiError::Unauthorized("The Authorization header must be Bearer <your API key>.".into())
         })?;
-    let source = source_for_key(&state.settings, key)
+    // A token this gateway issued at /auth/token, or else an API key.
+    let source = state
+        .issuer
+        .source_of(&state.settings, key)
+        .or_else(|| source_for_key(&state.settings, key))
         .cloned()
-        .ok_or_else(|| ApiError::Unauthorized("The API key is not valid.".into()))?;
+        .ok_or_else(|| {
+            ApiError::Unauthorized("The access token or API key is not valid.".into())
+        })?;
     state
         .limits
         .check(&source.id)

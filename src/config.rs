@@ -44,6 +44,9 @@ pub struct Settings {
     pub sources: Vec<SourceSettings>,
     #[serde(default)]
     #[validate(nested)]
+    pub auth: AuthTokenSettings,
+    #[serde(default)]
+    #[validate(nested)]
     pub destinations: Vec<DestinationSettings>,
 }
 
@@ -130,6 +133,19 @@ pub struct SourceSettings {
     /// Requests a minute this source may make (0: no limit).
     #[serde(default)]
     pub rate_limit_per_minute: u32,
+    /// The source's public keys (a JWKS), for client assertions at `POST /auth/token`.
+    pub jwks_file: Option<PathBuf>,
+    /// Where the source publishes its JWKS (fetched when a `kid` is not yet known).
+    pub jwks_url: Option<Url>,
+}
+
+/// `[auth]`: the gateway's own token endpoint.
+#[derive(Debug, Clone, Default, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct AuthTokenSettings {
+    /// Environment variable holding the secret the gateway signs its access tokens with. Replicas must
+    /// share it; without it each process makes up its own (tokens then work only on that replica).
+    pub signing_key_env: Option<String>,
 }
 
 /// `[server]`: where the gateway listens and how partners reach it.

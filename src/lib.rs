@@ -1,4 +1,5 @@
 pub mod auth;
+pub mod auth_token;
 pub mod config;
 pub mod connectors;
 pub mod domain;

@@ -44,11 +44,13 @@ impl Application {
             );
         }
         let limits = crate::auth::RateLimits::new(&settings);
+        let issuer = crate::auth_token::TokenIssuer::new(&settings)?;
         let state = AppState {
             settings: Arc::new(settings),
             registry: Arc::new(registry),
             store,
             limits: Arc::new(limits),
+            issuer: Arc::new(issuer),
         };
         let port = listener.local_addr()?.port();
         let server = run(listener, state.clone())?;
@@ -108,7 +110,11 @@ where
 
 /// The partner-facing routes under `/fhir/R4/{slug}/{env}`.
 pub fn fhir_routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(kickoff(
+    cfg.route(
+        "/.well-known/smart-configuration",
+        web::get().to(routes::token::smart_configuration),
+    )
+    .service(kickoff(
         "/Group/{group_id}/$export",
         routes::kickoff::group_export,
     ))
@@ -176,6 +182,7 @@ fn run(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
             })
             .route("/healthz", web::get().to(routes::health::healthz))
             .route("/readyz", web::get().to(routes::health::readyz))
+            .route("/auth/token", web::post().to(routes::token::token))
             .service(web::scope("/fhir/R4/{slug}/{env}").configure(fhir_routes))
             .default_service(web::to(routes::not_found))
     })

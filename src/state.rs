@@ -15,6 +15,8 @@ pub struct AppState {
     pub store: Arc<dyn JobStore>,
     /// Per-source request budgets (`[[sources]] rate_limit_per_minute`).
     pub limits: Arc<crate::auth::RateLimits>,
+    /// The gateway's token endpoint for sources with registered keys.
+    pub issuer: Arc<crate::auth_token::TokenIssuer>,
 }
 
 impl AppState {

@@ -5,6 +5,7 @@ pub mod files;
 pub mod health;
 pub mod kickoff;
 pub mod status;
+pub mod token;
 
 use crate::error::ApiError;
 use actix_web::http::header::{ACCEPT, CONTENT_LENGTH};

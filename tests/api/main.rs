@@ -17,5 +17,6 @@ mod sandbox;
 mod schemas;
 mod security;
 mod smart;
+mod source_tokens;
 mod upstream_failures;
 mod upstream_requests;

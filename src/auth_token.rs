@@ -1,0 +1,271 @@
+//! The gateway's own token endpoint (`POST /auth/token`) for sources that authenticate Redox-style with a
+//! signed JWT (SMART Backend Services, client side): the assertion is checked against the source's
+//! registered keys, and a five-minute access token signed by the gateway comes back.
+
+use crate::config::{Settings, SourceSettings};
+use crate::domain::{Issue, IssueCode};
+use crate::error::ApiError;
+use crate::secret::Secret;
+use chrono::Utc;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// Lifetime of the gateway's access tokens.
+pub const ACCESS_TOKEN_SECS: i64 = 300;
+/// Longest an assertion may be valid for, from now.
+const MAX_ASSERTION_SECS: i64 = 300;
+/// Clock skew tolerated on `exp`, `iat` and `nbf`.
+const LEEWAY_SECS: i64 = 30;
+
+/// Claims of the gateway's access tokens.
+#[derive(Debug, Serialize, Deserialize)]
+struct AccessClaims {
+    iss: String,
+    aud: String,
+    sub: String,
+    exp: i64,
+    iat: i64,
+    jti: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct AssertionClaims {
+    iss: String,
+    sub: String,
+    exp: i64,
+    #[serde(default)]
+    iat: Option<i64>,
+    #[serde(default)]
+    nbf: Option<i64>,
+    jti: Option<String>,
+}
+
+/// The token endpoint's state: the signing key and the assertion ids already used.
+pub struct TokenIssuer {
+    key: Secret,
+    seen_jti: Mutex<HashMap<String, i64>>,
+    jwks_cache: Mutex<HashMap<String, JwkSet>>,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for TokenIssuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenIssuer([redacted])")
+    }
+}
+
+fn refuse(why: &str) -> ApiError {
+    ApiError::Unauthorized(why.to_owned())
+}
+
+impl TokenIssuer {
+    pub fn new(settings: &Settings) -> Result<Self, crate::config::ConfigError> {
+        let key = match &settings.auth.signing_key_env {
+            Some(var) => match std::env::var(var) {
+                Ok(v) if v.len() >= 32 => Secret::new(v),
+                _ => {
+                    return Err(crate::config::ConfigError::Invalid(format!(
+                        "auth.signing_key_env: environment variable {var} must hold at least 32 characters"
+                    )));
+                }
+            },
+            None => Secret::new(format!("{}{}", uuid::Uuid::new_v4(), uuid::Uuid::new_v4())),
+        };
+        Ok(TokenIssuer {
+            key,
+            seen_jti: Mutex::new(HashMap::new()),
+            jwks_cache: Mutex::new(HashMap::new()),
+            http: reqwest::Client::new(),
+        })
+    }
+
+    fn token_url(settings: &Settings) -> String {
+        format!(
+            "{}/auth/token",
+            settings.server.public_url.as_str().trim_end_matches('/')
+        )
+    }
+
+    async fn jwks(&self, source: &SourceSettings, kid: &str) -> Result<JwkSet, ApiError> {
+        if let Some(path) = &source.jwks_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|_| refuse("The source's registered keys cannot be read."))?;
+            return serde_json::from_str(&text)
+                .map_err(|_| refuse("The source's registered keys are not a JWKS."));
+        }
+        let Some(url) = &source.jwks_url else {
+            return Err(refuse("This source has no registered public keys."));
+        };
+        let cached = self
+            .jwks_cache
+            .lock()
+            .ok()
+            .and_then(|c| c.get(url.as_str()).cloned());
+        if let Some(set) = cached
+            && set.find(kid).is_some()
+        {
+            return Ok(set);
+        }
+        let set: JwkSet = self
+            .http
+            .get(url.clone())
+            .send()
+            .await
+            .map_err(|_| refuse("The source's JWKS URL could not be reached."))?
+            .json()
+            .await
+            .map_err(|_| refuse("The source's JWKS URL did not answer a JWKS."))?;
+        if let Ok(mut c) = self.jwks_cache.lock() {
+            c.insert(url.to_string(), set.clone());
+        }
+        Ok(set)
+    }
+
+    /// Checks a client assertion and, if it holds, issues an access token for its source.
+    pub async fn exchange(
+        &self,
+        settings: &Settings,
+        form: &HashMap<String, String>,
+    ) -> Result<(Secret, SourceSettings), ApiError> {
+        if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
+            return Err(ApiError::Invalid(vec![Issue::at(
+                IssueCode::Value,
+                "grant_type",
+                "must be client_credentials",
+            )]));
+        }
+        if form.get("client_assertion_type").map(String::as_str)
+            != Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+        {
+            return Err(ApiError::Invalid(vec![Issue::at(
+                IssueCode::Value,
+                "client_assertion_type",
+                "must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            )]));
+        }
+        let assertion = form.get("client_assertion").ok_or_else(|| {
+            ApiError::Invalid(vec![Issue::at(
+                IssueCode::Required,
+                "client_assertion",
+                "is required",
+            )])
+        })?;
+        let header = jsonwebtoken::decode_header(assertion).map_err(|_| {
+            refuse("The client assertion's header is not valid, or its alg is not RS384 or ES384.")
+        })?;
+        if !matches!(header.alg, Algorithm::RS384 | Algorithm::ES384) {
+            return Err(refuse(
+                "The client assertion must be signed with RS384 or ES384.",
+            ));
+        }
+        let kid = header
+            .kid
+            .ok_or_else(|| refuse("The client assertion's header has no kid."))?;
+        // Read the claims before the signature only to find whose keys to check it with.
+        let unverified = jsonwebtoken::dangerous::insecure_decode::<AssertionClaims>(assertion)
+            .map_err(|_| refuse("The client assertion's claims are not valid."))?
+            .claims;
+        let source = settings
+            .sources
+            .iter()
+            .find(|s| s.id.to_string() == unverified.iss)
+            .ok_or_else(|| refuse("The client assertion's iss is not a registered source."))?;
+        let jwks = self.jwks(source, &kid).await?;
+        let jwk = jwks
+            .find(&kid)
+            .ok_or_else(|| refuse("The client assertion's kid is not among the source's keys."))?;
+        let key = DecodingKey::from_jwk(jwk)
+            .map_err(|_| refuse("The registered key for this kid cannot be used."))?;
+        let token_url = Self::token_url(settings);
+        let mut validation = Validation::new(header.alg);
+        validation.set_audience(&[token_url.as_str()]);
+        validation.set_issuer(&[source.id.to_string()]);
+        validation.sub = Some(source.id.to_string());
+        validation.leeway = LEEWAY_SECS as u64;
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        let claims = jsonwebtoken::decode::<AssertionClaims>(assertion, &key, &validation)
+            .map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind;
+                refuse(match e.kind() {
+                    ErrorKind::ExpiredSignature => "The client assertion has expired.",
+                    ErrorKind::InvalidAudience => {
+                        "The client assertion's aud is not this token endpoint."
+                    }
+                    ErrorKind::InvalidIssuer | ErrorKind::InvalidSubject => {
+                        "The client assertion's iss and sub must both be the source's id."
+                    }
+                    ErrorKind::InvalidSignature => {
+                        "The client assertion's signature does not verify."
+                    }
+                    ErrorKind::ImmatureSignature => "The client assertion is not valid yet.",
+                    _ => "The client assertion is not valid.",
+                })
+            })?
+            .claims;
+        let now = Utc::now().timestamp();
+        if claims.exp > now + MAX_ASSERTION_SECS + LEEWAY_SECS {
+            return Err(refuse(
+                "The client assertion's exp is more than five minutes ahead.",
+            ));
+        }
+        if claims.iat.is_some_and(|iat| iat > now + LEEWAY_SECS)
+            || claims.nbf.is_some_and(|nbf| nbf > now + LEEWAY_SECS)
+        {
+            return Err(refuse("The client assertion is dated in the future."));
+        }
+        let jti = claims
+            .jti
+            .filter(|j| !j.is_empty())
+            .ok_or_else(|| refuse("The client assertion has no jti."))?;
+        {
+            let mut seen = match self.seen_jti.lock() {
+                Ok(s) => s,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            seen.retain(|_, exp| *exp + LEEWAY_SECS > now);
+            let key = format!("{}:{jti}", source.id);
+            if seen.contains_key(&key) {
+                return Err(refuse("The client assertion's jti was used before."));
+            }
+            seen.insert(key, claims.exp);
+        }
+        let _ = claims.sub;
+        let access = AccessClaims {
+            iss: token_url.clone(),
+            aud: token_url,
+            sub: source.id.to_string(),
+            exp: now + ACCESS_TOKEN_SECS,
+            iat: now,
+            jti: uuid::Uuid::new_v4().to_string(),
+        };
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &access,
+            &EncodingKey::from_secret(self.key.expose().as_bytes()),
+        )
+        .map_err(|_| ApiError::Internal("access token could not be signed".into()))?;
+        Ok((Secret::new(token), source.clone()))
+    }
+
+    /// The source an access token issued by this gateway belongs to, if the token is valid.
+    pub fn source_of<'a>(&self, settings: &'a Settings, token: &str) -> Option<&'a SourceSettings> {
+        let token_url = Self::token_url(settings);
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_audience(&[token_url.as_str()]);
+        validation.set_issuer(&[token_url.as_str()]);
+        let claims = jsonwebtoken::decode::<AccessClaims>(
+            token,
+            &jsonwebtoken::DecodingKey::from_secret(self.key.expose().as_bytes()),
+            &validation,
+        )
+        .ok()?
+        .claims;
+        settings
+            .sources
+            .iter()
+            .find(|s| s.id.to_string() == claims.sub)
+    }
+}

@@ -1,0 +1,236 @@
+//! Redox-style source auth: a signed client assertion at `POST /auth/token` buys a five-minute access
+//! token. Every way an assertion can be wrong is a 401 that names the reason and calls no EHR.
+
+use crate::helpers::*;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use p384::elliptic_curve::sec1::ToEncodedPoint;
+use p384::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
+use serde_json::{Value, json};
+
+const SOURCE: &str = "7ce6f387-c33c-417d-8682-81e83628cbd9";
+
+struct Partner {
+    app: TestApp,
+    private_pem: String,
+    public_pem: String,
+    _jwks: tempfile::NamedTempFile,
+}
+
+fn jwk(secret: &p384::SecretKey, kid: &str) -> Value {
+    let point = secret.public_key().to_encoded_point(false);
+    json!({"kty": "EC", "crv": "P-384", "kid": kid, "alg": "ES384", "use": "sig",
+           "x": URL_SAFE_NO_PAD.encode(point.x().unwrap()), "y": URL_SAFE_NO_PAD.encode(point.y().unwrap())})
+}
+
+async fn partner() -> Partner {
+    let secret = p384::SecretKey::random(&mut rand::rngs::OsRng);
+    let jwks = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        jwks.path(),
+        json!({"keys": [jwk(&secret, "partner-key-1")]}).to_string(),
+    )
+    .unwrap();
+    let app = TestApp::spawn_with(&format!(
+        "\n[[sources]]\nid = \"{SOURCE}\"\nname = \"Partner with keys\"\njwks_file = \"{}\"\ndestinations = [\"spec-ehr\"]\n",
+        jwks.path().display()
+    ))
+    .await;
+    Partner {
+        app,
+        private_pem: secret.to_pkcs8_pem(LineEnding::LF).unwrap().to_string(),
+        public_pem: secret
+            .public_key()
+            .to_public_key_pem(LineEnding::LF)
+            .unwrap(),
+        _jwks: jwks,
+    }
+}
+
+fn token_url() -> String {
+    format!("{PUBLIC_URL}/auth/token")
+}
+
+fn claims(exp_in: i64) -> Value {
+    let now = chrono::Utc::now().timestamp();
+    json!({"iss": SOURCE, "sub": SOURCE, "aud": token_url(), "exp": now + exp_in, "iat": now, "jti": uuid::Uuid::new_v4().to_string()})
+}
+
+fn sign(p: &Partner, kid: &str, claims: &Value) -> String {
+    let mut header = Header::new(Algorithm::ES384);
+    header.kid = Some(kid.to_owned());
+    header.typ = Some("JWT".into());
+    jsonwebtoken::encode(
+        &header,
+        claims,
+        &EncodingKey::from_ec_pem(p.private_pem.as_bytes()).unwrap(),
+    )
+    .unwrap()
+}
+
+async fn exchange(p: &Partner, assertion: &str) -> reqwest::Response {
+    p.app
+        .client
+        .post(p.app.url("/auth/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", assertion),
+            ("scope", "system/*.read"),
+        ])
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn refused_because(p: &Partner, assertion: &str, reason: &str) {
+    let response = exchange(p, assertion).await;
+    assert_eq!(response.status(), 401);
+    let text = response.text().await.unwrap();
+    assert!(!text.contains(assertion), "the assertion is not echoed");
+    let outcome: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(codes(&outcome), ["security"]);
+    let said = outcome["issue"][0]["diagnostics"].as_str().unwrap();
+    assert!(said.contains(reason), "{said}");
+}
+
+#[tokio::test]
+async fn a_valid_assertion_buys_a_five_minute_token_that_opens_the_partner_routes() {
+    let p = partner().await;
+    p.app.upstream_accepts_kickoffs().await;
+
+    let response = exchange(&p, &sign(&p, "partner-key-1", &claims(240))).await;
+    assert_eq!(response.status(), 200);
+    let body = json_body(response).await;
+    assert_eq!(body["token_type"], "bearer");
+    assert_eq!(body["expires_in"], 300);
+    let token = body["access_token"].as_str().unwrap();
+
+    let kick = p
+        .app
+        .client
+        .post(p.app.url(&spec_group_route()))
+        .bearer_auth(token)
+        .json(&seed())
+        .send()
+        .await
+        .unwrap();
+    let without = p.app.post_envelope(&spec_group_route(), &seed()).await;
+
+    assert_eq!(kick.status(), 202);
+    assert_eq!(without.status(), 401);
+}
+
+#[tokio::test]
+async fn alg_none_is_refused() {
+    let p = partner().await;
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT","kid":"partner-key-1"}"#);
+    let body = URL_SAFE_NO_PAD.encode(claims(240).to_string());
+    refused_because(&p, &format!("{header}.{body}."), "RS384 or ES384").await;
+}
+
+#[tokio::test]
+async fn hs384_signed_with_the_public_key_is_refused() {
+    let p = partner().await;
+    let mut header = Header::new(Algorithm::HS384);
+    header.kid = Some("partner-key-1".into());
+    let forged = jsonwebtoken::encode(
+        &header,
+        &claims(240),
+        &EncodingKey::from_secret(p.public_pem.as_bytes()),
+    )
+    .unwrap();
+    refused_because(&p, &forged, "RS384 or ES384").await;
+}
+
+#[tokio::test]
+async fn an_expired_assertion_is_refused() {
+    let p = partner().await;
+    refused_because(&p, &sign(&p, "partner-key-1", &claims(-600)), "expired").await;
+}
+
+#[tokio::test]
+async fn an_assertion_valid_for_more_than_five_minutes_or_dated_ahead_is_refused() {
+    let p = partner().await;
+    refused_because(
+        &p,
+        &sign(&p, "partner-key-1", &claims(3600)),
+        "five minutes",
+    )
+    .await;
+    let mut future = claims(240);
+    future["iat"] = json!(chrono::Utc::now().timestamp() + 600);
+    refused_because(&p, &sign(&p, "partner-key-1", &future), "future").await;
+}
+
+#[tokio::test]
+async fn a_replayed_assertion_is_refused() {
+    let p = partner().await;
+    let assertion = sign(&p, "partner-key-1", &claims(240));
+
+    assert_eq!(exchange(&p, &assertion).await.status(), 200);
+    refused_because(&p, &assertion, "used before").await;
+}
+
+#[tokio::test]
+async fn an_unknown_kid_is_refused() {
+    let p = partner().await;
+    refused_because(&p, &sign(&p, "some-other-key", &claims(240)), "kid").await;
+}
+
+#[tokio::test]
+async fn a_bad_signature_is_refused() {
+    let p = partner().await;
+    let other = p384::SecretKey::random(&mut rand::rngs::OsRng);
+    let mut header = Header::new(Algorithm::ES384);
+    header.kid = Some("partner-key-1".into());
+    let pem = other.to_pkcs8_pem(LineEnding::LF).unwrap();
+    let forged = jsonwebtoken::encode(
+        &header,
+        &claims(240),
+        &EncodingKey::from_ec_pem(pem.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    refused_because(&p, &forged, "signature").await;
+}
+
+#[tokio::test]
+async fn a_wrong_audience_is_refused() {
+    let p = partner().await;
+    let mut c = claims(240);
+    c["aud"] = json!("https://elsewhere.example/token");
+    refused_because(&p, &sign(&p, "partner-key-1", &c), "aud").await;
+}
+
+#[tokio::test]
+async fn standard_clients_find_the_token_endpoint_under_each_fhir_base() {
+    let p = partner().await;
+
+    let response = p
+        .app
+        .client
+        .get(
+            p.app
+                .url("/fhir/R4/spec-ehr/Development/.well-known/smart-configuration"),
+        )
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), 200);
+    let doc = json_body(response).await;
+    assert_eq!(doc["token_endpoint"], token_url());
+    assert_eq!(doc["grant_types_supported"], json!(["client_credentials"]));
+    assert_eq!(
+        doc["token_endpoint_auth_methods_supported"],
+        json!(["private_key_jwt"])
+    );
+    assert_eq!(
+        doc["token_endpoint_auth_signing_alg_values_supported"],
+        json!(["RS384", "ES384"])
+    );
+}
