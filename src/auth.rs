@@ -22,7 +22,7 @@ pub enum Caller {
     /// No source has credentials configured: the gateway is open (development and the sandbox).
     Open,
     /// An authenticated source.
-    Source(SourceSettings),
+    Source(Box<SourceSettings>),
 }
 
 impl Caller {
@@ -64,7 +64,7 @@ impl Caller {
     pub fn source(&self) -> Option<&SourceSettings> {
         match self {
             Caller::Open => None,
-            Caller::Source(s) => Some(s),
+            Caller::Source(s) => Some(s.as_ref()),
         }
     }
 }
@@ -163,7 +163,7 @@ fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
         .limits
         .check(&source.id)
         .map_err(ApiError::RateLimited)?;
-    Ok(Caller::Source(source))
+    Ok(Caller::Source(Box::new(source)))
 }
 
 impl FromRequest for Caller {
@@ -208,7 +208,7 @@ base_url = "https://ehr.example/fhir"
             .expect("known key")
             .clone();
         assert!(source_for_key(&s, "partner-kez").is_none());
-        let caller = Caller::Source(source);
+        let caller = Caller::Source(Box::new(source));
         assert!(caller.may_reach("ehr", EnvironmentFlag::Production));
         assert!(!caller.may_reach("ehr", EnvironmentFlag::Staging));
         assert!(!caller.may_reach("other", EnvironmentFlag::Production));
