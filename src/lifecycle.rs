@@ -169,21 +169,7 @@ pub async fn refresh(
     let answer = match connector.status(url, job.log_id).await {
         Ok(a) => a,
         Err(e) => {
-            let wait = backoff_secs(
-                default_wait,
-                job.poll_failures,
-                state.settings.worker.max_backoff_secs,
-            );
-            state
-                .store
-                .record_status(
-                    job.id,
-                    &StatusUpdate::PollFailed {
-                        retry_after_secs: wait,
-                    },
-                    now,
-                )
-                .await?;
+            poll_failed(state, job, None, now).await?;
             return Err(ApiError::Upstream(e));
         }
     };
@@ -273,29 +259,10 @@ pub async fn refresh(
                     };
                     state.store.record_status(job.id, &update, now).await?;
                 }
-                _ => {
-                    let wait = match &error {
-                        UpstreamError::Throttled {
-                            retry_after: Some(s),
-                            ..
-                        } => *s,
-                        _ => backoff_secs(
-                            default_wait,
-                            job.poll_failures,
-                            state.settings.worker.max_backoff_secs,
-                        ),
-                    };
-                    state
-                        .store
-                        .record_status(
-                            job.id,
-                            &StatusUpdate::PollFailed {
-                                retry_after_secs: wait,
-                            },
-                            now,
-                        )
-                        .await?;
+                UpstreamError::Throttled { retry_after, .. } => {
+                    poll_failed(state, job, *retry_after, now).await?;
                 }
+                _ => poll_failed(state, job, None, now).await?,
             }
             Err(ApiError::Upstream(error))
         }
@@ -307,6 +274,27 @@ pub async fn refresh(
 fn no_retry_after_wait(job: &Job, now: DateTime<Utc>, base: u64, max: u64) -> u64 {
     let age = (now - job.created_at).num_seconds().max(0) as u64;
     crate::worker::jitter((age / 2).clamp(base, max.max(base)))
+}
+
+/// Records a failed poll: the next one waits `wait` (the EHR's Retry-After) or backs off exponentially.
+async fn poll_failed(
+    state: &AppState,
+    job: &Job,
+    wait: Option<u64>,
+    now: DateTime<Utc>,
+) -> Result<(), ApiError> {
+    let wait = wait.unwrap_or_else(|| {
+        backoff_secs(
+            state.settings.jobs.poll_interval_secs,
+            job.poll_failures,
+            state.settings.worker.max_backoff_secs,
+        )
+    });
+    let update = StatusUpdate::PollFailed {
+        retry_after_secs: wait,
+    };
+    state.store.record_status(job.id, &update, now).await?;
+    Ok(())
 }
 
 /// Exponential backoff from `base` seconds after `failures` failed polls, capped at `max`.

@@ -152,12 +152,7 @@ impl TestApp {
 
     /// A gateway whose configuration has `extra` TOML appended (after the last destination).
     pub async fn spawn_with(extra: &str) -> TestApp {
-        let upstream = Arc::new(MockServer::start().await);
-        let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
-        let store = test_store_url(dir.path()).await;
-        let text = test_config_with_store(&upstream.uri(), dir.path(), &store, extra);
-        let settings = Settings::from_toml(&text).expect("test config");
-        Self::start(upstream, settings, dir).await
+        Self::spawn_configured(extra, |_| {}).await
     }
 
     /// This gateway stopped and started again with other settings, on the same store and upstream.
