@@ -234,3 +234,37 @@ async fn standard_clients_find_the_token_endpoint_under_each_fhir_base() {
         json!(["RS384", "ES384"])
     );
 }
+
+#[tokio::test]
+async fn keys_published_at_a_jwks_url_are_fetched_and_used() {
+    let secret = p384::SecretKey::random(&mut rand::rngs::OsRng);
+    let keys_host = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::path("/jwks.json"))
+        .respond_with(
+            wiremock::ResponseTemplate::new(200)
+                .set_body_json(json!({"keys": [jwk(&secret, "published-1")]})),
+        )
+        .expect(1)
+        .mount(&keys_host)
+        .await;
+    let app = TestApp::spawn_with(&format!(
+        "\n[[sources]]\nid = \"{SOURCE}\"\nname = \"Partner publishing keys\"\njwks_url = \"{}/jwks.json\"\ndestinations = [\"spec-ehr\"]\n",
+        keys_host.uri()
+    ))
+    .await;
+    let p = Partner {
+        app,
+        private_pem: secret.to_pkcs8_pem(LineEnding::LF).unwrap().to_string(),
+        public_pem: String::new(),
+        _jwks: tempfile::NamedTempFile::new().unwrap(),
+    };
+
+    let first = exchange(&p, &sign(&p, "published-1", &claims(240))).await;
+    let second = exchange(&p, &sign(&p, "published-1", &claims(240))).await;
+
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200),
+        "the second used the cached set"
+    );
+}
