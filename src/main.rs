@@ -143,12 +143,7 @@ fn run(cli: Cli) -> Result<ExitCode, ExitCode> {
                 "configuration OK: {} destination(s), {} connector(s), store {}",
                 settings.destinations.len(),
                 registry.len(),
-                settings
-                    .store
-                    .url
-                    .split(['?', '@'])
-                    .next()
-                    .unwrap_or_default()
+                redacted_store_url(&settings.store.url)
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -163,6 +158,20 @@ fn run(cli: Cli) -> Result<ExitCode, ExitCode> {
             println!("migrations applied");
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// The store URL without its password or query, for printing.
+fn redacted_store_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("redacted"));
+            }
+            u.set_query(None);
+            u.to_string()
+        }
+        Err(_) => raw.split('?').next().unwrap_or_default().to_owned(),
     }
 }
 
