@@ -161,3 +161,27 @@ fn an_environment_override_replaces_a_config_key() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("server.listen"));
 }
+
+#[test]
+fn check_config_never_prints_the_store_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("fhirgate.toml");
+    std::fs::write(&config, "[store]\nurl = \"postgres://fhirgate:canary-db-password@db.example:5432/fhirgate?sslmode=require\"\n").unwrap();
+
+    let out = fhirgate()
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    assert_eq!(out.status.code(), Some(0), "{printed}");
+    assert!(
+        !printed.contains("canary-db-password") && printed.contains("db.example"),
+        "{printed}"
+    );
+}
