@@ -38,13 +38,7 @@ impl Caller {
     pub fn may_reach(&self, slug: &str, env: EnvironmentFlag) -> bool {
         match self {
             Caller::Open => true,
-            Caller::Source(s) => s
-                .destinations
-                .iter()
-                .any(|grant| match grant.split_once(':') {
-                    Some((g, e)) => g == slug && e == env.as_str(),
-                    None => grant == slug,
-                }),
+            Caller::Source(s) => s.destinations.iter().any(|grant| grant.covers(slug, env)),
         }
     }
 
@@ -212,5 +206,57 @@ base_url = "https://ehr.example/fhir"
         assert!(caller.may_reach("ehr", EnvironmentFlag::Production));
         assert!(!caller.may_reach("ehr", EnvironmentFlag::Staging));
         assert!(!caller.may_reach("other", EnvironmentFlag::Production));
+    }
+
+    #[test]
+    fn a_grant_may_also_be_a_table_of_environments() {
+        let s = Settings::from_toml(
+            r#"
+[[sources]]
+id = "7ce6f387-c33c-417d-8682-81e83628cbd9"
+name = "Partner"
+destinations = [{ slug = "ehr", environments = ["Staging"] }, { slug = "other" }]
+[[destinations]]
+slug = "ehr"
+name = "EHR"
+vendor = "bulk-data"
+[destinations.environments.Production]
+base_url = "https://ehr.example/fhir"
+[destinations.environments.Staging]
+base_url = "https://ehr.example/fhir"
+[[destinations]]
+slug = "other"
+name = "Other"
+vendor = "netsmart"
+[destinations.environments.Production]
+base_url = "https://other.example/fhir"
+"#,
+        )
+        .unwrap();
+        let caller = Caller::Source(Box::new(s.sources[0].clone()));
+        assert!(caller.may_reach("ehr", EnvironmentFlag::Staging));
+        assert!(!caller.may_reach("ehr", EnvironmentFlag::Production));
+        assert!(caller.may_reach("other", EnvironmentFlag::Production));
+    }
+
+    #[test]
+    fn a_grant_naming_an_environment_the_destination_lacks_is_refused_at_boot() {
+        let err = Settings::from_toml(
+            r#"
+[[sources]]
+id = "7ce6f387-c33c-417d-8682-81e83628cbd9"
+name = "Partner"
+destinations = [{ slug = "ehr", environments = ["Development"] }]
+[[destinations]]
+slug = "ehr"
+name = "EHR"
+vendor = "bulk-data"
+[destinations.environments.Production]
+base_url = "https://ehr.example/fhir"
+"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("sources[0].destinations[0]"), "{err}");
     }
 }

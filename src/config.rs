@@ -127,9 +127,10 @@ pub struct SourceSettings {
     /// SHA-256 (hex) of the source's API key, sent as `Authorization: Bearer <key>`. The key itself is
     /// never in the configuration.
     pub api_key_sha256: Option<String>,
-    /// What the source may reach: `"slug"` (every environment) or `"slug:Environment"`.
+    /// What the source may reach: `"slug"` (every environment), `"slug:Environment"`, or
+    /// `{ slug = "…", environments = ["Production", …] }`.
     #[serde(default)]
-    pub destinations: Vec<String>,
+    pub destinations: Vec<Grant>,
     /// Requests a minute this source may make (0: no limit).
     #[serde(default)]
     pub rate_limit_per_minute: u32,
@@ -137,6 +138,45 @@ pub struct SourceSettings {
     pub jwks_file: Option<PathBuf>,
     /// Where the source publishes its JWKS (fetched when a `kid` is not yet known).
     pub jwks_url: Option<Url>,
+}
+
+/// One destination (and optionally some of its environments) granted to a source.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Grant {
+    /// `"slug"` or `"slug:Environment"`.
+    Short(String),
+    /// `{ slug = "…", environments = [...] }`; no `environments` means all of them.
+    Table {
+        slug: String,
+        #[serde(default)]
+        environments: Vec<EnvironmentFlag>,
+    },
+}
+
+impl Grant {
+    /// The slug, and the environments (empty: every environment) this grant covers.
+    pub fn parts(&self) -> (&str, Vec<Option<&str>>) {
+        match self {
+            Grant::Short(s) => match s.split_once(':') {
+                Some((slug, env)) => (slug, vec![Some(env)]),
+                None => (s.as_str(), vec![None]),
+            },
+            Grant::Table { slug, environments } if environments.is_empty() => {
+                (slug.as_str(), vec![None])
+            }
+            Grant::Table { slug, environments } => (
+                slug.as_str(),
+                environments.iter().map(|e| Some(e.as_str())).collect(),
+            ),
+        }
+    }
+
+    /// Whether this grant covers `slug` in `env`.
+    pub fn covers(&self, slug: &str, env: EnvironmentFlag) -> bool {
+        let (s, envs) = self.parts();
+        s == slug && envs.iter().any(|e| e.is_none_or(|e| e == env.as_str()))
+    }
 }
 
 /// `[auth]`: the gateway's own token endpoint.
@@ -532,20 +572,20 @@ impl Settings {
                 );
             }
             for (j, grant) in src.destinations.iter().enumerate() {
-                let (slug, env) = grant
-                    .split_once(':')
-                    .map_or((grant.as_str(), None), |(s, e)| (s, Some(e)));
+                let (slug, envs) = grant.parts();
                 let known = self.destinations.iter().find(|d| d.slug.as_str() == slug);
-                let env_ok = match (known, env) {
-                    (None, _) => false,
-                    (Some(_), None) => true,
-                    (Some(d), Some(e)) => crate::domain::EnvironmentFlag::try_from(e)
-                        .is_ok_and(|e| d.environments.contains_key(&e)),
-                };
+                let env_ok = known.is_some_and(|d| {
+                    envs.iter().all(|env| {
+                        env.is_none_or(|e| {
+                            EnvironmentFlag::try_from(e)
+                                .is_ok_and(|e| d.environments.contains_key(&e))
+                        })
+                    })
+                });
                 if !env_ok {
                     return invalid(
                         format!("sources[{i}].destinations[{j}]"),
-                        "must name a configured destination as \"slug\" or \"slug:Environment\"",
+                        "must name a configured destination (and its environments) as \"slug\", \"slug:Environment\" or { slug, environments }",
                     );
                 }
             }
