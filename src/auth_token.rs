@@ -43,10 +43,10 @@ struct AssertionClaims {
     jti: Option<String>,
 }
 
-/// The token endpoint's state: the signing key and the assertion ids already used.
+/// The token endpoint's state: the signing key and the sources' fetched key sets. Used assertion ids
+/// live in the job store, shared by replicas.
 pub struct TokenIssuer {
     key: Secret,
-    seen_jti: Mutex<HashMap<String, i64>>,
     jwks_cache: Mutex<HashMap<String, JwkSet>>,
     http: reqwest::Client,
 }
@@ -76,7 +76,6 @@ impl TokenIssuer {
         };
         Ok(TokenIssuer {
             key,
-            seen_jti: Mutex::new(HashMap::new()),
             jwks_cache: Mutex::new(HashMap::new()),
             http: reqwest::Client::new(),
         })
@@ -128,6 +127,7 @@ impl TokenIssuer {
     pub async fn exchange(
         &self,
         settings: &Settings,
+        store: &dyn crate::jobs::JobStore,
         form: &HashMap<String, String>,
     ) -> Result<(Secret, SourceSettings), ApiError> {
         if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
@@ -220,17 +220,14 @@ impl TokenIssuer {
             .jti
             .filter(|j| !j.is_empty())
             .ok_or_else(|| refuse("The client assertion has no jti."))?;
+        // Remembered in the job store until the assertion expires, so no replica accepts it twice.
+        let remember_until =
+            chrono::DateTime::from_timestamp(claims.exp + LEEWAY_SECS, 0).unwrap_or_else(Utc::now);
+        if !store
+            .use_jti(&source.id.to_string(), &jti, remember_until)
+            .await?
         {
-            let mut seen = match self.seen_jti.lock() {
-                Ok(s) => s,
-                Err(poisoned) => poisoned.into_inner(),
-            };
-            seen.retain(|_, exp| *exp + LEEWAY_SECS > now);
-            let key = format!("{}:{jti}", source.id);
-            if seen.contains_key(&key) {
-                return Err(refuse("The client assertion's jti was used before."));
-            }
-            seen.insert(key, claims.exp);
+            return Err(refuse("The client assertion's jti was used before."));
         }
         let _ = claims.sub;
         let access = AccessClaims {

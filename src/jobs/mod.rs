@@ -225,6 +225,14 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
         job_id: Uuid,
         update: NotifyUpdate,
     ) -> Result<(), StoreError>;
+    /// Records a client assertion's `jti` as used until `expires_at`; false when it was used before.
+    /// Shared by every replica, so a replayed assertion is refused wherever it lands.
+    async fn use_jti(
+        &self,
+        source_key: &str,
+        jti: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
     /// Cheap round trip, for readiness.
     async fn ping(&self) -> Result<(), StoreError>;
     /// Closes the connections; later calls fail with `Unavailable` (shutdown, and tests of an outage).

@@ -279,6 +279,27 @@ impl JobStore for PostgresStore {
         Ok(())
     }
 
+    async fn use_jti(
+        &self,
+        source_key: &str,
+        jti: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        sqlx::query("DELETE FROM assertion_jtis WHERE expires_at < now()")
+            .execute(&self.pool)
+            .await?;
+        let inserted = sqlx::query(
+            "INSERT INTO assertion_jtis (source_key, jti, expires_at) VALUES ($1, $2, $3)
+             ON CONFLICT (source_key, jti) DO NOTHING",
+        )
+        .bind(source_key)
+        .bind(jti)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(inserted.rows_affected() == 1)
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())

@@ -42,12 +42,14 @@ enum Op {
     Release(Uuid, String),
     ReleaseAll(String),
     Notify(Uuid, NotifyUpdate),
+    UseJti(String, String, DateTime<Utc>),
 }
 
 #[derive(Debug)]
 enum Done {
     Claim(Claim),
     Jobs(Vec<Job>),
+    Fresh(bool),
     Nothing,
 }
 
@@ -216,6 +218,22 @@ async fn apply(conn: &mut SqliteConnection, op: &Op) -> Result<Done, StoreError>
             .execute(&mut *conn)
             .await?;
             Done::Nothing
+        }
+        Op::UseJti(source, jti, expires_at) => {
+            sqlx::query("DELETE FROM assertion_jtis WHERE expires_at < ?1")
+                .bind(ts(Utc::now()))
+                .execute(&mut *conn)
+                .await?;
+            let inserted = sqlx::query(
+                "INSERT INTO assertion_jtis (source_key, jti, expires_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (source_key, jti) DO NOTHING",
+            )
+            .bind(source)
+            .bind(jti)
+            .bind(ts(*expires_at))
+            .execute(&mut *conn)
+            .await?;
+            Done::Fresh(inserted.rows_affected() == 1)
         }
         Op::Notify(job, update) => {
             let (state, next) = match update {
@@ -489,6 +507,27 @@ impl JobStore for SqliteStore {
         update: NotifyUpdate,
     ) -> Result<(), StoreError> {
         expect_nothing(self.write(Op::Notify(job_id, update)).await?)
+    }
+
+    async fn use_jti(
+        &self,
+        source_key: &str,
+        jti: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        match self
+            .write(Op::UseJti(
+                source_key.to_owned(),
+                jti.to_owned(),
+                expires_at,
+            ))
+            .await?
+        {
+            Done::Fresh(fresh) => Ok(fresh),
+            other => Err(StoreError::Corrupt(format!(
+                "unexpected writer answer {other:?}"
+            ))),
+        }
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

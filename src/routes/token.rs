@@ -8,7 +8,10 @@ use std::collections::HashMap;
 
 pub async fn token(body: web::Bytes, state: web::Data<AppState>) -> Result<HttpResponse, Failure> {
     let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
-    let (token, source) = state.issuer.exchange(&state.settings, &form).await?;
+    let (token, source) = state
+        .issuer
+        .exchange(&state.settings, state.store.as_ref(), &form)
+        .await?;
     tracing::info!(message = "Access token issued.", source = %source.id);
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))

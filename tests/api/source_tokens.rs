@@ -268,3 +268,18 @@ async fn keys_published_at_a_jwks_url_are_fetched_and_used() {
         "the second used the cached set"
     );
 }
+
+#[tokio::test]
+async fn an_assertion_replayed_at_another_replica_is_refused_too() {
+    let p = partner().await;
+    let other = Partner {
+        app: p.app.replica().await,
+        private_pem: p.private_pem.clone(),
+        public_pem: p.public_pem.clone(),
+        _jwks: tempfile::NamedTempFile::new().unwrap(),
+    };
+    let assertion = sign(&p, "partner-key-1", &claims(240));
+
+    assert_eq!(exchange(&p, &assertion).await.status(), 200);
+    refused_because(&other, &assertion, "used before").await;
+}
