@@ -185,3 +185,23 @@ fn check_config_never_prints_the_store_password() {
         "{printed}"
     );
 }
+
+#[test]
+fn migrate_creates_the_job_store_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("nested/jobs.db");
+
+    let out = fhirgate()
+        .arg("migrate")
+        .env("FHIRGATE__STORE__URL", format!("sqlite://{}", db.display()))
+        .output()
+        .unwrap();
+
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(db.exists(), "the database file and its folder were created");
+}

@@ -335,3 +335,21 @@ async fn health_and_readiness_answer_without_credentials() {
         200
     );
 }
+
+#[tokio::test]
+async fn a_client_that_accepts_no_json_is_told_406_naming_accept() {
+    let app = TestApp::spawn().await;
+    expect_kickoffs(&app, 0).await;
+
+    let response = app
+        .client
+        .post(app.url(&spec_group_route()))
+        .header("Accept", "text/html")
+        .json(&seed())
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), 406);
+    assert_eq!(expressions(&json_body(response).await), ["Accept"]);
+}
