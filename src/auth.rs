@@ -153,6 +153,7 @@ fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
         .ok_or_else(|| {
             ApiError::Unauthorized("The access token or API key is not valid.".into())
         })?;
+    crate::observe::context::set_source(&source.id.to_string());
     state
         .limits
         .check(&source.id)

@@ -29,7 +29,10 @@ pub struct Settings {
     #[validate(nested)]
     pub upstream: UpstreamSettings,
     #[serde(default)]
+    #[validate(nested)]
     pub log: LogSettings,
+    #[serde(default)]
+    pub admin: AdminSettings,
     #[serde(default)]
     #[validate(nested)]
     pub jobs: JobSettings,
@@ -218,6 +221,10 @@ pub struct ServerSettings {
     #[serde(default = "default_keep_alive")]
     #[validate(range(min = 0.0, max = 3600.0))]
     pub keep_alive_secs: f64,
+    /// Seconds in-flight requests (streamed downloads included) get to finish after SIGTERM/SIGINT.
+    #[serde(default = "default_shutdown_grace")]
+    #[validate(range(min = 0.0, max = 3600.0))]
+    pub shutdown_grace_secs: f64,
 }
 
 /// `[store]`: where jobs are kept.
@@ -249,7 +256,7 @@ pub struct UpstreamSettings {
 }
 
 /// `[log]`: how the gateway logs.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Validate)]
 #[serde(deny_unknown_fields)]
 pub struct LogSettings {
     /// `pretty` for people, `json` for log pipelines.
@@ -258,6 +265,20 @@ pub struct LogSettings {
     /// A `RUST_LOG`-style filter; `RUST_LOG` itself wins when set.
     #[serde(default = "default_log_level")]
     pub level: String,
+    /// Days the message log keeps its records; older ones are pruned by the gateway.
+    #[serde(default = "default_retention_days")]
+    #[validate(range(min = 1, max = 3650))]
+    pub retention_days: u32,
+}
+
+/// `[admin]`: the operators' API (`/admin/...`), on its own credential, never a partner's.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Hex SHA-256 of the admin API key, sent as `Authorization: Bearer <key>`. Unset: the admin API
+    /// answers 401 to everyone.
+    #[serde(default)]
+    pub api_key_sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -391,6 +412,12 @@ fn default_body_timeout() -> f64 {
 fn default_keep_alive() -> f64 {
     5.0
 }
+fn default_shutdown_grace() -> f64 {
+    30.0
+}
+fn default_retention_days() -> u32 {
+    30
+}
 fn default_max_concurrent() -> usize {
     64
 }
@@ -438,6 +465,7 @@ impl Default for ServerSettings {
             header_timeout_secs: default_header_timeout(),
             body_timeout_secs: default_body_timeout(),
             keep_alive_secs: default_keep_alive(),
+            shutdown_grace_secs: default_shutdown_grace(),
         }
     }
 }
@@ -492,6 +520,7 @@ impl Default for LogSettings {
         LogSettings {
             format: LogFormat::default(),
             level: default_log_level(),
+            retention_days: default_retention_days(),
         }
     }
 }
@@ -550,6 +579,14 @@ impl Settings {
             || self.store.url.starts_with("postgresql://"))
         {
             return invalid("store.url".into(), "must start with sqlite: or postgres://");
+        }
+        if let Some(h) = &self.admin.api_key_sha256
+            && (h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return invalid(
+                "admin.api_key_sha256".into(),
+                "must be 64 hex digits (a SHA-256)",
+            );
         }
         for (i, src) in self.sources.iter().enumerate() {
             if self.sources[..i].iter().any(|o| o.id == src.id) {

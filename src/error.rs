@@ -248,6 +248,7 @@ impl fmt::Display for Failure {
 
 /// Renders an error as the partner sees it.
 pub fn render(error: &ApiError, log_id: Option<Uuid>) -> HttpResponse {
+    crate::observe::context::set_error_code(error.code());
     let mut builder = HttpResponse::build(error.status());
     builder.insert_header((CONTENT_TYPE, FHIR_JSON));
     if let Some(id) = log_id {

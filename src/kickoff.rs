@@ -98,6 +98,7 @@ pub async fn kick_off(state: &AppState, req: KickoffRequest) -> Result<Accepted,
                     crate::domain::shorten(&req.environment)
                 ))
             })?;
+    crate::observe::context::set_target(connector.slug.as_str(), connector.environment.as_str());
     req.caller
         .authorize(connector.slug.as_str(), connector.environment)?;
     let parsed = parse(&req).map_err(ApiError::Invalid)?;
@@ -114,13 +115,17 @@ pub async fn kick_off(state: &AppState, req: KickoffRequest) -> Result<Accepted,
     }
     let request_log_id = parsed.meta.as_ref().and_then(Meta::log_id);
     let log_id = request_log_id.unwrap_or_else(Uuid::new_v4);
+    crate::observe::context::set_log_id(log_id);
+    if let (None, Some(claimed)) = (req.caller.source(), claimed_source) {
+        crate::observe::context::set_source(&claimed.to_string());
+    }
     let fail = |e: ApiError| Failure::new(e, Some(log_id));
 
     let plan = connector
         .plan(parsed.kickoff, &parsed.unknown, req.lenient)
         .map_err(|issues| fail(ApiError::Invalid(issues)))?;
     let upstream = connector.kickoff_request(&plan, log_id);
-    let attempt_id = Uuid::new_v4();
+    let attempt_id = crate::observe::context::attempt_id().unwrap_or_else(Uuid::new_v4);
     let new_job = NewJob {
         id: Uuid::new_v4(),
         source_key: req
@@ -156,6 +161,7 @@ pub async fn kick_off(state: &AppState, req: KickoffRequest) -> Result<Accepted,
             job_id
         }
         Claim::Existing(job) => {
+            crate::observe::context::set_job(job.id);
             tracing::info!(message = "Kick-off already accepted; answering from the job store.", log_id = %log_id, job_id = %job.id);
             return Ok(accepted(job.id, true));
         }
@@ -166,6 +172,7 @@ pub async fn kick_off(state: &AppState, req: KickoffRequest) -> Result<Accepted,
         }
     };
 
+    crate::observe::context::set_job(job_id);
     let Some(_slot) = connector.kickoff_slot() else {
         let error = ApiError::RateLimited(1);
         let outcome = AttemptOutcome::Failed {

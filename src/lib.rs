@@ -1,3 +1,4 @@
+pub mod admin_client;
 pub mod auth;
 pub mod auth_token;
 pub mod config;
@@ -9,6 +10,8 @@ pub mod fhir;
 pub mod jobs;
 pub mod kickoff;
 pub mod lifecycle;
+pub mod observe;
+pub mod openapi;
 pub mod routes;
 pub mod sandbox;
 pub mod secret;

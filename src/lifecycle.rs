@@ -44,6 +44,7 @@ pub async fn find_job(
     let not_found =
         || ApiError::NotFound("No such export job for this destination and environment.".into());
     let connector = state.registry.get(slug, env).ok_or_else(not_found)?;
+    crate::observe::context::set_target(connector.slug.as_str(), connector.environment.as_str());
     caller.authorize(connector.slug.as_str(), connector.environment)?;
     let id = Uuid::parse_str(job_id).map_err(|_| not_found())?;
     let job = state.store.get(id).await?.ok_or_else(not_found)?;
@@ -58,6 +59,9 @@ pub async fn find_job(
     {
         return Err(not_found());
     }
+    // Everything done for a job is found under the Log ID of its kick-off.
+    crate::observe::context::set_log_id(job.log_id);
+    crate::observe::context::set_job(job.id);
     match job.state {
         JobState::Deleted => Err(ApiError::NotFound("This export job was deleted.".into())),
         JobState::Expired => Err(ApiError::NotFound(

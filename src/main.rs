@@ -1,4 +1,4 @@
-//! The `fhirgate` command line: serve | validate | check-config | migrate.
+//! The `fhirgate` command line: serve | validate | check-config | migrate | logs | jobs | openapi.
 
 use clap::{Parser, Subcommand};
 use fhirgate::config::Settings;
@@ -50,6 +50,127 @@ enum Command {
         #[arg(long, env = "FHIRGATE_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Search the message log through the admin API, or show everything under one Log ID.
+    Logs {
+        /// Show this Log ID's requests, upstream calls and jobs.
+        log_id: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        source: Option<String>,
+        #[arg(long)]
+        destination: Option<String>,
+        #[arg(long)]
+        environment: Option<String>,
+        /// group-export, patient-export, system-export, status-check, file-download, export-delete, …
+        #[arg(long)]
+        event_type: Option<String>,
+        /// The gateway's status class: 2xx, 3xx, 4xx or 5xx.
+        #[arg(long)]
+        status: Option<String>,
+        /// From this time (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        /// Up to this time (RFC 3339).
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long)]
+        job_id: Option<String>,
+        /// request (default), upstream or all.
+        #[arg(long)]
+        kind: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// List jobs through the admin API, or show one with its attempts and upstream calls.
+    Jobs {
+        /// Show this job.
+        job_id: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// pending, accepted, failed, completed, export-failed, expired or deleted.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        source: Option<String>,
+        #[arg(long)]
+        destination: Option<String>,
+        #[arg(long)]
+        environment: Option<String>,
+        #[arg(long)]
+        log_id: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// Print the OpenAPI 3.1 document (what /openapi.json serves; committed as schemas/openapi.json).
+    Openapi,
+}
+
+/// How to reach the admin API.
+#[derive(Debug, clap::Args)]
+struct AdminArgs {
+    /// The gateway's base URL.
+    #[arg(long, env = "FHIRGATE_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// The admin API key (the one whose SHA-256 is [admin] api_key_sha256).
+    #[arg(long, env = "FHIRGATE_ADMIN_KEY", hide_env_values = true)]
+    admin_key: String,
+    /// Print the API's JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct PageArgs {
+    /// Rows per page (1-500).
+    #[arg(long)]
+    limit: Option<u32>,
+    /// Rows to skip.
+    #[arg(long)]
+    offset: Option<u64>,
+}
+
+/// Calls the admin API and prints its answer as a table (or JSON).
+fn admin_call(
+    admin: &AdminArgs,
+    path: &str,
+    query: Vec<(&str, Option<String>)>,
+    render: impl Fn(&serde_json::Value) -> String,
+) -> Result<ExitCode, ExitCode> {
+    let target = fhirgate::admin_client::AdminTarget {
+        url: admin.url.clone(),
+        key: admin.admin_key.clone(),
+    };
+    let query: Vec<(&str, String)> = query
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect();
+    let rt = tokio::runtime::Runtime::new().map_err(|_| ExitCode::from(1))?;
+    let answer = rt
+        .block_on(fhirgate::admin_client::get(&target, path, &query))
+        .map_err(|e| {
+            eprintln!("fhirgate: {e}");
+            ExitCode::from(1)
+        })?;
+    if admin.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&answer).unwrap_or_default()
+        );
+    } else {
+        print!("{}", render(&answer));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A path segment the partner typed, kept to what ids are made of.
+fn segment(id: &str) -> Result<String, ExitCode> {
+    if !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        Ok(id.to_owned())
+    } else {
+        eprintln!("fhirgate: {id:?} is not an id");
+        Err(ExitCode::from(2))
+    }
 }
 
 fn load(config: Option<&PathBuf>) -> Result<Settings, ExitCode> {
@@ -144,6 +265,86 @@ fn run(cli: Cli) -> Result<ExitCode, ExitCode> {
                 settings.destinations.len(),
                 registry.len(),
                 redacted_store_url(&settings.store.url)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Logs {
+            log_id,
+            admin,
+            source,
+            destination,
+            environment,
+            event_type,
+            status,
+            since,
+            until,
+            job_id,
+            kind,
+            page,
+        } => match log_id {
+            Some(id) => admin_call(
+                &admin,
+                &format!("/admin/logs/{}", segment(&id)?),
+                Vec::new(),
+                fhirgate::admin_client::render_log_detail,
+            ),
+            None => {
+                let shown = kind.clone();
+                admin_call(
+                    &admin,
+                    "/admin/logs",
+                    vec![
+                        ("source", source),
+                        ("destination", destination),
+                        ("environment", environment),
+                        ("eventType", event_type),
+                        ("status", status),
+                        ("since", since),
+                        ("until", until),
+                        ("jobId", job_id),
+                        ("kind", kind),
+                        ("limit", page.limit.map(|n| n.to_string())),
+                        ("offset", page.offset.map(|n| n.to_string())),
+                    ],
+                    |v| fhirgate::admin_client::render_log_page(v, shown.as_deref()),
+                )
+            }
+        },
+        Command::Jobs {
+            job_id,
+            admin,
+            state,
+            source,
+            destination,
+            environment,
+            log_id,
+            page,
+        } => match job_id {
+            Some(id) => admin_call(
+                &admin,
+                &format!("/admin/jobs/{}", segment(&id)?),
+                Vec::new(),
+                fhirgate::admin_client::render_job_detail,
+            ),
+            None => admin_call(
+                &admin,
+                "/admin/jobs",
+                vec![
+                    ("state", state),
+                    ("source", source),
+                    ("destination", destination),
+                    ("environment", environment),
+                    ("logId", log_id),
+                    ("limit", page.limit.map(|n| n.to_string())),
+                    ("offset", page.offset.map(|n| n.to_string())),
+                ],
+                fhirgate::admin_client::render_job_page,
+            ),
+        },
+        Command::Openapi => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&fhirgate::openapi::document()).unwrap_or_default()
             );
             Ok(ExitCode::SUCCESS)
         }

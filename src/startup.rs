@@ -3,6 +3,8 @@
 use crate::config::Settings;
 use crate::connectors::http::UpstreamClient;
 use crate::connectors::registry::{Registry, Secrets};
+use crate::observe::context::RequestContext;
+use crate::observe::msglog::{LogRecord, MessageLog, RecordKind};
 use crate::routes;
 use crate::state::AppState;
 use actix_web::dev::{Server, Service};
@@ -10,6 +12,7 @@ use actix_web::{App, HttpServer, web};
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Instant;
+use tracing::Instrument;
 
 /// A gateway bound to its port, ready to run.
 pub struct Application {
@@ -20,6 +23,7 @@ pub struct Application {
         tokio::sync::watch::Sender<bool>,
         tokio::task::JoinHandle<()>,
     )>,
+    log_task: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -45,12 +49,17 @@ impl Application {
         }
         let limits = crate::auth::RateLimits::new(&settings);
         let issuer = crate::auth_token::TokenIssuer::new(&settings)?;
+        let metrics = http.metrics().clone();
+        let (log, log_task) =
+            MessageLog::start(store.clone(), metrics.clone(), settings.log.retention_days);
         let state = AppState {
             settings: Arc::new(settings),
             registry: Arc::new(registry),
             store,
             limits: Arc::new(limits),
             issuer: Arc::new(issuer),
+            metrics,
+            log,
         };
         let port = listener.local_addr()?.port();
         let server = run(listener, state.clone())?;
@@ -66,6 +75,7 @@ impl Application {
             server,
             state,
             poller,
+            log_task,
         })
     }
 
@@ -82,16 +92,57 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serves until the server is stopped (signal or handle), then stops the poller (giving back its
-    /// claims) and closes the store.
+    /// Serves until the server is stopped (SIGTERM, SIGINT or a handle). Stopping is graceful: no new
+    /// connections, in-flight requests and streamed downloads get `[server] shutdown_grace_secs` to
+    /// finish; then the poller stops (giving back its claims), the message log is flushed and the
+    /// store closed.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let signals = tokio::spawn(async move {
+            let why = stop_signal().await;
+            tracing::info!(
+                message = "Stopping: no new connections; in-flight requests may finish.",
+                signal = why
+            );
+            handle.stop(true).await;
+        });
         let served = self.server.await;
+        signals.abort();
         if let Some((stop, handle)) = self.poller {
             let _ = stop.send(true);
             let _ = handle.await;
         }
+        self.state.log.flush().await;
+        self.log_task.abort();
         self.state.store.close().await;
+        tracing::info!(message = "Stopped.");
         served
+    }
+}
+
+/// Waits for SIGTERM or SIGINT (Ctrl-C); both stop the gateway gracefully.
+async fn stop_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            },
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "SIGINT"
     }
 }
 
@@ -145,6 +196,7 @@ fn run(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
     };
     let header_timeout = state.settings.server.header_timeout_secs;
     let keep_alive = state.settings.server.keep_alive_secs;
+    let grace_secs = state.settings.server.shutdown_grace_secs.ceil() as u64;
     let sandbox = state
         .settings
         .sandbox_enabled()
@@ -159,29 +211,18 @@ fn run(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
                     cfg.app_data(sandbox).configure(crate::sandbox::routes);
                 }
             })
-            .wrap_fn(|req, srv| {
-                let started = Instant::now();
-                let method = req.method().clone();
-                let fut = srv.call(req);
-                async move {
-                    let res = fut.await?;
-                    // The route pattern, not the path: paths hold ids, queries may hold anything.
-                    let route = res
-                        .request()
-                        .match_pattern()
-                        .unwrap_or_else(|| "unmatched".to_owned());
-                    tracing::info!(
-                        message = "Request handled.",
-                        method = %method,
-                        route = %route,
-                        status = res.status().as_u16(),
-                        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
-                    );
-                    Ok(res)
-                }
-            })
+            .wrap_fn(observe_request)
             .route("/healthz", web::get().to(routes::health::healthz))
             .route("/readyz", web::get().to(routes::health::readyz))
+            .route("/metrics", web::get().to(routes::health::metrics))
+            .route("/openapi.json", web::get().to(routes::openapi::document))
+            .service(
+                web::scope("/admin")
+                    .route("/logs", web::get().to(routes::admin::logs))
+                    .route("/logs/{log_id}", web::get().to(routes::admin::log))
+                    .route("/jobs", web::get().to(routes::admin::jobs))
+                    .route("/jobs/{job_id}", web::get().to(routes::admin::job)),
+            )
             .route("/auth/token", web::post().to(routes::token::token))
             .service(web::scope("/fhir/R4/{slug}/{env}").configure(fhir_routes))
             .default_service(web::to(routes::not_found))
@@ -190,7 +231,156 @@ fn run(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
     .client_request_timeout(std::time::Duration::from_secs_f64(header_timeout))
     .client_disconnect_timeout(std::time::Duration::from_secs(2))
     .keep_alive(std::time::Duration::from_secs_f64(keep_alive))
+    .shutdown_timeout(grace_secs)
+    // Signals are handled in `run_until_stopped`, so SIGINT is as graceful as SIGTERM.
+    .disable_signals()
     .listen(listener)?
     .run();
     Ok(server)
+}
+
+/// Routes whose requests go to the message log: the partner-facing ones.
+fn logged(path: &str) -> bool {
+    path.starts_with("/fhir/") || path == "/auth/token"
+}
+
+/// The event type of a partner request, from its method and path.
+fn event_type(method: &actix_web::http::Method, path: &str) -> &'static str {
+    let last = path.rsplit('/').next().unwrap_or_default();
+    if path == "/auth/token" {
+        "token"
+    } else if last == "$export" {
+        if path.contains("/Group/") {
+            "group-export"
+        } else if path.ends_with("/Patient/$export") {
+            "patient-export"
+        } else {
+            "system-export"
+        }
+    } else if path.contains("/export-status/") {
+        if method == actix_web::http::Method::DELETE {
+            "export-delete"
+        } else {
+            "status-check"
+        }
+    } else if path.contains("/export-file/") {
+        "file-download"
+    } else if last == "metadata" {
+        "capability"
+    } else if last == "smart-configuration" {
+        "discovery"
+    } else {
+        "other"
+    }
+}
+
+/// The Log ID a request starts with: the partner's `X-Request-ID` when it is a UUID, else a new one.
+/// A kick-off envelope's `Meta.Logs[0].ID`, or the job's Log ID for status, files and delete, replace it.
+fn initial_log_id(req: &actix_web::dev::ServiceRequest) -> uuid::Uuid {
+    req.headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| uuid::Uuid::parse_str(v.trim()).ok())
+        .unwrap_or_else(uuid::Uuid::new_v4)
+}
+
+/// The one middleware: a span and a context per request, then metrics, the message log, the
+/// `X-Request-ID` answer header and the request's closing log line.
+fn observe_request<S>(
+    req: actix_web::dev::ServiceRequest,
+    srv: &S,
+) -> impl std::future::Future<Output = Result<actix_web::dev::ServiceResponse, actix_web::Error>> + use<S>
+where
+    S: Service<
+            actix_web::dev::ServiceRequest,
+            Response = actix_web::dev::ServiceResponse,
+            Error = actix_web::Error,
+        >,
+{
+    let started = Instant::now();
+    let at = chrono::Utc::now();
+    let method = req.method().clone();
+    let path = req.path().to_owned();
+    let logged = logged(&path);
+    let event = event_type(&method, &path);
+    let span = tracing::info_span!(
+        "request",
+        log_id = tracing::field::Empty,
+        attempt_id = tracing::field::Empty,
+        job_id = tracing::field::Empty,
+        source = tracing::field::Empty,
+        destination = tracing::field::Empty,
+        environment = tracing::field::Empty,
+    );
+    let ctx = RequestContext::new(initial_log_id(&req), uuid::Uuid::new_v4(), span.clone());
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let fut = srv.call(req);
+    async move {
+        let scoped = ctx.clone();
+        let result = scoped
+            .scope(async move {
+                crate::observe::context::set_event_type(event);
+                fut.await
+            })
+            .instrument(span.clone())
+            .await;
+        let mut res = result?;
+        // The route pattern, not the path: paths hold ids, queries may hold anything.
+        let route = res
+            .request()
+            .match_pattern()
+            .unwrap_or_else(|| "unmatched".to_owned());
+        let status = res.status().as_u16();
+        let elapsed = started.elapsed();
+        let latency_ms = elapsed.as_secs_f64() * 1000.0;
+        let fields = ctx.snapshot();
+        if !res.headers().contains_key("x-request-id")
+            && let Ok(v) =
+                actix_web::http::header::HeaderValue::from_str(&fields.log_id.to_string())
+        {
+            res.headers_mut().insert(
+                actix_web::http::header::HeaderName::from_static("x-request-id"),
+                v,
+            );
+        }
+        if let Some(state) = &state {
+            state
+                .metrics
+                .inbound(&route, method.as_str(), status, elapsed.as_secs_f64());
+            if logged && route != "unmatched" {
+                let info = res.request().match_info();
+                let raw = |name: &str| info.get(name).map(crate::domain::shorten);
+                state.log.record(LogRecord {
+                    kind: RecordKind::Request,
+                    log_id: fields.log_id,
+                    attempt_id: fields.attempt_id,
+                    time: at,
+                    source: fields.source.clone(),
+                    destination: fields.destination.clone().or_else(|| raw("slug")),
+                    environment: fields.environment.clone().or_else(|| raw("env")),
+                    event_type: Some(event.to_owned()),
+                    method: Some(method.as_str().to_owned()),
+                    route: route.clone(),
+                    gateway_status: Some(status),
+                    upstream_status: fields.upstream_status,
+                    error_code: fields.error_code.clone(),
+                    duration_ms: latency_ms,
+                    job_id: fields.job_id,
+                });
+                for call in fields.upstream {
+                    state.log.record(call);
+                }
+            }
+        }
+        span.in_scope(|| {
+            tracing::info!(
+                message = "Request handled.",
+                method = %method,
+                route = %route,
+                status,
+                latency_ms,
+            );
+        });
+        Ok(res)
+    }
 }

@@ -17,6 +17,10 @@ pub struct AppState {
     pub limits: Arc<crate::auth::RateLimits>,
     /// The gateway's token endpoint for sources with registered keys.
     pub issuer: Arc<crate::auth_token::TokenIssuer>,
+    /// Counters and histograms behind `/metrics`.
+    pub metrics: Arc<crate::observe::metrics::Metrics>,
+    /// The queue into the message log.
+    pub log: crate::observe::msglog::MessageLog,
 }
 
 impl AppState {

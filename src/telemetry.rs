@@ -14,7 +14,10 @@ pub fn init(settings: &LogSettings) {
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
-            .with_current_span(false)
+            // Every line of a request carries its span: Log ID, AttemptID, job, source, destination,
+            // environment (the closing line adds the latency).
+            .with_current_span(true)
+            .with_span_list(false)
             .try_init(),
         LogFormat::Pretty => builder.compact().try_init(),
     };

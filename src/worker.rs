@@ -8,6 +8,7 @@ use crate::envelope::{LogRef, OutboundMeta, Party};
 use crate::fhir::manifest;
 use crate::jobs::{Job, JobState, NotifyUpdate, StoreError};
 use crate::lifecycle::{backoff_secs, refresh};
+use crate::observe::context::RequestContext;
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -15,6 +16,7 @@ use serde_json::Value;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// Where the poller reads the time; tests use a [`ManualClock`].
@@ -115,7 +117,30 @@ impl Poller {
             )
             .await?;
         for job in &jobs {
-            self.handle(job, now).await;
+            // Each pass over a job is recorded like a request: its upstream calls go to the message
+            // log under the job's Log ID, and its log lines carry the job's fields.
+            let span = tracing::info_span!(
+                "poll",
+                log_id = tracing::field::Empty,
+                attempt_id = tracing::field::Empty,
+                job_id = %job.id,
+                source = %job.source_key,
+                destination = %job.destination,
+                environment = %job.environment,
+            );
+            let ctx = RequestContext::new(job.log_id, Uuid::new_v4(), span.clone());
+            ctx.clone()
+                .scope(async {
+                    crate::observe::context::set_job(job.id);
+                    crate::observe::context::set_source(&job.source_key);
+                    crate::observe::context::set_event_type("background-poll");
+                    self.handle(job, now).await
+                })
+                .instrument(span)
+                .await;
+            for call in ctx.snapshot().upstream {
+                self.state.log.record(call);
+            }
             self.state.store.release(job.id, &self.id).await?;
         }
         Ok(jobs.len())

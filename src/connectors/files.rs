@@ -104,6 +104,35 @@ impl Connector {
         pass_on: &FileRequestHeaders,
         log_id: Uuid,
     ) -> Result<reqwest::Response, FileError> {
+        let started = std::time::Instant::now();
+        let result = self.follow_file(url, requires_token, pass_on, log_id).await;
+        match &result {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                self.observe(
+                    "file",
+                    started,
+                    Some(status),
+                    super::outcome_of_status(status),
+                );
+            }
+            Err(FileError::Upstream(e)) => self.observe("file", started, None, e.outcome()),
+            Err(FileError::Transport(TransportError::Timeout)) => {
+                self.observe("file", started, None, "timeout")
+            }
+            Err(FileError::Transport(_)) => self.observe("file", started, None, "unreachable"),
+            Err(_) => self.observe("file", started, None, "refused"),
+        }
+        result
+    }
+
+    async fn follow_file(
+        &self,
+        url: &str,
+        requires_token: bool,
+        pass_on: &FileRequestHeaders,
+        log_id: Uuid,
+    ) -> Result<reqwest::Response, FileError> {
         let mut url = Url::parse(url).map_err(|_| FileError::BadRedirect)?;
         let token = if requires_token {
             self.current_token(None).await?

@@ -19,6 +19,8 @@ pub struct UpstreamClient {
     client: reqwest::Client,
     /// For file downloads: no limit on the whole transfer, only on connecting and on each read.
     files: reqwest::Client,
+    /// Where every upstream call is counted and timed.
+    metrics: std::sync::Arc<crate::observe::metrics::Metrics>,
 }
 
 /// An upstream's answer, read whole.
@@ -57,7 +59,16 @@ impl UpstreamClient {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("fhirgate/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(UpstreamClient { client, files })
+        Ok(UpstreamClient {
+            client,
+            files,
+            metrics: std::sync::Arc::new(crate::observe::metrics::Metrics::new()),
+        })
+    }
+
+    /// The gateway's metrics (one set per client, so per running gateway).
+    pub fn metrics(&self) -> &std::sync::Arc<crate::observe::metrics::Metrics> {
+        &self.metrics
     }
 
     /// The client for small requests (token endpoints, discovery).

@@ -227,9 +227,35 @@ impl Connector {
         kickoff_request(&self.base_url, &self.capabilities, plan, log_id)
     }
 
+    /// Counts and times one upstream call, and adds it to the current request's message log record.
+    pub(crate) fn observe(
+        &self,
+        operation: &str,
+        started: std::time::Instant,
+        status: Option<u16>,
+        outcome: &str,
+    ) {
+        let duration = started.elapsed();
+        self.http.metrics().upstream(
+            self.slug.as_str(),
+            self.environment.as_str(),
+            operation,
+            outcome,
+            duration.as_secs_f64(),
+        );
+        crate::observe::context::push_upstream(&crate::observe::context::UpstreamCall {
+            destination: self.slug.as_str(),
+            environment: self.environment.as_str(),
+            operation,
+            status,
+            outcome,
+            duration,
+        });
+    }
+
     /// Sends the kick-off; on 202 returns the upstream's status URL (never shown to the partner).
     pub async fn kickoff(&self, req: &UpstreamRequest) -> Result<Url, UpstreamError> {
-        let answer = self.send_authorized(req).await?;
+        let answer = self.send_authorized(req, "kickoff").await?;
         match answer.status {
             202 => {
                 let location = answer
@@ -278,7 +304,7 @@ impl Connector {
             ],
             body: None,
         };
-        self.send_authorized(&req).await
+        self.send_authorized(&req, "status").await
     }
 
     /// Deletes the upstream job; any 2xx, or 404/410 (already gone), counts as done.
@@ -293,7 +319,7 @@ impl Connector {
             ],
             body: None,
         };
-        let answer = self.send_authorized(&req).await?;
+        let answer = self.send_authorized(&req, "delete").await?;
         match answer.status {
             200..=299 | 404 | 410 => Ok(()),
             _ => Err(classify_failure(&answer, "a delete")),
@@ -332,15 +358,67 @@ impl Connector {
     async fn send_authorized(
         &self,
         req: &UpstreamRequest,
+        operation: &str,
     ) -> Result<UpstreamAnswer, UpstreamError> {
         let token = self.current_token(None).await?;
-        let answer = self.http.send(req, token.as_ref()).await?;
+        let answer = self.send_observed(req, token.as_ref(), operation).await?;
         if answer.status == 401 && matches!(self.auth, UpstreamAuth::Smart(_)) {
             tracing::info!(message = "The EHR refused the access token; fetching a new one.", destination = %self.slug);
             let fresh = self.current_token(token.as_ref()).await?;
-            return Ok(self.http.send(req, fresh.as_ref()).await?);
+            return self.send_observed(req, fresh.as_ref(), operation).await;
         }
         Ok(answer)
+    }
+
+    async fn send_observed(
+        &self,
+        req: &UpstreamRequest,
+        token: Option<&Secret>,
+        operation: &str,
+    ) -> Result<UpstreamAnswer, UpstreamError> {
+        let started = std::time::Instant::now();
+        match self.http.send(req, token).await {
+            Ok(answer) => {
+                self.observe(
+                    operation,
+                    started,
+                    Some(answer.status),
+                    outcome_of_status(answer.status),
+                );
+                Ok(answer)
+            }
+            Err(e) => {
+                let e = UpstreamError::from(e);
+                self.observe(operation, started, None, e.outcome());
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The metric outcome for an upstream HTTP status.
+pub fn outcome_of_status(status: u16) -> &'static str {
+    match status {
+        200..=299 => "ok",
+        429 => "throttled",
+        400..=499 => "rejected",
+        500..=599 => "server-error",
+        _ => "bad-answer",
+    }
+}
+
+impl UpstreamError {
+    /// The metric outcome for this failure.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            UpstreamError::Rejected { .. } => "rejected",
+            UpstreamError::Throttled { .. } => "throttled",
+            UpstreamError::ServerError { .. } => "server-error",
+            UpstreamError::Timeout => "timeout",
+            UpstreamError::Unreachable => "unreachable",
+            UpstreamError::BadAnswer(_) => "bad-answer",
+            UpstreamError::CredentialsRefused(_) => "credentials-refused",
+        }
     }
 }
 

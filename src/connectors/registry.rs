@@ -28,6 +28,7 @@ fn upstream_auth(
     secret: Option<Secret>,
     http: &UpstreamClient,
     key: &str,
+    target: (&str, &str),
 ) -> Result<UpstreamAuth, ConfigError> {
     Ok(match (auth, secret) {
         (AuthSettings::None, _) | (_, None) => UpstreamAuth::None,
@@ -56,7 +57,11 @@ fn upstream_auth(
             let client = SmartClient::new(config, http.plain().clone()).map_err(|why| {
                 ConfigError::Invalid(format!("{key}.auth: the private key {why}"))
             })?;
-            UpstreamAuth::Smart(std::sync::Arc::new(client))
+            UpstreamAuth::Smart(std::sync::Arc::new(client.observed(
+                http.metrics().clone(),
+                target.0,
+                target.1,
+            )))
         }
     })
 }
@@ -72,7 +77,13 @@ impl Registry {
             for (env, e) in &d.environments {
                 let key = format!("destinations[{i}].environments.{env}");
                 let token = match secrets {
-                    Secrets::Resolve => upstream_auth(&e.auth, e.auth.resolve(&key)?, http, &key)?,
+                    Secrets::Resolve => upstream_auth(
+                        &e.auth,
+                        e.auth.resolve(&key)?,
+                        http,
+                        &key,
+                        (d.slug.as_str(), env.as_str()),
+                    )?,
                     Secrets::Skip => UpstreamAuth::None,
                 };
                 let mut caps = profile_capabilities(d.vendor);

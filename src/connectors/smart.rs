@@ -28,6 +28,12 @@ pub struct SmartClient {
     discovered_token_url: OnceCell<Url>,
     cache: Mutex<Option<(Secret, Instant)>>,
     http: reqwest::Client,
+    /// Metrics and the destination/environment labels token fetches are counted under.
+    observer: Option<(
+        std::sync::Arc<crate::observe::metrics::Metrics>,
+        String,
+        String,
+    )>,
 }
 
 impl std::fmt::Debug for SmartClient {
@@ -99,7 +105,42 @@ impl SmartClient {
             discovered_token_url: OnceCell::new(),
             cache: Mutex::new(None),
             http,
+            observer: None,
         })
+    }
+
+    /// Counts this client's token fetches under `destination` and `environment`.
+    pub fn observed(
+        mut self,
+        metrics: std::sync::Arc<crate::observe::metrics::Metrics>,
+        destination: &str,
+        environment: &str,
+    ) -> Self {
+        self.observer = Some((metrics, destination.to_owned(), environment.to_owned()));
+        self
+    }
+
+    fn observe_fetch(&self, started: Instant, status: Option<u16>, ok: bool) {
+        let Some((metrics, destination, environment)) = &self.observer else {
+            return;
+        };
+        let outcome = if ok { "ok" } else { "refused" };
+        metrics.token_fetch(destination, environment, ok);
+        metrics.upstream(
+            destination,
+            environment,
+            "token",
+            outcome,
+            started.elapsed().as_secs_f64(),
+        );
+        crate::observe::context::push_upstream(&crate::observe::context::UpstreamCall {
+            destination,
+            environment,
+            operation: "token",
+            status,
+            outcome,
+            duration: started.elapsed(),
+        });
     }
 
     /// The signed client assertion for `token_url`.
@@ -174,7 +215,10 @@ impl SmartClient {
         {
             return Ok(token.clone());
         }
-        let token_url = self.token_url(base).await?;
+        let started = Instant::now();
+        let token_url = self.token_url(base).await.inspect_err(|_| {
+            self.observe_fetch(started, None, false);
+        })?;
         let assertion = self.assertion(&token_url)?;
         let form = [
             ("grant_type", "client_credentials"),
@@ -192,8 +236,13 @@ impl SmartClient {
             .form(&form)
             .send()
             .await
-            .map_err(|_| refused("the EHR's token endpoint could not be reached"))?;
+            .map_err(|_| {
+                self.observe_fetch(started, None, false);
+                refused("the EHR's token endpoint could not be reached")
+            })?;
+        let status = answer.status().as_u16();
         if !answer.status().is_success() {
+            self.observe_fetch(started, Some(status), false);
             tracing::warn!(
                 message = "The EHR's token endpoint refused the gateway's client assertion.",
                 status = answer.status().as_u16()
@@ -202,10 +251,11 @@ impl SmartClient {
                 "the EHR's token endpoint refused the gateway's credentials",
             ));
         }
-        let body: TokenAnswer = answer
-            .json()
-            .await
-            .map_err(|_| refused("the EHR's token endpoint answered without an access token"))?;
+        let body: TokenAnswer = answer.json().await.map_err(|_| {
+            self.observe_fetch(started, Some(status), false);
+            refused("the EHR's token endpoint answered without an access token")
+        })?;
+        self.observe_fetch(started, Some(status), true);
         let lifetime = Duration::from_secs(body.expires_in.unwrap_or(300));
         let valid_until = Instant::now() + lifetime.saturating_sub(EARLY_REFRESH);
         let token = Secret::new(body.access_token);

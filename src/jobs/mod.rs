@@ -4,6 +4,7 @@
 pub mod postgres;
 pub mod sqlite;
 
+pub use crate::observe::msglog::{LogFilter, LogRecord, RecordKind};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
@@ -42,18 +43,19 @@ impl JobState {
         }
     }
 
+    /// Every state, in lifecycle order.
+    pub const ALL: [JobState; 7] = [
+        JobState::Pending,
+        JobState::Accepted,
+        JobState::Failed,
+        JobState::Completed,
+        JobState::ExportFailed,
+        JobState::Expired,
+        JobState::Deleted,
+    ];
+
     pub fn parse(s: &str) -> Option<JobState> {
-        [
-            JobState::Pending,
-            JobState::Accepted,
-            JobState::Failed,
-            JobState::Completed,
-            JobState::ExportFailed,
-            JobState::Expired,
-            JobState::Deleted,
-        ]
-        .into_iter()
-        .find(|st| st.as_str() == s)
+        JobState::ALL.into_iter().find(|st| st.as_str() == s)
     }
 }
 
@@ -182,6 +184,35 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+/// What `GET /admin/jobs` filters on.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub state: Option<JobState>,
+    pub source: Option<String>,
+    pub destination: Option<String>,
+    pub environment: Option<String>,
+    pub log_id: Option<Uuid>,
+}
+
+/// One upstream kick-off attempt of a job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRecord {
+    pub attempt_id: Uuid,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub outcome: String,
+    pub upstream_status: Option<u16>,
+    pub error_code: Option<String>,
+}
+
+/// Counts for `/metrics`, read at scrape time.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobStats {
+    pub by_state: Vec<(String, i64)>,
+    /// The earliest next-poll time among in-progress jobs.
+    pub oldest_due: Option<DateTime<Utc>>,
+}
+
 /// A pending claim older than this is taken to be abandoned (its gateway died mid-call).
 pub const STALE_PENDING: Duration = Duration::from_secs(15 * 60);
 
@@ -233,6 +264,28 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
         jti: &str,
         expires_at: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
+    /// Appends message log records.
+    async fn append_log(&self, records: &[LogRecord]) -> Result<(), StoreError>;
+    /// Message log records matching `filter`, newest first.
+    async fn query_logs(
+        &self,
+        filter: &LogFilter,
+        limit: u32,
+        offset: u64,
+    ) -> Result<Vec<LogRecord>, StoreError>;
+    /// Deletes message log records older than `before`; how many went.
+    async fn prune_logs(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+    /// Jobs matching `filter`, newest first.
+    async fn list_jobs(
+        &self,
+        filter: &JobFilter,
+        limit: u32,
+        offset: u64,
+    ) -> Result<Vec<Job>, StoreError>;
+    /// A job's kick-off attempts, oldest first.
+    async fn job_attempts(&self, job_id: Uuid) -> Result<Vec<AttemptRecord>, StoreError>;
+    /// Jobs by state and the oldest due poll, for metrics.
+    async fn job_stats(&self) -> Result<JobStats, StoreError>;
     /// Cheap round trip, for readiness.
     async fn ping(&self) -> Result<(), StoreError>;
     /// Closes the connections; later calls fail with `Unavailable` (shutdown, and tests of an outage).

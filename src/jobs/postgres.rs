@@ -1,13 +1,14 @@
 //! The job store for several gateway replicas: PostgreSQL, claims taken with `FOR UPDATE SKIP LOCKED`.
 
 use super::{
-    AttemptOutcome, Claim, FailureCount, Job, JobStore, NewJob, NotifyUpdate, StatusColumns,
-    StatusUpdate, StoreError, parse_state,
+    AttemptOutcome, AttemptRecord, Claim, FailureCount, Job, JobFilter, JobStats, JobStore,
+    LogFilter, LogRecord, NewJob, NotifyUpdate, RecordKind, StatusColumns, StatusUpdate,
+    StoreError, parse_state,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::Row;
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, QueryBuilder, Row};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -29,6 +30,33 @@ impl PostgresStore {
             .await
             .map_err(|e| StoreError::Unavailable(format!("migrations failed: {e}")))?;
         Ok(PostgresStore { pool })
+    }
+
+    fn row_to_log(row: &PgRow) -> Result<LogRecord, StoreError> {
+        let kind: String = row.try_get("kind")?;
+        let status = |col: &str| -> Result<Option<u16>, StoreError> {
+            Ok(row
+                .try_get::<Option<i32>, _>(col)?
+                .and_then(|s| u16::try_from(s).ok()))
+        };
+        Ok(LogRecord {
+            kind: RecordKind::parse(&kind)
+                .ok_or_else(|| StoreError::Corrupt(format!("kind {kind}")))?,
+            log_id: row.try_get("log_id")?,
+            attempt_id: row.try_get("attempt_id")?,
+            time: row.try_get("at")?,
+            source: row.try_get("source")?,
+            destination: row.try_get("destination")?,
+            environment: row.try_get("environment")?,
+            event_type: row.try_get("event_type")?,
+            method: row.try_get("method")?,
+            route: row.try_get("route")?,
+            gateway_status: status("gateway_status")?,
+            upstream_status: status("upstream_status")?,
+            error_code: row.try_get("error_code")?,
+            duration_ms: row.try_get("duration_ms")?,
+            job_id: row.try_get("job_id")?,
+        })
     }
 
     fn row_to_job(row: &PgRow) -> Result<Job, StoreError> {
@@ -298,6 +326,162 @@ impl JobStore for PostgresStore {
         .execute(&self.pool)
         .await?;
         Ok(inserted.rows_affected() == 1)
+    }
+
+    async fn append_log(&self, records: &[LogRecord]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut qb = QueryBuilder::<Postgres>::new(
+            "INSERT INTO message_log (kind, log_id, attempt_id, at, source, destination, environment,
+                 event_type, method, route, gateway_status, upstream_status, error_code, duration_ms, job_id) ",
+        );
+        qb.push_values(records, |mut b, r| {
+            b.push_bind(r.kind.as_str())
+                .push_bind(r.log_id)
+                .push_bind(r.attempt_id)
+                .push_bind(r.time)
+                .push_bind(r.source.clone())
+                .push_bind(r.destination.clone())
+                .push_bind(r.environment.clone())
+                .push_bind(r.event_type.clone())
+                .push_bind(r.method.clone())
+                .push_bind(r.route.clone())
+                .push_bind(r.gateway_status.map(i32::from))
+                .push_bind(r.upstream_status.map(i32::from))
+                .push_bind(r.error_code.clone())
+                .push_bind(r.duration_ms)
+                .push_bind(r.job_id);
+        });
+        qb.build().execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn query_logs(
+        &self,
+        filter: &LogFilter,
+        limit: u32,
+        offset: u64,
+    ) -> Result<Vec<LogRecord>, StoreError> {
+        let mut qb = QueryBuilder::<Postgres>::new("SELECT * FROM message_log WHERE 1 = 1");
+        if let Some(kind) = filter.kind {
+            qb.push(" AND kind = ").push_bind(kind.as_str());
+        }
+        for (column, value) in [
+            ("source", &filter.source),
+            ("destination", &filter.destination),
+            ("environment", &filter.environment),
+            ("event_type", &filter.event_type),
+        ] {
+            if let Some(v) = value {
+                qb.push(format!(" AND {column} = ")).push_bind(v.clone());
+            }
+        }
+        if let Some(class) = filter.status_class {
+            qb.push(" AND gateway_status >= ")
+                .push_bind(i32::from(class) * 100)
+                .push(" AND gateway_status < ")
+                .push_bind((i32::from(class) + 1) * 100);
+        }
+        if let Some(since) = filter.since {
+            qb.push(" AND at >= ").push_bind(since);
+        }
+        if let Some(until) = filter.until {
+            qb.push(" AND at <= ").push_bind(until);
+        }
+        if let Some(log_id) = filter.log_id {
+            qb.push(" AND log_id = ").push_bind(log_id);
+        }
+        if let Some(job_id) = filter.job_id {
+            qb.push(" AND job_id = ").push_bind(job_id);
+        }
+        qb.push(" ORDER BY at DESC, seq DESC LIMIT ")
+            .push_bind(i64::from(limit))
+            .push(" OFFSET ")
+            .push_bind(i64::try_from(offset).unwrap_or(i64::MAX));
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        rows.iter().map(Self::row_to_log).collect()
+    }
+
+    async fn prune_logs(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let gone = sqlx::query("DELETE FROM message_log WHERE at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(gone.rows_affected())
+    }
+
+    async fn list_jobs(
+        &self,
+        filter: &JobFilter,
+        limit: u32,
+        offset: u64,
+    ) -> Result<Vec<Job>, StoreError> {
+        let mut qb = QueryBuilder::<Postgres>::new("SELECT * FROM jobs WHERE 1 = 1");
+        if let Some(state) = filter.state {
+            qb.push(" AND state = ").push_bind(state.as_str());
+        }
+        for (column, value) in [
+            ("source_key", &filter.source),
+            ("destination", &filter.destination),
+            ("environment", &filter.environment),
+        ] {
+            if let Some(v) = value {
+                qb.push(format!(" AND {column} = ")).push_bind(v.clone());
+            }
+        }
+        if let Some(log_id) = filter.log_id {
+            qb.push(" AND log_id = ").push_bind(log_id);
+        }
+        qb.push(" ORDER BY created_at DESC, id LIMIT ")
+            .push_bind(i64::from(limit))
+            .push(" OFFSET ")
+            .push_bind(i64::try_from(offset).unwrap_or(i64::MAX));
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        rows.iter().map(Self::row_to_job).collect()
+    }
+
+    async fn job_attempts(&self, job_id: Uuid) -> Result<Vec<AttemptRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT attempt_id, started_at, finished_at, outcome, upstream_status, error_code
+             FROM job_attempts WHERE job_id = $1 ORDER BY started_at",
+        )
+        .bind(job_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(AttemptRecord {
+                    attempt_id: row.try_get("attempt_id")?,
+                    started_at: row.try_get("started_at")?,
+                    finished_at: row.try_get("finished_at")?,
+                    outcome: row.try_get("outcome")?,
+                    upstream_status: row
+                        .try_get::<Option<i32>, _>("upstream_status")?
+                        .and_then(|s| u16::try_from(s).ok()),
+                    error_code: row.try_get("error_code")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn job_stats(&self) -> Result<JobStats, StoreError> {
+        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
+            .fetch_all(&self.pool)
+            .await?;
+        let by_state = rows
+            .iter()
+            .map(|r| Ok((r.try_get("state")?, r.try_get("n")?)))
+            .collect::<Result<Vec<(String, i64)>, StoreError>>()?;
+        let oldest_due: Option<DateTime<Utc>> = sqlx::query_scalar(
+            "SELECT MIN(next_poll_at) FROM jobs WHERE state = 'accepted' AND next_poll_at IS NOT NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(JobStats {
+            by_state,
+            oldest_due,
+        })
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -7,8 +7,9 @@
 //! correctly as strings.
 
 use super::{
-    AttemptOutcome, Claim, FailureCount, Job, JobStore, NewJob, NotifyUpdate, StatusColumns,
-    StatusUpdate, StoreError, parse_state,
+    AttemptOutcome, AttemptRecord, Claim, FailureCount, Job, JobFilter, JobStats, JobStore,
+    LogFilter, LogRecord, NewJob, NotifyUpdate, RecordKind, StatusColumns, StatusUpdate,
+    StoreError, parse_state,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -16,7 +17,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Connection, Row, SqlitePool};
+use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqlitePool};
 use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -43,6 +44,8 @@ enum Op {
     ReleaseAll(String),
     Notify(Uuid, NotifyUpdate),
     UseJti(String, String, DateTime<Utc>),
+    AppendLog(Vec<LogRecord>),
+    PruneLogs(DateTime<Utc>),
 }
 
 #[derive(Debug)]
@@ -50,6 +53,7 @@ enum Done {
     Claim(Claim),
     Jobs(Vec<Job>),
     Fresh(bool),
+    Count(u64),
     Nothing,
 }
 
@@ -75,6 +79,88 @@ fn time(s: &str) -> Result<DateTime<Utc>, StoreError> {
 
 fn opt_time(s: Option<String>) -> Result<Option<DateTime<Utc>>, StoreError> {
     s.as_deref().map(time).transpose()
+}
+
+fn row_to_log(row: &SqliteRow) -> Result<LogRecord, StoreError> {
+    let kind: String = row.try_get("kind")?;
+    let job_id: Option<String> = row.try_get("job_id")?;
+    let status = |col: &str| -> Result<Option<u16>, StoreError> {
+        Ok(row
+            .try_get::<Option<i64>, _>(col)?
+            .and_then(|s| u16::try_from(s).ok()))
+    };
+    Ok(LogRecord {
+        kind: RecordKind::parse(&kind)
+            .ok_or_else(|| StoreError::Corrupt(format!("kind {kind}")))?,
+        log_id: uuid(row.try_get("log_id")?)?,
+        attempt_id: uuid(row.try_get("attempt_id")?)?,
+        time: time(row.try_get("at")?)?,
+        source: row.try_get("source")?,
+        destination: row.try_get("destination")?,
+        environment: row.try_get("environment")?,
+        event_type: row.try_get("event_type")?,
+        method: row.try_get("method")?,
+        route: row.try_get("route")?,
+        gateway_status: status("gateway_status")?,
+        upstream_status: status("upstream_status")?,
+        error_code: row.try_get("error_code")?,
+        duration_ms: row.try_get("duration_ms")?,
+        job_id: job_id.as_deref().map(uuid).transpose()?,
+    })
+}
+
+fn push_log_filter(qb: &mut QueryBuilder<'_, Sqlite>, f: &LogFilter) {
+    qb.push(" WHERE 1 = 1");
+    if let Some(kind) = f.kind {
+        qb.push(" AND kind = ").push_bind(kind.as_str());
+    }
+    for (column, value) in [
+        ("source", &f.source),
+        ("destination", &f.destination),
+        ("environment", &f.environment),
+        ("event_type", &f.event_type),
+    ] {
+        if let Some(v) = value {
+            qb.push(format!(" AND {column} = ")).push_bind(v.clone());
+        }
+    }
+    if let Some(class) = f.status_class {
+        qb.push(" AND gateway_status >= ")
+            .push_bind(i64::from(class) * 100)
+            .push(" AND gateway_status < ")
+            .push_bind((i64::from(class) + 1) * 100);
+    }
+    if let Some(since) = f.since {
+        qb.push(" AND at >= ").push_bind(ts(since));
+    }
+    if let Some(until) = f.until {
+        qb.push(" AND at <= ").push_bind(ts(until));
+    }
+    if let Some(log_id) = f.log_id {
+        qb.push(" AND log_id = ").push_bind(log_id.to_string());
+    }
+    if let Some(job_id) = f.job_id {
+        qb.push(" AND job_id = ").push_bind(job_id.to_string());
+    }
+}
+
+fn push_job_filter(qb: &mut QueryBuilder<'_, Sqlite>, f: &JobFilter) {
+    qb.push(" WHERE 1 = 1");
+    if let Some(state) = f.state {
+        qb.push(" AND state = ").push_bind(state.as_str());
+    }
+    for (column, value) in [
+        ("source_key", &f.source),
+        ("destination", &f.destination),
+        ("environment", &f.environment),
+    ] {
+        if let Some(v) = value {
+            qb.push(format!(" AND {column} = ")).push_bind(v.clone());
+        }
+    }
+    if let Some(log_id) = f.log_id {
+        qb.push(" AND log_id = ").push_bind(log_id.to_string());
+    }
 }
 
 fn row_to_job(row: &SqliteRow) -> Result<Job, StoreError> {
@@ -234,6 +320,40 @@ async fn apply(conn: &mut SqliteConnection, op: &Op) -> Result<Done, StoreError>
             .execute(&mut *conn)
             .await?;
             Done::Fresh(inserted.rows_affected() == 1)
+        }
+        Op::AppendLog(records) => {
+            for r in records {
+                sqlx::query(
+                    "INSERT INTO message_log (kind, log_id, attempt_id, at, source, destination, environment,
+                         event_type, method, route, gateway_status, upstream_status, error_code, duration_ms, job_id)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                )
+                .bind(r.kind.as_str())
+                .bind(r.log_id.to_string())
+                .bind(r.attempt_id.to_string())
+                .bind(ts(r.time))
+                .bind(r.source.as_deref())
+                .bind(r.destination.as_deref())
+                .bind(r.environment.as_deref())
+                .bind(r.event_type.as_deref())
+                .bind(r.method.as_deref())
+                .bind(r.route.as_str())
+                .bind(r.gateway_status.map(i64::from))
+                .bind(r.upstream_status.map(i64::from))
+                .bind(r.error_code.as_deref())
+                .bind(r.duration_ms)
+                .bind(r.job_id.map(|j| j.to_string()))
+                .execute(&mut *conn)
+                .await?;
+            }
+            Done::Nothing
+        }
+        Op::PruneLogs(before) => {
+            let gone = sqlx::query("DELETE FROM message_log WHERE at < ?1")
+                .bind(ts(*before))
+                .execute(&mut *conn)
+                .await?;
+            Done::Count(gone.rows_affected())
         }
         Op::Notify(job, update) => {
             let (state, next) = match update {
@@ -528,6 +648,94 @@ impl JobStore for SqliteStore {
                 "unexpected writer answer {other:?}"
             ))),
         }
+    }
+
+    async fn append_log(&self, records: &[LogRecord]) -> Result<(), StoreError> {
+        expect_nothing(self.write(Op::AppendLog(records.to_vec())).await?)
+    }
+
+    async fn query_logs(
+        &self,
+        filter: &LogFilter,
+        limit: u32,
+        offset: u64,
+    ) -> Result<Vec<LogRecord>, StoreError> {
+        let mut qb = QueryBuilder::<Sqlite>::new("SELECT * FROM message_log");
+        push_log_filter(&mut qb, filter);
+        qb.push(" ORDER BY at DESC, seq DESC LIMIT ")
+            .push_bind(i64::from(limit))
+            .push(" OFFSET ")
+            .push_bind(i64::try_from(offset).unwrap_or(i64::MAX));
+        let rows = qb.build().fetch_all(&self.reader).await?;
+        rows.iter().map(row_to_log).collect()
+    }
+
+    async fn prune_logs(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        match self.write(Op::PruneLogs(before)).await? {
+            Done::Count(n) => Ok(n),
+            other => Err(StoreError::Corrupt(format!(
+                "unexpected writer answer {other:?}"
+            ))),
+        }
+    }
+
+    async fn list_jobs(
+        &self,
+        filter: &JobFilter,
+        limit: u32,
+        offset: u64,
+    ) -> Result<Vec<Job>, StoreError> {
+        let mut qb = QueryBuilder::<Sqlite>::new("SELECT * FROM jobs");
+        push_job_filter(&mut qb, filter);
+        qb.push(" ORDER BY created_at DESC, id LIMIT ")
+            .push_bind(i64::from(limit))
+            .push(" OFFSET ")
+            .push_bind(i64::try_from(offset).unwrap_or(i64::MAX));
+        let rows = qb.build().fetch_all(&self.reader).await?;
+        rows.iter().map(row_to_job).collect()
+    }
+
+    async fn job_attempts(&self, job_id: Uuid) -> Result<Vec<AttemptRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT attempt_id, started_at, finished_at, outcome, upstream_status, error_code
+             FROM job_attempts WHERE job_id = ?1 ORDER BY started_at",
+        )
+        .bind(job_id.to_string())
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(AttemptRecord {
+                    attempt_id: uuid(row.try_get("attempt_id")?)?,
+                    started_at: time(row.try_get("started_at")?)?,
+                    finished_at: opt_time(row.try_get("finished_at")?)?,
+                    outcome: row.try_get("outcome")?,
+                    upstream_status: row
+                        .try_get::<Option<i64>, _>("upstream_status")?
+                        .and_then(|s| u16::try_from(s).ok()),
+                    error_code: row.try_get("error_code")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn job_stats(&self) -> Result<JobStats, StoreError> {
+        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
+            .fetch_all(&self.reader)
+            .await?;
+        let by_state = rows
+            .iter()
+            .map(|r| Ok((r.try_get("state")?, r.try_get("n")?)))
+            .collect::<Result<Vec<(String, i64)>, StoreError>>()?;
+        let oldest: Option<String> = sqlx::query_scalar(
+            "SELECT MIN(next_poll_at) FROM jobs WHERE state = 'accepted' AND next_poll_at IS NOT NULL",
+        )
+        .fetch_one(&self.reader)
+        .await?;
+        Ok(JobStats {
+            by_state,
+            oldest_due: opt_time(oldest)?,
+        })
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

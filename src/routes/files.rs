@@ -60,7 +60,12 @@ pub async fn file(
     }
     // An upstream failure mid-stream becomes a stream error: actix aborts the connection, so the
     // partner sees a failed download rather than a short file passed off as whole.
+    let metrics = state.metrics.clone();
+    let (destination, environment) = (slug.to_owned(), env.to_owned());
     let stream = upstream.bytes_stream().map(move |chunk| {
+        if let Ok(bytes) = &chunk {
+            metrics.bytes_streamed(&destination, &environment, bytes.len() as u64);
+        }
         chunk.map_err(|e| {
             tracing::warn!(message = "Upstream file stream failed mid-way; aborting the download.", log_id = %log_id, error = %e);
             actix_web::error::ErrorBadGateway("upstream file stream failed")

@@ -8,6 +8,27 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
+/// `GET /metrics`: Prometheus text format. Job counts and poller lag are read from the store now.
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    match state.store.job_stats().await {
+        Ok(stats) => {
+            let lag = stats.oldest_due.map_or(0.0, |due| {
+                (chrono::Utc::now() - due).num_milliseconds() as f64 / 1000.0
+            });
+            state.metrics.set_job_stats(&stats.by_state, lag);
+        }
+        Err(e) => {
+            tracing::warn!(message = "Job gauges not refreshed: the job store does not answer.", error = %e)
+        }
+    }
+    match state.metrics.render() {
+        Ok(text) => HttpResponse::Ok()
+            .content_type("text/plain; version=0.0.4; charset=utf-8")
+            .body(text),
+        Err(_) => HttpResponse::InternalServerError().finish(),
+    }
+}
+
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     match state.store.ping().await {
         Ok(()) => HttpResponse::Ok().json(json!({"status": "ready", "store": "ok"})),

@@ -1,9 +1,11 @@
 //! Thin actix handlers: extract, call one function, map the result.
 
+pub mod admin;
 pub mod capability;
 pub mod files;
 pub mod health;
 pub mod kickoff;
+pub mod openapi;
 pub mod status;
 pub mod token;
 

@@ -1,0 +1,180 @@
+//! The message log: one record per inbound request that reached routing and one per upstream call,
+//! metadata only. Records are queued and written in batches by one task per gateway, off the request
+//! path; the admin API flushes the queue before it reads, so a person never misses what this replica
+//! just did. Records older than `[log] retention_days` are pruned.
+
+use crate::jobs::JobStore;
+use crate::observe::metrics::Metrics;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+/// Records queued before new ones are dropped (and counted) rather than slow requests down.
+const QUEUE: usize = 65_536;
+/// Most records written in one store call.
+const BATCH: usize = 512;
+/// How often old records are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Whether a record is a partner's request or the gateway's call to an EHR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordKind {
+    Request,
+    Upstream,
+}
+
+impl RecordKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordKind::Request => "request",
+            RecordKind::Upstream => "upstream",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RecordKind> {
+        match s {
+            "request" => Some(RecordKind::Request),
+            "upstream" => Some(RecordKind::Upstream),
+            _ => None,
+        }
+    }
+}
+
+/// One message log record. For a request `route` is the route pattern and `method` its HTTP method;
+/// for an upstream call `route` is the operation (kickoff, status, file, delete, token).
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LogRecord {
+    pub kind: RecordKind,
+    pub log_id: Uuid,
+    pub attempt_id: Uuid,
+    pub time: DateTime<Utc>,
+    pub source: Option<String>,
+    pub destination: Option<String>,
+    pub environment: Option<String>,
+    pub event_type: Option<String>,
+    pub method: Option<String>,
+    pub route: String,
+    pub gateway_status: Option<u16>,
+    pub upstream_status: Option<u16>,
+    pub error_code: Option<String>,
+    pub duration_ms: f64,
+    pub job_id: Option<Uuid>,
+}
+
+/// What `GET /admin/logs` filters on; every field optional, all given must match.
+#[derive(Debug, Clone, Default)]
+pub struct LogFilter {
+    pub kind: Option<RecordKind>,
+    pub source: Option<String>,
+    pub destination: Option<String>,
+    pub environment: Option<String>,
+    pub event_type: Option<String>,
+    /// 2 for 2xx … 5 for 5xx, on the gateway's status.
+    pub status_class: Option<u16>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub log_id: Option<Uuid>,
+    pub job_id: Option<Uuid>,
+}
+
+enum Msg {
+    Record(Box<LogRecord>),
+    Flush(oneshot::Sender<()>),
+}
+
+/// The queue into the message log.
+#[derive(Debug, Clone)]
+pub struct MessageLog {
+    tx: mpsc::Sender<Msg>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Msg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Msg")
+    }
+}
+
+impl MessageLog {
+    /// Starts the writer (and pruner) task on the current runtime.
+    pub fn start(
+        store: Arc<dyn JobStore>,
+        metrics: Arc<Metrics>,
+        retention_days: u32,
+    ) -> (MessageLog, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let task = tokio::spawn(writer(store, metrics.clone(), rx, retention_days));
+        (MessageLog { tx, metrics }, task)
+    }
+
+    /// Queues a record; never waits. A full queue (the store is down or far behind) drops it and
+    /// counts the drop in `fhirgate_message_log_records_total{outcome="dropped"}`.
+    pub fn record(&self, record: LogRecord) {
+        if self.tx.try_send(Msg::Record(Box::new(record))).is_err() {
+            self.metrics.log_records("dropped", 1);
+        }
+    }
+
+    /// Waits until everything queued before this call is written (or failed).
+    pub async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Msg::Flush(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+async fn writer(
+    store: Arc<dyn JobStore>,
+    metrics: Arc<Metrics>,
+    mut rx: mpsc::Receiver<Msg>,
+    retention_days: u32,
+) {
+    let retention = chrono::Duration::days(i64::from(retention_days.max(1)));
+    let mut prune = tokio::time::interval(PRUNE_EVERY);
+    prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut records = Vec::with_capacity(BATCH);
+    loop {
+        tokio::select! {
+            n = rx.recv_many(&mut batch, BATCH) => {
+                if n == 0 {
+                    break;
+                }
+                let mut waiting = Vec::new();
+                for msg in batch.drain(..) {
+                    match msg {
+                        Msg::Record(r) => records.push(*r),
+                        Msg::Flush(done) => waiting.push(done),
+                    }
+                }
+                if !records.is_empty() {
+                    let n = records.len() as u64;
+                    match store.append_log(&records).await {
+                        Ok(()) => metrics.log_records("written", n),
+                        Err(e) => {
+                            metrics.log_records("dropped", n);
+                            tracing::warn!(message = "Message log records could not be written.", records = n, error = %e);
+                        }
+                    }
+                    records.clear();
+                }
+                for done in waiting {
+                    let _ = done.send(());
+                }
+            }
+            _ = prune.tick() => {
+                match store.prune_logs(Utc::now() - retention).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(message = "Pruned old message log records.", records = n),
+                    Err(e) => tracing::warn!(message = "Message log pruning failed.", error = %e),
+                }
+            }
+        }
+    }
+}
