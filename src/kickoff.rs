@@ -101,6 +101,15 @@ pub async fn kick_off(state: &AppState, req: KickoffRequest) -> Result<Accepted,
     crate::observe::context::set_target(connector.slug.as_str(), connector.environment.as_str());
     req.caller
         .authorize(connector.slug.as_str(), connector.environment)?;
+    // On an open gateway the source is whoever the envelope says; recorded even when it is refused.
+    if let (None, KickoffForm::Envelope(body)) = (req.caller.source(), &req.form)
+        && let Some(claimed) = body
+            .pointer("/Meta/Source/ID")
+            .and_then(Value::as_str)
+            .and_then(|s| Uuid::parse_str(s).ok())
+    {
+        crate::observe::context::set_source(&claimed.to_string());
+    }
     let parsed = parse(&req).map_err(ApiError::Invalid)?;
     let claimed_source = parsed.meta.as_ref().and_then(Meta::source_id);
     if let (Some(source), Some(claimed)) = (req.caller.source(), claimed_source)

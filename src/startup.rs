@@ -50,6 +50,7 @@ impl Application {
         let limits = crate::auth::RateLimits::new(&settings);
         let issuer = crate::auth_token::TokenIssuer::new(&settings)?;
         let metrics = http.metrics().clone();
+        crate::observe::msglog::prune_now(store.as_ref(), settings.log.retention_days).await;
         let (log, log_task) =
             MessageLog::start(store.clone(), metrics.clone(), settings.log.retention_days);
         let state = AppState {

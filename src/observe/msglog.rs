@@ -129,14 +129,25 @@ impl MessageLog {
     }
 }
 
+/// Deletes records older than `retention_days`; the gateway calls it once at start.
+pub async fn prune_now(store: &dyn JobStore, retention_days: u32) {
+    let cutoff = Utc::now() - chrono::Duration::days(i64::from(retention_days.max(1)));
+    match store.prune_logs(cutoff).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(message = "Pruned old message log records.", records = n),
+        Err(e) => tracing::warn!(message = "Message log pruning failed.", error = %e),
+    }
+}
+
 async fn writer(
     store: Arc<dyn JobStore>,
     metrics: Arc<Metrics>,
     mut rx: mpsc::Receiver<Msg>,
     retention_days: u32,
 ) {
-    let retention = chrono::Duration::days(i64::from(retention_days.max(1)));
-    let mut prune = tokio::time::interval(PRUNE_EVERY);
+    // The gateway prunes once at start (see `prune_now`), then hourly.
+    let mut prune =
+        tokio::time::interval_at(tokio::time::Instant::now() + PRUNE_EVERY, PRUNE_EVERY);
     prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut batch = Vec::with_capacity(BATCH);
     let mut records = Vec::with_capacity(BATCH);
@@ -168,13 +179,7 @@ async fn writer(
                     let _ = done.send(());
                 }
             }
-            _ = prune.tick() => {
-                match store.prune_logs(Utc::now() - retention).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(message = "Pruned old message log records.", records = n),
-                    Err(e) => tracing::warn!(message = "Message log pruning failed.", error = %e),
-                }
-            }
+            _ = prune.tick() => prune_now(store.as_ref(), retention_days).await,
         }
     }
 }

@@ -30,7 +30,16 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 }
 
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    match state.store.ping().await {
+    // A store that went away can take its pool's whole acquire timeout to say so; readiness
+    // answers within two seconds either way.
+    let ping = tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping())
+        .await
+        .unwrap_or_else(|_| {
+            Err(crate::jobs::StoreError::Unavailable(
+                "no answer within 2 s".into(),
+            ))
+        });
+    match ping {
         Ok(()) => HttpResponse::Ok().json(json!({"status": "ready", "store": "ok"})),
         Err(e) => {
             tracing::warn!(message = "Not ready: the job store does not answer.", error = %e);

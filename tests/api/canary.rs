@@ -43,7 +43,8 @@ async fn no_canary_secret_or_patient_id_reaches_a_log_line_a_response_or_a_snaps
 
     let key_hash = hex::encode(Sha256::digest(API_KEY.as_bytes()));
     let app = TestApp::spawn_with(&format!(
-        "\n[[sources]]\nid = \"7ce6f387-c33c-417d-8682-81e83628cbd9\"\nname = \"Canary source\"\napi_key_sha256 = \"{key_hash}\"\ndestinations = [\"spec-ehr\"]\n"
+        "{}\n[[sources]]\nid = \"7ce6f387-c33c-417d-8682-81e83628cbd9\"\nname = \"Canary source\"\napi_key_sha256 = \"{key_hash}\"\ndestinations = [\"spec-ehr\"]\n",
+        crate::observability::admin_toml()
     ))
     .await;
     let file_host = MockServer::start().await;
@@ -154,7 +155,48 @@ async fn no_canary_secret_or_patient_id_reaches_a_log_line_a_response_or_a_snaps
     .await;
     seen.push(text);
 
+    // The message log and the admin API hold metadata only.
+    for route in [
+        "/admin/logs?kind=all&limit=500".to_owned(),
+        format!("/admin/logs/{SEED_LOG_ID}"),
+        "/admin/jobs".to_owned(),
+    ] {
+        let (status, body) = crate::observability::admin_get(&app, &route).await;
+        assert_eq!(status, 200, "{route}");
+        seen.push(body.to_string());
+    }
+    let (_, all) = crate::observability::admin_get(&app, "/admin/logs?kind=all&limit=500").await;
+    assert!(
+        all["entries"].as_array().unwrap().len() >= 8,
+        "requests and upstream calls were logged: {all}"
+    );
+
     let captured = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    // Every line of a request carries the request's span: its Log ID, and once known its job,
+    // source, destination and environment.
+    let accepted: Value = captured
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["fields"]["message"] == "Kick-off accepted.")
+        .expect("the kick-off was logged");
+    assert_eq!(accepted["span"]["log_id"], SEED_LOG_ID, "{accepted}");
+    for field in [
+        "attempt_id",
+        "job_id",
+        "source",
+        "destination",
+        "environment",
+    ] {
+        assert!(accepted["span"][field].is_string(), "{field}: {accepted}");
+    }
+    let closing: Value = captured
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| {
+            l["fields"]["message"] == "Request handled." && l["span"]["log_id"] == SEED_LOG_ID
+        })
+        .expect("the request's closing line");
+    assert!(closing["fields"]["latency_ms"].is_number(), "{closing}");
     assert!(captured.lines().count() > 5, "debug logs were captured");
     for line in captured.lines() {
         let _: Value = serde_json::from_str(line).expect("every log line is JSON");

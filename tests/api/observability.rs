@@ -1,0 +1,551 @@
+//! The message log, the admin API, metrics and readiness.
+
+use crate::helpers::*;
+use crate::lifecycle::{UPSTREAM_STATUS, kicked_off, local};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use wiremock::matchers::path;
+use wiremock::{Mock, ResponseTemplate};
+
+pub const ADMIN_KEY: &str = "admin-key-for-tests-4c1d";
+const PARTNER_KEY: &str = "partner-key-for-tests-9e2a";
+const SOURCE_ID: &str = "7ce6f387-c33c-417d-8682-81e83628cbd9";
+
+fn sha(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+/// TOML giving the gateway an admin key.
+pub fn admin_toml() -> String {
+    format!("\n[admin]\napi_key_sha256 = \"{}\"\n", sha(ADMIN_KEY))
+}
+
+/// TOML giving the gateway an admin key and one partner with an API key.
+fn admin_and_partner_toml() -> String {
+    format!(
+        "{}\n[[sources]]\nid = \"{SOURCE_ID}\"\nname = \"Partner\"\napi_key_sha256 = \"{}\"\ndestinations = [\"spec-ehr\"]\n",
+        admin_toml(),
+        sha(PARTNER_KEY)
+    )
+}
+
+pub async fn admin_get(app: &TestApp, path_and_query: &str) -> (u16, Value) {
+    let r = app
+        .client
+        .get(app.url(path_and_query))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+fn with_log_id(log_id: &str) -> Value {
+    let mut envelope = seed();
+    envelope["Meta"]["Logs"][0]["ID"] = json!(log_id);
+    envelope
+}
+
+/// Times, ids and durations vary run to run; everything else is the contract.
+fn redact_record(mut r: Value) -> Value {
+    for key in ["time", "attemptId", "jobId"] {
+        if !r[key].is_null() {
+            r[key] = json!(format!("[{key}]"));
+        }
+    }
+    r["durationMs"] = json!("[durationMs]");
+    r
+}
+
+#[tokio::test]
+async fn an_accepted_kickoff_is_in_the_message_log_with_its_fields_and_its_upstream_attempt() {
+    let app = TestApp::spawn_with(&admin_toml()).await;
+    app.upstream_accepts_kickoffs().await;
+
+    let kick = app.post_envelope(&spec_group_route(), &seed()).await;
+    assert_eq!(kick.status(), 202);
+    let job_url = kick.headers()["Content-Location"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let job_id = job_url.rsplit('/').next().unwrap().to_owned();
+
+    let (status, page) = admin_get(&app, &format!("/admin/logs?logId={SEED_LOG_ID}")).await;
+    assert_eq!(status, 200, "{page}");
+    let entries = page["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{page}");
+    let entry = &entries[0];
+    assert_eq!(entry["logId"], SEED_LOG_ID);
+    assert_eq!(entry["jobId"], job_id.as_str());
+    assert_eq!(entry["gatewayStatus"], 202);
+    assert_eq!(entry["upstreamStatus"], 202);
+    assert!(entry["durationMs"].as_f64().unwrap() > 0.0);
+
+    let (status, detail) = admin_get(&app, &format!("/admin/logs/{SEED_LOG_ID}")).await;
+    assert_eq!(status, 200, "{detail}");
+    assert_eq!(detail["attempts"][0]["attemptId"], entry["attemptId"]);
+    assert_eq!(detail["jobs"][0]["id"], job_id.as_str());
+    let redacted = json!({
+        "logId": detail["logId"],
+        "requests": detail["requests"].as_array().unwrap().iter().cloned().map(redact_record).collect::<Vec<_>>(),
+        "attempts": detail["attempts"].as_array().unwrap().iter().cloned().map(redact_record).collect::<Vec<_>>(),
+        "jobs": detail["jobs"].as_array().unwrap().len(),
+    });
+    insta::assert_json_snapshot!("message_log_for_an_accepted_kickoff", redacted);
+}
+
+#[tokio::test]
+async fn a_refused_request_is_logged_with_its_status_and_error_code_and_no_upstream_call() {
+    let app = TestApp::spawn_with(&admin_toml()).await;
+    let log_id = "0b5f4e2c-3a3e-4c55-9d0c-6f1f4f3a2b10";
+    let mut bad = with_log_id(log_id);
+    bad["_type"] = json!("Patient,NotAType");
+
+    let r = app.post_envelope(&spec_group_route(), &bad).await;
+    assert_eq!(r.status(), 400);
+
+    let (_, page) = admin_get(&app, "/admin/logs?status=4xx").await;
+    let entries = page["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{page}");
+    assert_eq!(entries[0]["gatewayStatus"], 400);
+    assert_eq!(entries[0]["errorCode"], "invalid");
+    assert_eq!(entries[0]["upstreamStatus"], Value::Null);
+    assert_eq!(entries[0]["jobId"], Value::Null);
+    let (_, upstream) = admin_get(&app, "/admin/logs?kind=upstream").await;
+    assert_eq!(upstream["entries"], json!([]), "no upstream call was made");
+}
+
+#[tokio::test]
+async fn status_checks_and_downloads_are_logged_under_the_kickoffs_log_id() {
+    let app = TestApp::spawn_with(&admin_toml()).await;
+    let location = kicked_off(&app).await;
+    Mock::given(path(UPSTREAM_STATUS))
+        .respond_with(ResponseTemplate::new(202).insert_header("Retry-After", "0"))
+        .mount(&app.upstream)
+        .await;
+
+    let r = app.client.get(local(&app, &location)).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(r.headers()["X-Request-ID"], SEED_LOG_ID);
+
+    let (_, detail) = admin_get(&app, &format!("/admin/logs/{SEED_LOG_ID}")).await;
+    let events: Vec<&str> = detail["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["eventType"].as_str().unwrap())
+        .collect();
+    assert_eq!(events, ["group-export", "status-check"]);
+    let operations: Vec<&str> = detail["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["route"].as_str().unwrap())
+        .collect();
+    assert_eq!(operations, ["kickoff", "status"]);
+}
+
+#[tokio::test]
+async fn log_filters_and_paging_find_what_was_asked_for() {
+    let app = TestApp::spawn_with(&admin_toml()).await;
+    app.upstream_accepts_kickoffs().await;
+    let ids: Vec<String> = (0..3).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    for id in &ids {
+        let r = app
+            .post_envelope(&spec_group_route(), &with_log_id(id))
+            .await;
+        assert_eq!(r.status(), 202);
+    }
+    let r = app
+        .post_envelope(&group_route("no-such-ehr", "Development", "g"), &seed())
+        .await;
+    assert_eq!(r.status(), 404);
+    let mut bad = with_log_id(&uuid::Uuid::new_v4().to_string());
+    bad["_since"] = json!("yesterday");
+    assert_eq!(
+        app.post_envelope(&spec_group_route(), &bad).await.status(),
+        400
+    );
+
+    let count = |page: &Value| page["entries"].as_array().unwrap().len();
+    let (_, all) = admin_get(&app, "/admin/logs").await;
+    assert_eq!(count(&all), 5);
+    assert_eq!(all["entries"][0]["gatewayStatus"], 400, "newest first");
+    let (_, ok) = admin_get(&app, "/admin/logs?status=2xx").await;
+    assert_eq!(count(&ok), 3);
+    let (_, refused) = admin_get(&app, "/admin/logs?status=4xx").await;
+    assert_eq!(count(&refused), 2);
+    let (_, elsewhere) = admin_get(&app, "/admin/logs?destination=no-such-ehr").await;
+    assert_eq!(count(&elsewhere), 1);
+    let (_, dev) = admin_get(
+        &app,
+        "/admin/logs?destination=spec-ehr&environment=Development&eventType=group-export",
+    )
+    .await;
+    assert_eq!(count(&dev), 4);
+    let (_, by_source) = admin_get(&app, &format!("/admin/logs?source={SOURCE_ID}")).await;
+    assert_eq!(count(&by_source), 4, "{by_source}");
+    let (_, one) = admin_get(&app, &format!("/admin/logs?logId={}", ids[1])).await;
+    assert_eq!(count(&one), 1);
+    let (_, future) = admin_get(&app, "/admin/logs?since=2999-01-01T00:00:00Z").await;
+    assert_eq!(count(&future), 0);
+    let (_, past) = admin_get(&app, "/admin/logs?until=2000-01-01T00:00:00Z").await;
+    assert_eq!(count(&past), 0);
+    let (_, window) = admin_get(
+        &app,
+        "/admin/logs?since=2000-01-01T00:00:00Z&until=2999-01-01T00:00:00Z",
+    )
+    .await;
+    assert_eq!(count(&window), 5);
+
+    let (_, first) = admin_get(&app, "/admin/logs?limit=2").await;
+    assert_eq!(count(&first), 2);
+    let next = first["next"].as_str().expect("a next page").to_owned();
+    let (_, second) = admin_get(&app, &next).await;
+    assert_eq!(count(&second), 2);
+    let (_, third) = admin_get(&app, second["next"].as_str().unwrap()).await;
+    assert_eq!(count(&third), 1);
+    assert!(third.get("next").is_none(), "the last page has no next");
+    let mut seen: Vec<Value> = [first, second, third]
+        .iter()
+        .flat_map(|p| p["entries"].as_array().unwrap().clone())
+        .map(|e| e["attemptId"].clone())
+        .collect();
+    seen.dedup();
+    assert_eq!(seen.len(), 5, "pages neither repeat nor skip");
+}
+
+#[tokio::test]
+async fn a_mistyped_or_bad_filter_is_a_400_naming_it() {
+    let app = TestApp::spawn_with(&admin_toml()).await;
+    for (query, expression) in [
+        ("destinaton=x", "destinaton"),
+        ("status=6xx", "status"),
+        ("since=yesterday", "since"),
+        ("limit=0", "limit"),
+        ("logId=not-a-uuid", "logId"),
+    ] {
+        let (status, outcome) = admin_get(&app, &format!("/admin/logs?{query}")).await;
+        assert_eq!(status, 400, "{query}");
+        assert_eq!(expressions(&outcome), [expression], "{query}");
+    }
+    let (status, outcome) = admin_get(&app, "/admin/jobs?state=finished").await;
+    assert_eq!(status, 400);
+    assert_eq!(expressions(&outcome), ["state"]);
+    let (status, _) = admin_get(&app, "/admin/logs/not-a-uuid").await;
+    assert_eq!(status, 400);
+    let (status, _) = admin_get(&app, &format!("/admin/logs/{}", uuid::Uuid::new_v4())).await;
+    assert_eq!(status, 404);
+    let (status, _) = admin_get(&app, &format!("/admin/jobs/{}", uuid::Uuid::new_v4())).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn admin_routes_refuse_partner_credentials_and_partner_routes_refuse_the_admin_key() {
+    let app = TestApp::spawn_with(&admin_and_partner_toml()).await;
+    app.upstream_accepts_kickoffs().await;
+    for route in [
+        "/admin/logs",
+        "/admin/jobs",
+        &format!("/admin/logs/{SEED_LOG_ID}"),
+    ] {
+        let as_partner = app
+            .client
+            .get(app.url(route))
+            .bearer_auth(PARTNER_KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(as_partner.status(), 403, "{route}");
+        let outcome = json_body(as_partner).await;
+        assert_eq!(codes(&outcome), ["forbidden"]);
+        let anonymous = app.client.get(app.url(route)).send().await.unwrap();
+        assert_eq!(anonymous.status(), 401, "{route}");
+        let wrong = app
+            .client
+            .get(app.url(route))
+            .bearer_auth("not-the-admin-key")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(wrong.status(), 401, "{route}");
+    }
+    let (status, _) = admin_get(&app, "/admin/logs").await;
+    assert_eq!(status, 200);
+
+    let admin_as_partner = app
+        .client
+        .post(app.url(&spec_group_route()))
+        .bearer_auth(ADMIN_KEY)
+        .json(&seed())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(admin_as_partner.status(), 401);
+    expect_kickoffs(&app, 0).await;
+}
+
+#[tokio::test]
+async fn with_no_admin_key_configured_the_admin_api_is_closed() {
+    let app = TestApp::spawn().await;
+    let (status, outcome) = admin_get(&app, "/admin/logs").await;
+    assert_eq!(status, 401);
+    assert_eq!(codes(&outcome), ["security"]);
+}
+
+#[tokio::test]
+async fn admin_jobs_show_state_attempts_last_upstream_status_and_next_poll() {
+    let app = TestApp::spawn_with(&admin_and_partner_toml()).await;
+    app.upstream_accepts_kickoffs().await;
+    let kick = app
+        .client
+        .post(app.url(&spec_group_route()))
+        .bearer_auth(PARTNER_KEY)
+        .json(&seed())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(kick.status(), 202);
+    let location = kick.headers()["Content-Location"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let job_id = location.rsplit('/').next().unwrap().to_owned();
+    Mock::given(path(UPSTREAM_STATUS))
+        .respond_with(
+            ResponseTemplate::new(202)
+                .insert_header("Retry-After", "120")
+                .insert_header("X-Progress", "40%"),
+        )
+        .mount(&app.upstream)
+        .await;
+    let poll = app
+        .client
+        .get(local(&app, &location))
+        .bearer_auth(PARTNER_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(poll.status(), 202);
+
+    let (status, page) = admin_get(&app, "/admin/jobs?state=accepted&destination=spec-ehr").await;
+    assert_eq!(status, 200, "{page}");
+    let job = &page["jobs"][0];
+    assert_eq!(job["id"], job_id.as_str());
+    assert_eq!(job["state"], "accepted");
+    assert_eq!(job["source"], SOURCE_ID);
+    assert_eq!(job["attempts"], 1);
+    assert_eq!(job["lastUpstreamStatus"], 202);
+    assert_eq!(job["progress"], "40%");
+    assert!(job["nextPollAt"].is_string(), "{job}");
+    let (_, none) = admin_get(&app, "/admin/jobs?state=completed").await;
+    assert_eq!(none["jobs"], json!([]));
+
+    let (status, detail) = admin_get(&app, &format!("/admin/jobs/{job_id}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(detail["kickoffAttempts"].as_array().unwrap().len(), 1);
+    assert_eq!(detail["kickoffAttempts"][0]["outcome"], "accepted");
+    let calls: Vec<&str> = detail["upstreamCalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["route"].as_str().unwrap())
+        .collect();
+    assert_eq!(calls, ["status", "kickoff"], "newest first");
+    let text = detail.to_string();
+    assert!(!text.contains(UPSTREAM_STATUS), "no upstream URL: {text}");
+    assert!(!text.contains("manifest"), "{text}");
+}
+
+#[tokio::test]
+async fn message_log_records_older_than_the_retention_are_pruned_by_the_gateway() {
+    let app = TestApp::spawn_with(&admin_toml()).await;
+    let record = |days_ago: i64| fhirgate::jobs::LogRecord {
+        kind: fhirgate::jobs::RecordKind::Request,
+        log_id: uuid::Uuid::new_v4(),
+        attempt_id: uuid::Uuid::new_v4(),
+        time: chrono::Utc::now() - chrono::Duration::days(days_ago),
+        source: None,
+        destination: Some("spec-ehr".into()),
+        environment: Some("Development".into()),
+        event_type: Some("group-export".into()),
+        method: Some("POST".into()),
+        route: "/fhir/R4/{slug}/{env}/Group/{group_id}/$export".into(),
+        gateway_status: Some(202),
+        upstream_status: Some(202),
+        error_code: None,
+        duration_ms: 1.0,
+        job_id: None,
+    };
+    let (old, recent) = (record(31), record(29));
+    app.state()
+        .store
+        .append_log(&[old.clone(), recent.clone()])
+        .await
+        .unwrap();
+    let (_, page) = admin_get(&app, "/admin/logs").await;
+    assert_eq!(page["entries"].as_array().unwrap().len(), 2);
+
+    // Pruning runs when the gateway starts and hourly after; [log] retention_days = 30 by default.
+    let settings = app.settings.clone();
+    let app = app.with_settings(settings).await;
+    let (_, page) = admin_get(&app, "/admin/logs").await;
+    let left: Vec<&str> = page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["logId"].as_str().unwrap())
+        .collect();
+    assert_eq!(left, [recent.log_id.to_string()]);
+}
+
+fn metric(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name_and_labels))
+        .and_then(|l| l.rsplit(' ').next())
+        .map_or(0.0, |v| v.parse().unwrap())
+}
+
+#[tokio::test]
+async fn metrics_move_when_traffic_flows_and_carry_no_ids() {
+    let app = TestApp::spawn().await;
+    let scrape = || async {
+        let r = app.client.get(app.url("/metrics")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain")
+        );
+        r.text().await.unwrap()
+    };
+    let kickoffs = r#"fhirgate_http_requests_total{route="/fhir/R4/{slug}/{env}/Group/{group_id}/$export",method="POST",status="202"}"#;
+    let upstream = r#"fhirgate_upstream_requests_total{destination="spec-ehr",environment="Development",operation="kickoff",outcome="ok"}"#;
+    let latency = r#"fhirgate_upstream_request_duration_seconds_count{destination="spec-ehr",environment="Development",operation="kickoff",outcome="ok"}"#;
+    let before = scrape().await;
+    assert_eq!(metric(&before, kickoffs), 0.0);
+
+    let location = kicked_off(&app).await;
+    Mock::given(path(UPSTREAM_STATUS))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(crate::lifecycle::manifest(&app.upstream.uri(), None)),
+        )
+        .mount(&app.upstream)
+        .await;
+    Mock::given(path("/files/patient.ndjson"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_string("{\"resourceType\":\"Patient\"}\n"),
+        )
+        .mount(&app.upstream)
+        .await;
+    assert_eq!(
+        app.client
+            .get(local(&app, &location))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let file = local(&app, &location).replace("export-status", "export-file") + "/0";
+    let download = app.client.get(file).send().await.unwrap();
+    assert_eq!(download.status(), 200);
+    let body = download.bytes().await.unwrap();
+
+    let after = scrape().await;
+    assert_eq!(metric(&after, kickoffs), 1.0, "{after}");
+    assert_eq!(metric(&after, upstream), 1.0, "{after}");
+    assert_eq!(metric(&after, latency), 1.0, "{after}");
+    assert_eq!(
+        metric(
+            &after,
+            r#"fhirgate_upstream_requests_total{destination="spec-ehr",environment="Development",operation="status",outcome="ok"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &after,
+            r#"fhirgate_file_bytes_streamed_total{destination="spec-ehr",environment="Development"}"#
+        ),
+        body.len() as f64
+    );
+    assert_eq!(
+        metric(&after, r#"fhirgate_jobs{state="completed"}"#),
+        1.0,
+        "{after}"
+    );
+    assert!(after.contains("fhirgate_poller_lag_seconds"), "{after}");
+    assert!(
+        after.contains("# TYPE fhirgate_upstream_token_fetches counter"),
+        "{after}"
+    );
+    let uuid = regex_lite_uuid();
+    assert!(!after.lines().any(uuid), "no ids in labels: {after}");
+}
+
+/// True when a line holds something shaped like a UUID.
+fn regex_lite_uuid() -> impl Fn(&str) -> bool {
+    |line: &str| {
+        line.as_bytes().windows(36).any(|w| {
+            w.iter().enumerate().all(|(i, b)| match i {
+                8 | 13 | 18 | 23 => *b == b'-',
+                _ => b.is_ascii_hexdigit(),
+            })
+        })
+    }
+}
+
+#[tokio::test]
+async fn readiness_turns_503_when_the_store_goes_away_and_200_when_it_returns() {
+    let Ok(admin_url) = std::env::var("FHIRGATE_TEST_POSTGRES_URL") else {
+        eprintln!("PostgreSQL only: an embedded SQLite file cannot go away and come back");
+        return;
+    };
+    if admin_url.is_empty() {
+        return;
+    }
+    let proxy = crate::helpers::TcpProxy::start("127.0.0.1:5432").await;
+    let app = TestApp::spawn_configured("", |s| {
+        let mut url = url::Url::parse(&s.store.url).unwrap();
+        url.set_port(Some(proxy.port())).unwrap();
+        s.store.url = url.to_string();
+    })
+    .await;
+    let ready = || async {
+        app.client
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(ready().await, 200);
+
+    proxy.cut();
+    assert_eq!(ready().await, 503);
+    assert_eq!(
+        app.client
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    proxy.restore();
+    let mut status = 0;
+    for _ in 0..50 {
+        status = ready().await;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200);
+}
