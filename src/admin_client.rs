@@ -60,14 +60,12 @@ fn diagnostics(body: &Value) -> String {
             issues
                 .iter()
                 .map(|i| {
-                    let at = i["expression"][0]
-                        .as_str()
-                        .map(|e| format!("{e}: "))
-                        .unwrap_or_default();
-                    format!(
-                        "{at}{}",
-                        i["diagnostics"].as_str().unwrap_or("(no diagnostics)")
-                    )
+                    let text = i["diagnostics"].as_str().unwrap_or("(no diagnostics)");
+                    match i["expression"][0].as_str() {
+                        // Diagnostics usually name their field already.
+                        Some(e) if !text.starts_with(e) => format!("{e}: {text}"),
+                        _ => text.to_owned(),
+                    }
                 })
                 .collect()
         })

@@ -62,6 +62,9 @@ pub async fn find_job(
     // Everything done for a job is found under the Log ID of its kick-off.
     crate::observe::context::set_log_id(job.log_id);
     crate::observe::context::set_job(job.id);
+    if caller.source().is_none() {
+        crate::observe::context::set_source(&job.source_key);
+    }
     match job.state {
         JobState::Deleted => Err(ApiError::NotFound("This export job was deleted.".into())),
         JobState::Expired => Err(ApiError::NotFound(

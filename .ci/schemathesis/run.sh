@@ -34,7 +34,7 @@ ready || { echo "the gateway did not become ready" >&2; tail -20 target/schemath
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance \
     --phases examples,fuzzing,stateful \
     --workers 2 \
-    --max-time 180 \
+    --max-time "${ST_MAX_TIME:-180}" \
     --report junit --report-dir target/schemathesis
 
 kill -TERM "$gateway"

@@ -205,3 +205,90 @@ fn migrate_creates_the_job_store_and_exits_0() {
     );
     assert!(db.exists(), "the database file and its folder were created");
 }
+
+/// Runs the binary off the test's runtime (the gateway's message log writer lives on it).
+async fn run(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || fhirgate().args(args).output().unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn logs_and_jobs_show_the_message_log_and_jobs_as_tables_through_the_admin_api() {
+    use crate::observability::{ADMIN_KEY, admin_toml};
+    let app = crate::helpers::TestApp::spawn_with(&admin_toml()).await;
+    let location = crate::lifecycle::kicked_off(&app).await;
+    let job_id = location.rsplit('/').next().unwrap().to_owned();
+    let admin = |cmd: &[&str]| {
+        let mut args: Vec<String> = cmd.iter().map(|s| s.to_string()).collect();
+        args.extend([
+            "--url".into(),
+            app.address.clone(),
+            "--admin-key".into(),
+            ADMIN_KEY.into(),
+        ]);
+        args
+    };
+
+    let out = run(admin(&["logs"])).await;
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{table}");
+    let header = table.lines().next().unwrap();
+    assert!(
+        header.starts_with("TIME") && header.contains("LOG ID") && header.contains("STATUS"),
+        "{table}"
+    );
+    let row = table.lines().nth(1).unwrap();
+    for cell in [
+        crate::helpers::SEED_LOG_ID,
+        "group-export",
+        "spec-ehr/Development",
+        "202",
+        &job_id,
+    ] {
+        assert!(row.contains(cell), "{cell} in {row}");
+    }
+
+    let out = run(admin(&["logs", crate::helpers::SEED_LOG_ID])).await;
+    let detail = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{detail}");
+    assert!(
+        detail.contains("Upstream calls") && detail.contains("kickoff"),
+        "{detail}"
+    );
+
+    let out = run(admin(&["jobs", "--state", "accepted"])).await;
+    let jobs = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        jobs.contains(&job_id) && jobs.contains("accepted"),
+        "{jobs}"
+    );
+
+    let out = run(admin(&["jobs", &job_id, "--json"])).await;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["id"], job_id.as_str());
+    assert_eq!(json["lastUpstreamStatus"], 202);
+
+    let out = run(vec![
+        "logs".into(),
+        "--url".into(),
+        app.address.clone(),
+        "--admin-key".into(),
+        "wrong-key".into(),
+    ])
+    .await;
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        err.contains("HTTP 401") && !err.contains("wrong-key"),
+        "{err}"
+    );
+
+    let out = run(admin(&["logs", "--status", "9xx"])).await;
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        err.contains("HTTP 400: status must be a status class"),
+        "{err}"
+    );
+}

@@ -200,6 +200,17 @@ async fn concurrent_kickoffs_share_one_token_request() {
         1,
         "one token, cached and shared"
     );
+    let metrics = app.state().metrics.render().unwrap();
+    let fetches: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("fhirgate_upstream_token_fetches_total{"))
+        .collect();
+    assert_eq!(fetches.len(), 1, "{metrics}");
+    assert!(
+        fetches[0].contains(r#"outcome="ok"}"#) && fetches[0].ends_with(" 1"),
+        "{}",
+        fetches[0]
+    );
 }
 
 #[tokio::test]
@@ -272,4 +283,13 @@ async fn a_token_endpoint_refusal_is_a_502_that_names_the_credentials_but_never_
     let outcome: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(codes(&outcome), ["security"]);
     insta::assert_json_snapshot!("token_endpoint_refused", outcome);
+    let metrics = app.state().metrics.render().unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("fhirgate_upstream_token_fetches_total{")
+                && l.contains(r#"outcome="failed""#)
+                && l.ends_with(" 1")),
+        "{metrics}"
+    );
 }
