@@ -1,6 +1,7 @@
 //! The job store: every accepted kick-off and what became of it, so a partner's status URL works after
 //! any restart and from any replica.
 
+mod filters;
 pub mod postgres;
 pub mod sqlite;
 

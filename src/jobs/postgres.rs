@@ -1,5 +1,6 @@
 //! The job store for several gateway replicas: PostgreSQL, claims taken with `FOR UPDATE SKIP LOCKED`.
 
+use super::filters::{push_job_filter, push_log_filter, push_page};
 use super::{
     AttemptOutcome, AttemptRecord, Claim, FailureCount, Job, JobFilter, JobStats, JobStore,
     LogFilter, LogRecord, NewJob, NotifyUpdate, RecordKind, StatusColumns, StatusUpdate,
@@ -363,42 +364,9 @@ impl JobStore for PostgresStore {
         limit: u32,
         offset: u64,
     ) -> Result<Vec<LogRecord>, StoreError> {
-        let mut qb = QueryBuilder::<Postgres>::new("SELECT * FROM message_log WHERE 1 = 1");
-        if let Some(kind) = filter.kind {
-            qb.push(" AND kind = ").push_bind(kind.as_str());
-        }
-        for (column, value) in [
-            ("source", &filter.source),
-            ("destination", &filter.destination),
-            ("environment", &filter.environment),
-            ("event_type", &filter.event_type),
-        ] {
-            if let Some(v) = value {
-                qb.push(format!(" AND {column} = ")).push_bind(v.clone());
-            }
-        }
-        if let Some(class) = filter.status_class {
-            qb.push(" AND gateway_status >= ")
-                .push_bind(i32::from(class) * 100)
-                .push(" AND gateway_status < ")
-                .push_bind((i32::from(class) + 1) * 100);
-        }
-        if let Some(since) = filter.since {
-            qb.push(" AND at >= ").push_bind(since);
-        }
-        if let Some(until) = filter.until {
-            qb.push(" AND at <= ").push_bind(until);
-        }
-        if let Some(log_id) = filter.log_id {
-            qb.push(" AND log_id = ").push_bind(log_id);
-        }
-        if let Some(job_id) = filter.job_id {
-            qb.push(" AND job_id = ").push_bind(job_id);
-        }
-        qb.push(" ORDER BY at DESC, seq DESC LIMIT ")
-            .push_bind(i64::from(limit))
-            .push(" OFFSET ")
-            .push_bind(i64::try_from(offset).unwrap_or(i64::MAX));
+        let mut qb = QueryBuilder::<Postgres>::new("SELECT * FROM message_log");
+        push_log_filter(&mut qb, filter);
+        push_page(&mut qb, "at DESC, seq DESC", limit, offset);
         let rows = qb.build().fetch_all(&self.pool).await?;
         rows.iter().map(Self::row_to_log).collect()
     }
@@ -417,26 +385,9 @@ impl JobStore for PostgresStore {
         limit: u32,
         offset: u64,
     ) -> Result<Vec<Job>, StoreError> {
-        let mut qb = QueryBuilder::<Postgres>::new("SELECT * FROM jobs WHERE 1 = 1");
-        if let Some(state) = filter.state {
-            qb.push(" AND state = ").push_bind(state.as_str());
-        }
-        for (column, value) in [
-            ("source_key", &filter.source),
-            ("destination", &filter.destination),
-            ("environment", &filter.environment),
-        ] {
-            if let Some(v) = value {
-                qb.push(format!(" AND {column} = ")).push_bind(v.clone());
-            }
-        }
-        if let Some(log_id) = filter.log_id {
-            qb.push(" AND log_id = ").push_bind(log_id);
-        }
-        qb.push(" ORDER BY created_at DESC, id LIMIT ")
-            .push_bind(i64::from(limit))
-            .push(" OFFSET ")
-            .push_bind(i64::try_from(offset).unwrap_or(i64::MAX));
+        let mut qb = QueryBuilder::<Postgres>::new("SELECT * FROM jobs");
+        push_job_filter(&mut qb, filter);
+        push_page(&mut qb, "created_at DESC, id", limit, offset);
         let rows = qb.build().fetch_all(&self.pool).await?;
         rows.iter().map(Self::row_to_job).collect()
     }

@@ -6,6 +6,7 @@
 //! Reads use a pool of read-only connections. Times are fixed-width RFC 3339 UTC text, so they compare
 //! correctly as strings.
 
+use super::filters::{push_job_filter, push_log_filter, push_page};
 use super::{
     AttemptOutcome, AttemptRecord, Claim, FailureCount, Job, JobFilter, JobStats, JobStore,
     LogFilter, LogRecord, NewJob, NotifyUpdate, RecordKind, StatusColumns, StatusUpdate,
@@ -63,7 +64,7 @@ struct Write {
     reply: oneshot::Sender<Result<Done, StoreError>>,
 }
 
-fn ts(t: DateTime<Utc>) -> String {
+pub(crate) fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
@@ -107,60 +108,6 @@ fn row_to_log(row: &SqliteRow) -> Result<LogRecord, StoreError> {
         duration_ms: row.try_get("duration_ms")?,
         job_id: job_id.as_deref().map(uuid).transpose()?,
     })
-}
-
-fn push_log_filter(qb: &mut QueryBuilder<'_, Sqlite>, f: &LogFilter) {
-    qb.push(" WHERE 1 = 1");
-    if let Some(kind) = f.kind {
-        qb.push(" AND kind = ").push_bind(kind.as_str());
-    }
-    for (column, value) in [
-        ("source", &f.source),
-        ("destination", &f.destination),
-        ("environment", &f.environment),
-        ("event_type", &f.event_type),
-    ] {
-        if let Some(v) = value {
-            qb.push(format!(" AND {column} = ")).push_bind(v.clone());
-        }
-    }
-    if let Some(class) = f.status_class {
-        qb.push(" AND gateway_status >= ")
-            .push_bind(i64::from(class) * 100)
-            .push(" AND gateway_status < ")
-            .push_bind((i64::from(class) + 1) * 100);
-    }
-    if let Some(since) = f.since {
-        qb.push(" AND at >= ").push_bind(ts(since));
-    }
-    if let Some(until) = f.until {
-        qb.push(" AND at <= ").push_bind(ts(until));
-    }
-    if let Some(log_id) = f.log_id {
-        qb.push(" AND log_id = ").push_bind(log_id.to_string());
-    }
-    if let Some(job_id) = f.job_id {
-        qb.push(" AND job_id = ").push_bind(job_id.to_string());
-    }
-}
-
-fn push_job_filter(qb: &mut QueryBuilder<'_, Sqlite>, f: &JobFilter) {
-    qb.push(" WHERE 1 = 1");
-    if let Some(state) = f.state {
-        qb.push(" AND state = ").push_bind(state.as_str());
-    }
-    for (column, value) in [
-        ("source_key", &f.source),
-        ("destination", &f.destination),
-        ("environment", &f.environment),
-    ] {
-        if let Some(v) = value {
-            qb.push(format!(" AND {column} = ")).push_bind(v.clone());
-        }
-    }
-    if let Some(log_id) = f.log_id {
-        qb.push(" AND log_id = ").push_bind(log_id.to_string());
-    }
 }
 
 fn row_to_job(row: &SqliteRow) -> Result<Job, StoreError> {
@@ -662,10 +609,7 @@ impl JobStore for SqliteStore {
     ) -> Result<Vec<LogRecord>, StoreError> {
         let mut qb = QueryBuilder::<Sqlite>::new("SELECT * FROM message_log");
         push_log_filter(&mut qb, filter);
-        qb.push(" ORDER BY at DESC, seq DESC LIMIT ")
-            .push_bind(i64::from(limit))
-            .push(" OFFSET ")
-            .push_bind(i64::try_from(offset).unwrap_or(i64::MAX));
+        push_page(&mut qb, "at DESC, seq DESC", limit, offset);
         let rows = qb.build().fetch_all(&self.reader).await?;
         rows.iter().map(row_to_log).collect()
     }
@@ -687,10 +631,7 @@ impl JobStore for SqliteStore {
     ) -> Result<Vec<Job>, StoreError> {
         let mut qb = QueryBuilder::<Sqlite>::new("SELECT * FROM jobs");
         push_job_filter(&mut qb, filter);
-        qb.push(" ORDER BY created_at DESC, id LIMIT ")
-            .push_bind(i64::from(limit))
-            .push(" OFFSET ")
-            .push_bind(i64::try_from(offset).unwrap_or(i64::MAX));
+        push_page(&mut qb, "created_at DESC, id", limit, offset);
         let rows = qb.build().fetch_all(&self.reader).await?;
         rows.iter().map(row_to_job).collect()
     }

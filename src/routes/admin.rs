@@ -166,6 +166,12 @@ impl Params {
     }
 }
 
+/// A UUID from the path, or a 400 naming the parameter.
+fn path_uuid(raw: &str, name: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw)
+        .map_err(|_| ApiError::Invalid(vec![Issue::at(IssueCode::Value, name, "must be a UUID")]))
+}
+
 fn store_error(e: StoreError) -> ApiError {
     e.into()
 }
@@ -407,9 +413,7 @@ pub async fn log(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let log_id = Uuid::parse_str(&path).map_err(|_| {
-        ApiError::Invalid(vec![Issue::at(IssueCode::Value, "logId", "must be a UUID")])
-    })?;
+    let log_id = path_uuid(&path, "logId")?;
     state.log.flush().await;
     let mut records = state
         .store
@@ -513,9 +517,7 @@ pub async fn job(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let job_id = Uuid::parse_str(&path).map_err(|_| {
-        ApiError::Invalid(vec![Issue::at(IssueCode::Value, "jobId", "must be a UUID")])
-    })?;
+    let job_id = path_uuid(&path, "jobId")?;
     let job = state
         .store
         .get(job_id)
