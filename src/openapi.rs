@@ -487,8 +487,8 @@ fn admin_paths(paths: &mut Map<String, Value>) {
         ),
         query(
             "status",
-            "The gateway's status class: 2xx, 3xx, 4xx or 5xx.",
-            json!({ "type": "string", "enum": ["2xx", "3xx", "4xx", "5xx"] }),
+            "The gateway's status class (2xx, 3xx, 4xx, 5xx) or one status (404).",
+            json!({ "type": "string", "pattern": "^([1-5]xx|[1-5][0-9][0-9])$" }),
         ),
         query(
             "since",

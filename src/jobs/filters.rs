@@ -69,6 +69,10 @@ where
             .push(" AND gateway_status < ")
             .push_bind((i64::from(class) + 1) * 100);
     }
+    if let Some(status) = f.status {
+        qb.push(" AND gateway_status = ")
+            .push_bind(i64::from(status));
+    }
     if let Some(since) = f.since {
         qb.push(" AND at >= ");
         DB::bind_time(qb, since);

@@ -274,6 +274,8 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
         limit: u32,
         offset: u64,
     ) -> Result<Vec<LogRecord>, StoreError>;
+    /// How many message log records match `filter`.
+    async fn count_logs(&self, filter: &LogFilter) -> Result<u64, StoreError>;
     /// Deletes message log records older than `before`; how many went.
     async fn prune_logs(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
     /// Jobs matching `filter`, newest first.

@@ -371,6 +371,13 @@ impl JobStore for PostgresStore {
         rows.iter().map(Self::row_to_log).collect()
     }
 
+    async fn count_logs(&self, filter: &LogFilter) -> Result<u64, StoreError> {
+        let mut qb = QueryBuilder::<Postgres>::new("SELECT COUNT(*) FROM message_log");
+        push_log_filter(&mut qb, filter);
+        let n: i64 = qb.build_query_scalar().fetch_one(&self.pool).await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     async fn prune_logs(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
         let gone = sqlx::query("DELETE FROM message_log WHERE at < $1")
             .bind(before)

@@ -614,6 +614,13 @@ impl JobStore for SqliteStore {
         rows.iter().map(row_to_log).collect()
     }
 
+    async fn count_logs(&self, filter: &LogFilter) -> Result<u64, StoreError> {
+        let mut qb = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM message_log");
+        push_log_filter(&mut qb, filter);
+        let n: i64 = qb.build_query_scalar().fetch_one(&self.reader).await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     async fn prune_logs(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
         match self.write(Op::PruneLogs(before)).await? {
             Done::Count(n) => Ok(n),

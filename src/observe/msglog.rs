@@ -76,6 +76,8 @@ pub struct LogFilter {
     pub event_type: Option<String>,
     /// 2 for 2xx … 5 for 5xx, on the gateway's status.
     pub status_class: Option<u16>,
+    /// One exact gateway status.
+    pub status: Option<u16>,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
     pub log_id: Option<Uuid>,

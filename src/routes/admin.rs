@@ -195,6 +195,8 @@ fn next_link(req: &HttpRequest, limit: u32, offset: u64, more: bool) -> Option<S
 #[serde(rename_all = "camelCase")]
 pub struct LogPage {
     pub entries: Vec<LogRecord>,
+    /// Records matching the filters, on every page.
+    pub total: u64,
     pub limit: u32,
     pub offset: u64,
     /// The next page's path and query; absent on the last page.
@@ -361,7 +363,7 @@ pub async fn logs(
             &["logId", "log_id"],
             &["jobId", "job_id"],
             &["kind"],
-            &["limit"],
+            &["limit", "_count", "count"],
             &["offset"],
         ],
     );
@@ -371,27 +373,46 @@ pub async fn logs(
             other => RecordKind::parse(other).map(Some),
         })
         .unwrap_or(Some(RecordKind::Request));
-    let filter = LogFilter {
+    let mut filter = LogFilter {
         kind,
         source: p.text("source"),
         destination: p.text("destination"),
         environment: p.text("environment"),
         event_type: p.text("eventType"),
-        status_class: p.parsed("status", "a status class: 2xx, 3xx, 4xx or 5xx", |s| {
-            let digit = s
-                .strip_suffix("xx")
-                .or_else(|| s.strip_suffix("XX"))
-                .unwrap_or(s);
-            digit.parse::<u16>().ok().filter(|d| (1..=5).contains(d))
-        }),
+        status_class: None,
+        status: None,
         since: p.time("since"),
         until: p.time("until"),
         log_id: p.uuid("logId"),
         job_id: p.uuid("jobId"),
     };
+    // `status` is a class (4xx) or one status (404).
+    if let Some((class, exact)) = p.parsed(
+        "status",
+        "a status class (2xx, 3xx, 4xx, 5xx) or a status such as 404",
+        |s| {
+            let class = s.strip_suffix("xx").or_else(|| s.strip_suffix("XX"));
+            match class {
+                Some(d) => d
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|d| (1..=5).contains(d))
+                    .map(|d| (Some(d), None)),
+                None => s
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|n| (100..=599).contains(n))
+                    .map(|n| (None, Some(n))),
+            }
+        },
+    ) {
+        filter.status_class = class;
+        filter.status = exact;
+    }
     let (limit, offset) = p.page();
     p.finish()?;
     state.log.flush().await;
+    let total = state.store.count_logs(&filter).await.map_err(store_error)?;
     let mut entries = state
         .store
         .query_logs(&filter, limit + 1, offset)
@@ -401,6 +422,7 @@ pub async fn logs(
     entries.truncate(limit as usize);
     Ok(json(&LogPage {
         entries,
+        total,
         limit,
         offset,
         next: next_link(&req, limit, offset, more),
@@ -475,7 +497,7 @@ pub async fn jobs(
             &["destination"],
             &["environment"],
             &["logId", "log_id"],
-            &["limit"],
+            &["limit", "_count", "count"],
             &["offset"],
         ],
     );

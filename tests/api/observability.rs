@@ -178,6 +178,9 @@ async fn log_filters_and_paging_find_what_was_asked_for() {
     assert_eq!(count(&refused), 2);
     let (_, elsewhere) = admin_get(&app, "/admin/logs?destination=no-such-ehr").await;
     assert_eq!(count(&elsewhere), 1);
+    let (_, not_found) = admin_get(&app, "/admin/logs?status=404").await;
+    assert_eq!(count(&not_found), 1);
+    assert_eq!(not_found["entries"][0]["destination"], "no-such-ehr");
     let (_, dev) = admin_get(
         &app,
         "/admin/logs?destination=spec-ehr&environment=Development&eventType=group-export",
@@ -201,6 +204,7 @@ async fn log_filters_and_paging_find_what_was_asked_for() {
 
     let (_, first) = admin_get(&app, "/admin/logs?limit=2").await;
     assert_eq!(count(&first), 2);
+    assert_eq!(first["total"], 5, "the total counts every page");
     let next = first["next"].as_str().expect("a next page").to_owned();
     let (_, second) = admin_get(&app, &next).await;
     assert_eq!(count(&second), 2);
