@@ -1,6 +1,8 @@
 //! The job store for several gateway replicas: PostgreSQL, claims taken with `FOR UPDATE SKIP LOCKED`.
 
-use super::filters::{push_job_filter, push_log_filter, push_page};
+use super::filters::{
+    LOG_ROWS_PER_INSERT, log_insert, push_job_filter, push_log_filter, push_page,
+};
 use super::{
     AttemptOutcome, AttemptRecord, Claim, FailureCount, Job, JobFilter, JobStats, JobStore,
     LogFilter, LogRecord, NewJob, NotifyUpdate, RecordKind, StatusColumns, StatusUpdate,
@@ -333,28 +335,12 @@ impl JobStore for PostgresStore {
         if records.is_empty() {
             return Ok(());
         }
-        let mut qb = QueryBuilder::<Postgres>::new(
-            "INSERT INTO message_log (kind, log_id, attempt_id, at, source, destination, environment,
-                 event_type, method, route, gateway_status, upstream_status, error_code, duration_ms, job_id) ",
-        );
-        qb.push_values(records, |mut b, r| {
-            b.push_bind(r.kind.as_str())
-                .push_bind(r.log_id)
-                .push_bind(r.attempt_id)
-                .push_bind(r.time)
-                .push_bind(r.source.clone())
-                .push_bind(r.destination.clone())
-                .push_bind(r.environment.clone())
-                .push_bind(r.event_type.clone())
-                .push_bind(r.method.clone())
-                .push_bind(r.route.clone())
-                .push_bind(r.gateway_status.map(i32::from))
-                .push_bind(r.upstream_status.map(i32::from))
-                .push_bind(r.error_code.clone())
-                .push_bind(r.duration_ms)
-                .push_bind(r.job_id);
-        });
-        qb.build().execute(&self.pool).await?;
+        for chunk in records.chunks(LOG_ROWS_PER_INSERT) {
+            log_insert::<Postgres>(chunk)
+                .build()
+                .execute(&self.pool)
+                .await?;
+        }
         Ok(())
     }
 

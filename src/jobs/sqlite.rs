@@ -6,7 +6,9 @@
 //! Reads use a pool of read-only connections. Times are fixed-width RFC 3339 UTC text, so they compare
 //! correctly as strings.
 
-use super::filters::{push_job_filter, push_log_filter, push_page};
+use super::filters::{
+    LOG_ROWS_PER_INSERT, log_insert, push_job_filter, push_log_filter, push_page,
+};
 use super::{
     AttemptOutcome, AttemptRecord, Claim, FailureCount, Job, JobFilter, JobStats, JobStore,
     LogFilter, LogRecord, NewJob, NotifyUpdate, RecordKind, StatusColumns, StatusUpdate,
@@ -269,29 +271,11 @@ async fn apply(conn: &mut SqliteConnection, op: &Op) -> Result<Done, StoreError>
             Done::Fresh(inserted.rows_affected() == 1)
         }
         Op::AppendLog(records) => {
-            for r in records {
-                sqlx::query(
-                    "INSERT INTO message_log (kind, log_id, attempt_id, at, source, destination, environment,
-                         event_type, method, route, gateway_status, upstream_status, error_code, duration_ms, job_id)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-                )
-                .bind(r.kind.as_str())
-                .bind(r.log_id.to_string())
-                .bind(r.attempt_id.to_string())
-                .bind(ts(r.time))
-                .bind(r.source.as_deref())
-                .bind(r.destination.as_deref())
-                .bind(r.environment.as_deref())
-                .bind(r.event_type.as_deref())
-                .bind(r.method.as_deref())
-                .bind(r.route.as_str())
-                .bind(r.gateway_status.map(i64::from))
-                .bind(r.upstream_status.map(i64::from))
-                .bind(r.error_code.as_deref())
-                .bind(r.duration_ms)
-                .bind(r.job_id.map(|j| j.to_string()))
-                .execute(&mut *conn)
-                .await?;
+            for chunk in records.chunks(LOG_ROWS_PER_INSERT) {
+                log_insert::<Sqlite>(chunk)
+                    .build()
+                    .execute(&mut *conn)
+                    .await?;
             }
             Done::Nothing
         }
