@@ -123,7 +123,11 @@ pub async fn kick_off(state: &AppState, req: KickoffRequest) -> Result<Accepted,
         .into());
     }
     let request_log_id = parsed.meta.as_ref().and_then(Meta::log_id);
-    let log_id = request_log_id.unwrap_or_else(Uuid::new_v4);
+    // The envelope's Log ID; else the partner's X-Request-ID (when a UUID) or a new one, as the
+    // request's context already holds.
+    let log_id = request_log_id
+        .or_else(crate::observe::context::log_id)
+        .unwrap_or_else(Uuid::new_v4);
     crate::observe::context::set_log_id(log_id);
     if let (None, Some(claimed)) = (req.caller.source(), claimed_source) {
         crate::observe::context::set_source(&claimed.to_string());

@@ -89,6 +89,11 @@ pub fn set_log_id(log_id: Uuid) {
     });
 }
 
+/// The current request's Log ID.
+pub fn log_id() -> Option<Uuid> {
+    with(|ctx| ctx.lock().log_id)
+}
+
 /// The AttemptID the gateway gave the current request.
 pub fn attempt_id() -> Option<Uuid> {
     with(|ctx| ctx.lock().attempt_id)

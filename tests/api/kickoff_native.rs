@@ -176,3 +176,37 @@ async fn invalid_native_parameters_are_refused_naming_each_one() {
     assert_eq!(named, ["_outputFormat", "_since", "_type"]);
     insta::assert_json_snapshot!("native_invalid_parameters", outcome);
 }
+
+#[tokio::test]
+async fn a_native_kickoff_keeps_the_partners_x_request_id_as_its_log_id() {
+    let app = TestApp::spawn().await;
+    app.upstream_accepts_kickoffs().await;
+    let request_id = "5a0e9c62-1f55-4b8e-9d8f-3b2f3c9e7a41";
+
+    let response = native_get(&app, "/fhir/R4/spec-ehr/Development/$export?_type=Patient")
+        .header("X-Request-ID", request_id)
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), 202);
+    assert_eq!(response.headers()["X-Request-ID"], request_id);
+    let sent = &app.upstream_kickoffs().await[0];
+    assert_eq!(sent.headers["x-request-id"], request_id);
+}
+
+#[tokio::test]
+async fn an_x_request_id_that_is_not_a_uuid_is_replaced_not_echoed() {
+    let app = TestApp::spawn().await;
+    app.upstream_accepts_kickoffs().await;
+
+    let response = native_get(&app, "/fhir/R4/spec-ehr/Development/$export?_type=Patient")
+        .header("X-Request-ID", "<script>")
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), 202);
+    let echoed = response.headers()["X-Request-ID"].to_str().unwrap();
+    assert!(uuid::Uuid::parse_str(echoed).is_ok(), "{echoed}");
+}
