@@ -139,8 +139,24 @@ pub struct SourceSettings {
     pub rate_limit_per_minute: u32,
     /// The source's public keys (a JWKS), for client assertions at `POST /auth/token`.
     pub jwks_file: Option<PathBuf>,
-    /// Where the source publishes its JWKS (fetched when a `kid` is not yet known).
+    /// Where the source publishes its JWKS (fetched when a `kid` is not yet known). An assertion whose
+    /// header carries `jku` is accepted only when `jku` is exactly this URL.
     pub jwks_url: Option<Url>,
+    /// The SMART system scopes this source may be granted (v1 `system/Patient.read` or v2
+    /// `system/Patient.rs`; `*` for every type). Only read and search are ever granted.
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<crate::domain::SystemScope>,
+}
+
+fn default_scopes() -> Vec<crate::domain::SystemScope> {
+    crate::domain::Scopes::all_read().iter().copied().collect()
+}
+
+impl SourceSettings {
+    /// The scopes this source may be granted.
+    pub fn allowed_scopes(&self) -> crate::domain::Scopes {
+        crate::domain::Scopes::new(self.scopes.clone())
+    }
 }
 
 /// One destination (and optionally some of its environments) granted to a source.
@@ -606,6 +622,12 @@ impl Settings {
                 return invalid(
                     format!("sources[{i}].api_key_sha256"),
                     "must be 64 hex digits (a SHA-256)",
+                );
+            }
+            if !src.allowed_scopes().reads_anything() {
+                return invalid(
+                    format!("sources[{i}].scopes"),
+                    "must let the source read at least one resource type, e.g. [\"system/*.read\"]",
                 );
             }
             for (j, grant) in src.destinations.iter().enumerate() {

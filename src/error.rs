@@ -31,8 +31,11 @@ pub enum ApiError {
     Conflict(String),
     /// The client was too slow sending its request: 408.
     RequestTimeout,
-    /// No or bad credentials: 401.
+    /// No credentials, or not in a form the gateway reads: 401 with `WWW-Authenticate: Bearer`.
     Unauthorized(String),
+    /// A credential that is not valid (unknown key, expired or forged token): 401 with
+    /// `WWW-Authenticate: Bearer error="invalid_token"` (RFC 6750 §3.1).
+    InvalidToken(String),
     /// Authenticated, but not allowed: 403.
     Forbidden(Issue),
     /// The caller sent too many requests: 429 with a Retry-After in seconds.
@@ -60,7 +63,7 @@ impl ApiError {
             ApiError::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized(_) | ApiError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Upstream(e) => match e {
@@ -109,7 +112,9 @@ impl ApiError {
                 IssueCode::Timeout,
                 "The request body did not arrive in time.",
             )],
-            ApiError::Unauthorized(why) => vec![Issue::general(IssueCode::Security, why.clone())],
+            ApiError::Unauthorized(why) | ApiError::InvalidToken(why) => {
+                vec![Issue::general(IssueCode::Security, why.clone())]
+            }
             ApiError::Forbidden(issue) => vec![issue.clone()],
             ApiError::RateLimited(_) => vec![Issue::general(
                 IssueCode::Throttled,
@@ -179,7 +184,7 @@ impl ApiError {
             ApiError::NotAcceptable => "not-acceptable",
             ApiError::Conflict(_) => "conflict",
             ApiError::RequestTimeout => "request-timeout",
-            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Unauthorized(_) | ApiError::InvalidToken(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::RateLimited(_) => "rate-limited",
             ApiError::Upstream(e) => match e {
@@ -264,6 +269,9 @@ pub fn render(error: &ApiError, log_id: Option<Uuid>) -> HttpResponse {
         }
         ApiError::Unauthorized(_) => {
             builder.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        ApiError::InvalidToken(_) => {
+            builder.insert_header(("WWW-Authenticate", r#"Bearer error="invalid_token""#));
         }
         _ => {}
     }

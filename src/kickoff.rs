@@ -43,10 +43,97 @@ pub struct Accepted {
     pub attempt_id: Uuid,
     pub content_location: String,
     pub dropped: Vec<String>,
+    /// What the gateway changed for the caller's scopes: the `_type` it sent when none was given.
+    pub scoped: Option<ScopedTypes>,
     /// The request's Meta (envelope form only).
     pub meta: Option<Meta>,
     /// True when an earlier attempt had already been accepted and no upstream call was made.
     pub replayed: bool,
+}
+
+/// How a kick-off without `_type` was fitted to scopes that do not cover every resource type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScopedTypes {
+    /// `_type` was set to the types the scopes grant (comma-separated, as sent upstream).
+    Narrowed(String),
+    /// The destination takes no `_type`: the export is whole, and files of other types are refused.
+    FilesFiltered(String),
+}
+
+/// Fits a planned kick-off to the caller's scopes: a `_type` or `_typeFilter` naming a type the scopes
+/// do not grant is refused (403); without `_type`, the export is narrowed to the granted types where the
+/// destination takes `_type`.
+fn within_scopes(
+    caller: &crate::auth::Caller,
+    connector: &Connector,
+    mut plan: crate::connectors::plan::KickoffPlan,
+) -> Result<(crate::connectors::plan::KickoffPlan, Option<ScopedTypes>), ApiError> {
+    use crate::domain::{IssueCode, Param, ResourceTypes};
+    let Some(scopes) = caller.scopes() else {
+        return Ok((plan, None));
+    };
+    let forbidden = |param: Param, names: Vec<&str>| {
+        ApiError::Forbidden(Issue::at(
+            IssueCode::Forbidden,
+            param.as_str(),
+            format!(
+                "names {}, which this client's scopes ({scopes}) do not let it read",
+                names.join(", ")
+            ),
+        ))
+    };
+    let params = &plan.kickoff.params;
+    if let Some(types) = &params.types {
+        let refused: Vec<&str> = types
+            .iter()
+            .map(|t| t.as_str())
+            .filter(|t| !scopes.reads(t))
+            .collect();
+        if !refused.is_empty() {
+            return Err(forbidden(Param::Type, refused));
+        }
+    }
+    if let Some(filters) = &params.type_filters {
+        let mut refused: Vec<&str> = filters
+            .iter()
+            .map(|f| f.resource_type.as_str())
+            .filter(|t| !scopes.reads(t))
+            .collect();
+        refused.dedup();
+        if !refused.is_empty() {
+            return Err(forbidden(Param::TypeFilter, refused));
+        }
+    }
+    if params.types.is_some() {
+        return Ok((plan, None));
+    }
+    let Some(granted) = scopes.readable_types() else {
+        return Ok((plan, None));
+    };
+    let exportable: Vec<&str> = granted
+        .iter()
+        .map(|t| t.as_str())
+        .filter(|t| connector.capabilities.supports_type(t))
+        .collect();
+    if exportable.is_empty() {
+        return Err(ApiError::Forbidden(Issue::at(
+            IssueCode::Forbidden,
+            Param::Type.as_str(),
+            format!(
+                "This client's scopes ({scopes}) grant no resource type destination '{}' exports",
+                connector.slug
+            ),
+        )));
+    }
+    let wire = exportable.join(",");
+    if !connector.capabilities.supports(Param::Type) {
+        return Ok((plan, Some(ScopedTypes::FilesFiltered(wire))));
+    }
+    let types = ResourceTypes::try_from(wire.as_str()).map_err(|e| {
+        ApiError::Internal(format!("granted types do not make a _type list: {e:?}"))
+    })?;
+    plan.kickoff.params.types = Some(types);
+    Ok((plan, Some(ScopedTypes::Narrowed(wire))))
 }
 
 /// A validated kick-off with its envelope Meta, when there was one.
@@ -137,6 +224,7 @@ pub async fn kick_off(state: &AppState, req: KickoffRequest) -> Result<Accepted,
     let plan = connector
         .plan(parsed.kickoff, &parsed.unknown, req.lenient)
         .map_err(|issues| fail(ApiError::Invalid(issues)))?;
+    let (plan, notices) = within_scopes(&req.caller, &connector, plan).map_err(fail)?;
     let upstream = connector.kickoff_request(&plan, log_id);
     let attempt_id = crate::observe::context::attempt_id().unwrap_or_else(Uuid::new_v4);
     let new_job = NewJob {
@@ -158,6 +246,7 @@ pub async fn kick_off(state: &AppState, req: KickoffRequest) -> Result<Accepted,
         attempt_id,
         content_location: state.status_url(connector.slug.as_str(), connector.environment, job_id),
         dropped: plan.dropped.clone(),
+        scoped: notices.clone(),
         meta: parsed.meta.clone(),
         replayed,
     };

@@ -1,6 +1,5 @@
 pub mod admin_client;
 pub mod auth;
-pub mod auth_token;
 pub mod config;
 pub mod connectors;
 pub mod domain;

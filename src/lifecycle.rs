@@ -365,6 +365,19 @@ pub async fn open_export_file(
         .into_iter()
         .nth(index)
         .ok_or_else(no_file)?;
+    // An output file's type is what the manifest says it holds; a type the caller's scopes do not
+    // grant is refused before the EHR is asked for it. Error files (OperationOutcomes about the export
+    // itself) and deletion Bundles go to whoever may read the export.
+    let resource_type = file.resource_type.as_str();
+    if file.section == "output" && !resource_type.is_empty() && !caller.reads(resource_type) {
+        return Err(fail(ApiError::Forbidden(crate::domain::Issue::general(
+            crate::domain::IssueCode::Forbidden,
+            format!(
+                "This client's scopes do not let it read {} resources.",
+                crate::domain::shorten(resource_type)
+            ),
+        ))));
+    }
     let response = connector
         .open_file(&file.url, manifest::requires_access_token(&stored), pass_on, job.log_id)
         .await

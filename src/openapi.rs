@@ -395,7 +395,7 @@ fn partner_paths(paths: &mut Map<String, Value>) {
             "properties": { "resourceType": { "const": "CapabilityStatement" } } } } } }),
     );
     paths.insert(format!("{base}/metadata"), json!({
-        "get": get_op("capability", "capability", "The CapabilityStatement for this destination and environment.", destination_params(), metadata, partner.clone())
+        "get": get_op("capability", "capability", "The CapabilityStatement for this destination and environment: public, with rest.security naming the token endpoint when the gateway wants credentials.", destination_params(), metadata, json!([{}]))
     }));
 
     let mut smart = Map::new();
@@ -410,23 +410,43 @@ fn partner_paths(paths: &mut Map<String, Value>) {
         "get": get_op("auth", "smartConfiguration", "Where sources with registered keys get access tokens.", destination_params(), smart, json!([{}]))
     }));
 
-    let mut token = partner_errors(&[("415", "The body is not a form.")]);
-    token.insert("200".into(), json!({ "description": "A five-minute access token.",
+    let oauth_error = |why: &str| {
+        json!({ "description": why,
+            "headers": { "Cache-Control": { "schema": { "const": "no-store" } } },
+            "content": { "application/json": { "schema": { "type": "object", "required": ["error"],
+                "properties": {
+                    "error": { "enum": ["invalid_request", "invalid_client", "invalid_grant", "invalid_scope",
+                        "unauthorized_client", "unsupported_grant_type", "temporarily_unavailable"] },
+                    "error_description": { "type": "string" } } } } } })
+    };
+    let mut token = Map::new();
+    token.insert("200".into(), json!({ "description": "A five-minute access token, with the scopes granted (the requested scopes narrowed to the source's, read and search only).",
         "content": { "application/json": { "schema": { "type": "object",
-            "required": ["access_token", "token_type", "expires_in"],
+            "required": ["access_token", "token_type", "expires_in", "scope"],
             "properties": { "access_token": { "type": "string" }, "token_type": { "const": "bearer" },
                 "expires_in": { "type": "integer" }, "scope": { "type": "string" } } } } } }));
+    token.insert("400".into(), oauth_error("RFC 6749 §5.2: invalid_request (missing, repeated or malformed parameter; not a form), unsupported_grant_type, or invalid_scope (malformed, non-system, unknown-resource, write-only or not allowed for this client)."));
+    token.insert("401".into(), oauth_error("invalid_client: the client assertion is not valid (unknown iss, jku not the registered JWKS URL, unknown kid, bad signature, wrong aud, expired, replayed jti)."));
+    token.insert("413".into(), outcome("The body is larger than allowed."));
+    token.insert(
+        "503".into(),
+        oauth_error("temporarily_unavailable: the gateway's store is unavailable."),
+    );
+    token.insert(
+        "default".into(),
+        oauth_error("Any other failure, in OAuth's error format."),
+    );
     paths.insert("/auth/token".into(), json!({ "post": {
         "tags": ["auth"], "operationId": "token",
         "summary": "SMART Backend Services client_credentials grant with a signed client assertion (RS384 or ES384).",
         "requestBody": { "required": true, "content": { "application/x-www-form-urlencoded": { "schema": {
             "type": "object",
-            "required": ["grant_type", "client_assertion_type", "client_assertion"],
+            "required": ["grant_type", "client_assertion_type", "client_assertion", "scope"],
             "properties": {
                 "grant_type": { "const": "client_credentials" },
                 "client_assertion_type": { "const": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer" },
                 "client_assertion": { "type": "string" },
-                "scope": { "type": "string" }
+                "scope": { "type": "string", "description": "Space-separated SMART system scopes: system/<Type|*>.read (v1) or system/<Type|*>.rs (v2)." }
             } } } } },
         "responses": token,
         "security": [{}]

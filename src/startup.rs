@@ -48,7 +48,7 @@ impl Application {
             );
         }
         let limits = crate::auth::RateLimits::new(&settings);
-        let issuer = crate::auth_token::TokenIssuer::new(&settings)?;
+        let issuer = crate::auth::issuer::TokenIssuer::new(&settings)?;
         let metrics = http.metrics().clone();
         crate::observe::msglog::prune_now(store.as_ref(), settings.log.retention_days).await;
         let (log, log_task) =

@@ -16,7 +16,7 @@ pub struct AppState {
     /// Per-source request budgets (`[[sources]] rate_limit_per_minute`).
     pub limits: Arc<crate::auth::RateLimits>,
     /// The gateway's token endpoint for sources with registered keys.
-    pub issuer: Arc<crate::auth_token::TokenIssuer>,
+    pub issuer: Arc<crate::auth::issuer::TokenIssuer>,
     /// Counters and histograms behind `/metrics`.
     pub metrics: Arc<crate::observe::metrics::Metrics>,
     /// The queue into the message log.

@@ -8,6 +8,7 @@ mod kickoff;
 mod output_format;
 pub mod params;
 mod resource_type;
+mod scope;
 
 pub use destination::{DestinationSlug, EnvironmentFlag};
 pub use fhir_id::FhirId;
@@ -16,3 +17,4 @@ pub use issue::{Issue, IssueCode, ParseError, Severity};
 pub use kickoff::{ExportKickoff, ExportKind, ExportLevel, KickoffParams, Param};
 pub use output_format::OutputFormat;
 pub use resource_type::{R4_RESOURCE_TYPES, ResourceType, ResourceTypes, shorten};
+pub use scope::{Permissions, ScopeError, ScopeVersion, Scopes, SystemScope};

@@ -17,6 +17,11 @@ pub struct SystemExportResponse {
     /// Parameters the destination does not support, dropped under `Prefer: handling=lenient`.
     #[serde(rename = "droppedParameters", skip_serializing_if = "Vec::is_empty")]
     pub dropped_parameters: Vec<String>,
+    /// Set when the source's scopes do not cover every resource type and the kick-off named no `_type`:
+    /// the types the export was narrowed to or, where the destination takes no `_type`, the only types
+    /// whose files the source may download.
+    #[serde(rename = "scopedType", skip_serializing_if = "Option::is_none")]
+    pub scoped_type: Option<String>,
 }
 
 impl SystemExportResponse {
@@ -26,12 +31,14 @@ impl SystemExportResponse {
         attempt_id: Uuid,
         content_location: String,
         dropped_parameters: Vec<String>,
+        scoped_type: Option<String>,
     ) -> Self {
         SystemExportResponse {
             meta: OutboundMeta::reply(request, "system-export-response", log_id, attempt_id),
             status: 202,
             content_location,
             dropped_parameters,
+            scoped_type,
         }
     }
 }

@@ -24,8 +24,34 @@ fn operation(kind: ExportKind) -> Value {
     json!({"name": name, "definition": definition})
 }
 
-/// A CapabilityStatement for one destination and environment, as served by the gateway at `base`.
-pub fn capability_statement(connector: &Connector, base: &str, date: &str) -> Value {
+/// `rest.security` for a gateway that wants credentials: SMART's `oauth-uris` extension naming the
+/// token endpoint, and the SMART-on-FHIR service coding.
+fn security(token_url: &str) -> Value {
+    json!({
+        "extension": [{
+            "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+            "extension": [{"url": "token", "valueUri": token_url}],
+        }],
+        "service": [{
+            "coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                "code": "SMART-on-FHIR",
+                "display": "SMART-on-FHIR",
+            }],
+            "text": "SMART Backend Services (client_credentials with a signed JWT assertion), or an API key as a Bearer token",
+        }],
+        "description": "Send Authorization: Bearer <access token from the token endpoint, or API key>. Scopes: system/<Type|*>.read (SMART v1) or .rs (SMART v2); only read and search are granted.",
+    })
+}
+
+/// A CapabilityStatement for one destination and environment, as served by the gateway at `base`;
+/// `token_url` is set when the gateway wants credentials.
+pub fn capability_statement(
+    connector: &Connector,
+    base: &str,
+    date: &str,
+    token_url: Option<&str>,
+) -> Value {
     let caps = &connector.capabilities;
     let mut resources = Vec::new();
     for (kind, rtype) in [
@@ -48,6 +74,9 @@ pub fn capability_statement(connector: &Connector, base: &str, date: &str) -> Va
     });
     if caps.supports_kind(ExportKind::System) {
         rest["operation"] = json!([operation(ExportKind::System)]);
+    }
+    if let Some(token_url) = token_url {
+        rest["security"] = security(token_url);
     }
     let mut extension: Vec<Value> = caps
         .parameters

@@ -1,6 +1,8 @@
 //! `GET /fhir/R4/{slug}/{env}/metadata`: what this destination supports, as a CapabilityStatement.
+//! Public, as a FHIR server's is: clients read it to learn how to authenticate.
 
-use crate::auth::Caller;
+use crate::auth::auth_required;
+use crate::auth::issuer::TokenIssuer;
 use crate::envelope::now_millis;
 use crate::error::{ApiError, FHIR_JSON};
 use crate::fhir::capability::capability_statement;
@@ -9,7 +11,6 @@ use actix_web::http::header::CONTENT_TYPE;
 use actix_web::{HttpRequest, HttpResponse, web};
 
 pub async fn metadata(
-    caller: Caller,
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -25,9 +26,14 @@ pub async fn metadata(
             crate::domain::shorten(env)
         ))
     })?;
-    caller.authorize(connector.slug.as_str(), connector.environment)?;
     let base = state.fhir_base(connector.slug.as_str(), connector.environment);
+    let token_url = auth_required(&state.settings).then(|| TokenIssuer::token_url(&state.settings));
     Ok(HttpResponse::Ok()
         .insert_header((CONTENT_TYPE, FHIR_JSON))
-        .json(capability_statement(&connector, &base, &now_millis())))
+        .json(capability_statement(
+            &connector,
+            &base,
+            &now_millis(),
+            token_url.as_deref(),
+        )))
 }

@@ -8,7 +8,7 @@ use crate::envelope::SystemExportResponse;
 use crate::error::{ApiError, FHIR_JSON, Failure};
 use crate::fhir::OperationOutcome;
 use crate::fhir::parameters::read_parameters;
-use crate::kickoff::{Accepted, KickoffForm, KickoffRequest, kick_off};
+use crate::kickoff::{Accepted, KickoffForm, KickoffRequest, ScopedTypes, kick_off};
 use crate::state::AppState;
 use actix_web::http::header::{CONTENT_LOCATION, CONTENT_TYPE};
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -48,10 +48,14 @@ async fn handle(
     state: web::Data<AppState>,
     kind: ExportKind,
 ) -> Result<HttpResponse, Failure> {
-    require_json_accept(&req)?;
     let body = read_body(&req, body, &state.settings.server).await?;
     let form = form_of(&req, &body)?;
     let native = matches!(form, KickoffForm::Native(_));
+    if native {
+        require_fhir_json_accept(&req)?;
+    } else {
+        require_json_accept(&req)?;
+    }
     let info = req.match_info();
     let request = KickoffRequest {
         slug: info.get("slug").unwrap_or_default().to_owned(),
@@ -68,6 +72,34 @@ async fn handle(
     } else {
         envelope_accepted(&accepted)
     })
+}
+
+/// A FHIR-native kick-off answers in `application/fhir+json` only (the Bulk Data IG's `Accept`), so any
+/// other `Accept` is refused with 400, as the reference server does; no `Accept` at all is taken as it.
+fn require_fhir_json_accept(req: &HttpRequest) -> Result<(), ApiError> {
+    let values: Vec<&str> = req
+        .headers()
+        .get_all(actix_web::http::header::ACCEPT)
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    if values.is_empty() {
+        return Ok(());
+    }
+    let fhir_json = values.iter().flat_map(|v| v.split(',')).any(|range| {
+        range
+            .split(';')
+            .next()
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case(FHIR_JSON))
+    });
+    if fhir_json {
+        Ok(())
+    } else {
+        Err(ApiError::Invalid(vec![Issue::at(
+            IssueCode::Value,
+            "Accept",
+            "A FHIR Bulk Data kick-off must send Accept: application/fhir+json.",
+        )]))
+    }
 }
 
 /// The tokens of every `Prefer` header, e.g. `respond-async`, `handling=lenient`.
@@ -147,6 +179,9 @@ fn envelope_accepted(a: &Accepted) -> HttpResponse {
         a.attempt_id,
         a.content_location.clone(),
         a.dropped.clone(),
+        a.scoped.as_ref().map(|s| match s {
+            ScopedTypes::Narrowed(t) | ScopedTypes::FilesFiltered(t) => t.clone(),
+        }),
     );
     HttpResponse::Accepted()
         .insert_header((CONTENT_LOCATION, a.content_location.as_str()))
@@ -155,7 +190,7 @@ fn envelope_accepted(a: &Accepted) -> HttpResponse {
 }
 
 fn native_accepted(a: &Accepted) -> HttpResponse {
-    let warnings: Vec<Issue> = a
+    let mut warnings: Vec<Issue> = a
         .dropped
         .iter()
         .map(|p| {
@@ -166,6 +201,21 @@ fn native_accepted(a: &Accepted) -> HttpResponse {
             )
         })
         .collect();
+    match &a.scoped {
+        Some(ScopedTypes::Narrowed(types)) => warnings.push(Issue::warning(
+            IssueCode::Forbidden,
+            "_type",
+            format!("was set to {types}: this client's scopes grant only these resource types"),
+        )),
+        Some(ScopedTypes::FilesFiltered(types)) => warnings.push(Issue::warning(
+            IssueCode::Forbidden,
+            "_type",
+            format!(
+                "this client's scopes grant only {types} and the destination cannot narrow an export by _type: files of other types will be refused"
+            ),
+        )),
+        None => {}
+    }
     let body = OperationOutcome::accepted(
         "Export request accepted. Poll the Content-Location URL for its status.",
         &warnings,

@@ -1,42 +1,73 @@
 //! `POST /auth/token` and `GET …/.well-known/smart-configuration`: how standard clients get a token.
+//! The token endpoint answers in OAuth 2.0's own format (RFC 6749 §5), errors included.
 
-use crate::error::{ApiError, Failure};
+use super::read_body;
+use crate::auth::issuer::{ACCESS_TOKEN_SECS, TokenForm, TokenIssuer};
+use crate::auth::oauth::OAuthError;
+use crate::error::ApiError;
 use crate::state::AppState;
-use actix_web::{HttpResponse, web};
+use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, PRAGMA};
+use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::json;
-use std::collections::HashMap;
 
-pub async fn token(body: web::Bytes, state: web::Data<AppState>) -> Result<HttpResponse, Failure> {
-    let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
-    let (token, source) = state
+/// The scope grammars the gateway understands, as listed in its smart-configuration.
+pub const SCOPES_SUPPORTED: [&str; 2] = ["system/*.read", "system/*.rs"];
+
+pub async fn token(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, OAuthError> {
+    let form_type = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    if form_type.as_deref() != Some("application/x-www-form-urlencoded") {
+        return Err(OAuthError::invalid_request(
+            "The token request must be a form: Content-Type: application/x-www-form-urlencoded.",
+        ));
+    }
+    let body = read_body(&req, body, &state.settings.server)
+        .await
+        .map_err(|e| match e {
+            ApiError::PayloadTooLarge(limit) => OAuthError::invalid_request(format!(
+                "The token request is larger than {limit} bytes."
+            )),
+            _ => OAuthError::invalid_request("The token request's body could not be read."),
+        })?;
+    let form = TokenForm::parse(&body)?;
+    let issued = state
         .issuer
         .exchange(&state.settings, state.store.as_ref(), &form)
-        .await?;
-    tracing::info!(message = "Access token issued.", source = %source.id);
+        .await
+        .inspect_err(|e| {
+            tracing::info!(message = "Token request refused.", error = e.code.as_str());
+        })?;
+    crate::observe::context::set_source(&issued.source.id.to_string());
+    tracing::info!(message = "Access token issued.", source = %issued.source.id, scope = %issued.scopes);
     Ok(HttpResponse::Ok()
-        .insert_header(("Cache-Control", "no-store"))
+        .insert_header((CACHE_CONTROL, "no-store"))
+        .insert_header((PRAGMA, "no-cache"))
         .json(json!({
-            "access_token": token.expose(),
+            "access_token": issued.token.expose(),
             "token_type": "bearer",
-            "expires_in": crate::auth_token::ACCESS_TOKEN_SECS,
-            "scope": form.get("scope").cloned().unwrap_or_else(|| "system/*.read".to_owned()),
+            "expires_in": ACCESS_TOKEN_SECS,
+            "scope": issued.scopes.to_string(),
         })))
 }
 
 pub async fn smart_configuration(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let base = state
-        .settings
-        .server
-        .public_url
-        .as_str()
-        .trim_end_matches('/')
-        .to_owned();
-    Ok(HttpResponse::Ok().json(json!({
-        "token_endpoint": format!("{base}/auth/token"),
+    let config = json!({
+        "token_endpoint": TokenIssuer::token_url(&state.settings),
         "grant_types_supported": ["client_credentials"],
         "token_endpoint_auth_methods_supported": ["private_key_jwt"],
         "token_endpoint_auth_signing_alg_values_supported": ["RS384", "ES384"],
-        "scopes_supported": ["system/*.read"],
-        "capabilities": ["client-confidential-asymmetric"],
-    })))
+        "scopes_supported": SCOPES_SUPPORTED,
+        "capabilities": ["client-confidential-asymmetric", "permission-v1", "permission-v2"],
+    });
+    Ok(HttpResponse::Ok()
+        .insert_header((CACHE_CONTROL, "no-cache"))
+        .json(config))
 }

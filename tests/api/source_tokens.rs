@@ -90,11 +90,12 @@ async fn exchange(p: &Partner, assertion: &str) -> reqwest::Response {
 async fn refused_because(p: &Partner, assertion: &str, reason: &str) {
     let response = exchange(p, assertion).await;
     assert_eq!(response.status(), 401);
+    assert_eq!(response.headers()["Cache-Control"], "no-store");
     let text = response.text().await.unwrap();
     assert!(!text.contains(assertion), "the assertion is not echoed");
-    let outcome: Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(codes(&outcome), ["security"]);
-    let said = outcome["issue"][0]["diagnostics"].as_str().unwrap();
+    let error: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(error["error"], "invalid_client");
+    let said = error["error_description"].as_str().unwrap();
     assert!(said.contains(reason), "{said}");
 }
 

@@ -1,8 +1,13 @@
 //! Who is calling: partner sources authenticate with an API key (`Authorization: Bearer <key>`), whose
-//! SHA-256 the configuration holds. Each source reaches only the destinations granted to it.
+//! SHA-256 the configuration holds, or with an access token from the gateway's own token endpoint
+//! (`issuer`, SMART Backend Services). Each source reaches only the destinations granted to it, and reads
+//! only the resource types its scopes grant.
+
+pub mod issuer;
+pub mod oauth;
 
 use crate::config::{Settings, SourceSettings};
-use crate::domain::EnvironmentFlag;
+use crate::domain::{EnvironmentFlag, Scopes};
 use crate::error::ApiError;
 use crate::state::AppState;
 use actix_web::dev::Payload;
@@ -21,8 +26,12 @@ use subtle::ConstantTimeEq;
 pub enum Caller {
     /// No source has credentials configured: the gateway is open (development and the sandbox).
     Open,
-    /// An authenticated source.
-    Source(Box<SourceSettings>),
+    /// An authenticated source, with the scopes it holds: those of its access token, or for an API key
+    /// every scope the source is configured with.
+    Source {
+        source: Box<SourceSettings>,
+        scopes: Scopes,
+    },
 }
 
 impl Caller {
@@ -30,7 +39,7 @@ impl Caller {
     pub fn job_owner(&self, fallback: Option<String>) -> String {
         match self {
             Caller::Open => fallback.unwrap_or_else(|| "anonymous".to_owned()),
-            Caller::Source(s) => s.id.to_string(),
+            Caller::Source { source, .. } => source.id.to_string(),
         }
     }
 
@@ -38,7 +47,10 @@ impl Caller {
     pub fn may_reach(&self, slug: &str, env: EnvironmentFlag) -> bool {
         match self {
             Caller::Open => true,
-            Caller::Source(s) => s.destinations.iter().any(|grant| grant.covers(slug, env)),
+            Caller::Source { source, .. } => source
+                .destinations
+                .iter()
+                .any(|grant| grant.covers(slug, env)),
         }
     }
 
@@ -58,8 +70,21 @@ impl Caller {
     pub fn source(&self) -> Option<&SourceSettings> {
         match self {
             Caller::Open => None,
-            Caller::Source(s) => Some(s.as_ref()),
+            Caller::Source { source, .. } => Some(source.as_ref()),
         }
+    }
+
+    /// The scopes the caller holds; `None` on an open gateway, where everything may be read.
+    pub fn scopes(&self) -> Option<&Scopes> {
+        match self {
+            Caller::Open => None,
+            Caller::Source { scopes, .. } => Some(scopes),
+        }
+    }
+
+    /// Whether the caller may read resources of type `name`.
+    pub fn reads(&self, name: &str) -> bool {
+        self.scopes().is_none_or(|s| s.reads(name))
     }
 }
 
@@ -122,6 +147,55 @@ impl RateLimits {
     }
 }
 
+/// How sources authenticate on this gateway, so a 401 can say what to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CredentialKinds {
+    ApiKeys,
+    Assertions,
+    Both,
+}
+
+impl CredentialKinds {
+    fn of(settings: &Settings) -> CredentialKinds {
+        let keys = settings.sources.iter().any(|s| s.api_key_sha256.is_some());
+        let jwt = settings
+            .sources
+            .iter()
+            .any(|s| s.jwks_file.is_some() || s.jwks_url.is_some());
+        match (keys, jwt) {
+            (true, true) => CredentialKinds::Both,
+            (false, true) => CredentialKinds::Assertions,
+            _ => CredentialKinds::ApiKeys,
+        }
+    }
+
+    /// What to send, for a request that sent nothing usable.
+    fn how(self, token_url: &str) -> String {
+        match self {
+            CredentialKinds::ApiKeys => "Send Authorization: Bearer <your API key>.".to_owned(),
+            CredentialKinds::Assertions => format!(
+                "Send Authorization: Bearer <access token>; get one from {token_url} with a signed client assertion (SMART Backend Services)."
+            ),
+            CredentialKinds::Both => format!(
+                "Send Authorization: Bearer <your API key>, or an access token from {token_url} (SMART Backend Services)."
+            ),
+        }
+    }
+
+    /// What went wrong, for a credential that was sent and is not valid.
+    fn invalid(self, token_url: &str) -> String {
+        match self {
+            CredentialKinds::ApiKeys => "The API key is not valid.".to_owned(),
+            CredentialKinds::Assertions => format!(
+                "The access token is not valid or has expired (tokens last five minutes); get a new one from {token_url}."
+            ),
+            CredentialKinds::Both => format!(
+                "The API key or access token is not valid; access tokens last five minutes, get a new one from {token_url}."
+            ),
+        }
+    }
+}
+
 fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
     let state = req
         .app_data::<web::Data<AppState>>()
@@ -129,36 +203,37 @@ fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
     if !auth_required(&state.settings) {
         return Ok(Caller::Open);
     }
+    let kinds = CredentialKinds::of(&state.settings);
+    let token_url = issuer::TokenIssuer::token_url(&state.settings);
     let header = req
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| {
-            ApiError::Unauthorized("Send Authorization: Bearer <your API key>.".into())
-        })?;
-    let key = header
-        .strip_prefix("Bearer ")
-        .or_else(|| header.strip_prefix("bearer "))
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
-        .ok_or_else(|| {
-            ApiError::Unauthorized("The Authorization header must be Bearer <your API key>.".into())
-        })?;
+        .ok_or_else(|| ApiError::Unauthorized(kinds.how(&token_url)))?;
+    let (scheme, credential) = header.trim().split_once(' ').unwrap_or((header, ""));
+    let credential = credential.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || credential.is_empty() {
+        return Err(ApiError::Unauthorized(format!(
+            "The Authorization header must use the Bearer scheme. {}",
+            kinds.how(&token_url)
+        )));
+    }
     // A token this gateway issued at /auth/token, or else an API key.
-    let source = state
-        .issuer
-        .source_of(&state.settings, key)
-        .or_else(|| source_for_key(&state.settings, key))
-        .cloned()
-        .ok_or_else(|| {
-            ApiError::Unauthorized("The access token or API key is not valid.".into())
-        })?;
+    let (source, scopes) = match state.issuer.source_of(&state.settings, credential) {
+        Some((source, scopes)) => (source.clone(), scopes),
+        None => source_for_key(&state.settings, credential)
+            .map(|source| (source.clone(), source.allowed_scopes()))
+            .ok_or_else(|| ApiError::InvalidToken(kinds.invalid(&token_url)))?,
+    };
     crate::observe::context::set_source(&source.id.to_string());
     state
         .limits
         .check(&source.id)
         .map_err(ApiError::RateLimited)?;
-    Ok(Caller::Source(Box::new(source)))
+    Ok(Caller::Source {
+        source: Box::new(source),
+        scopes,
+    })
 }
 
 impl FromRequest for Caller {
@@ -203,7 +278,10 @@ base_url = "https://ehr.example/fhir"
             .expect("known key")
             .clone();
         assert!(source_for_key(&s, "partner-kez").is_none());
-        let caller = Caller::Source(Box::new(source));
+        let caller = Caller::Source {
+            scopes: source.allowed_scopes(),
+            source: Box::new(source),
+        };
         assert!(caller.may_reach("ehr", EnvironmentFlag::Production));
         assert!(!caller.may_reach("ehr", EnvironmentFlag::Staging));
         assert!(!caller.may_reach("other", EnvironmentFlag::Production));
@@ -234,7 +312,10 @@ base_url = "https://other.example/fhir"
 "#,
         )
         .unwrap();
-        let caller = Caller::Source(Box::new(s.sources[0].clone()));
+        let caller = Caller::Source {
+            source: Box::new(s.sources[0].clone()),
+            scopes: Scopes::all_read(),
+        };
         assert!(caller.may_reach("ehr", EnvironmentFlag::Staging));
         assert!(!caller.may_reach("ehr", EnvironmentFlag::Production));
         assert!(caller.may_reach("other", EnvironmentFlag::Production));

@@ -2,9 +2,9 @@
 //! signed JWT (SMART Backend Services, client side): the assertion is checked against the source's
 //! registered keys, and a five-minute access token signed by the gateway comes back.
 
+use super::oauth::{OAuthError, OAuthErrorCode};
 use crate::config::{Settings, SourceSettings};
-use crate::domain::{Issue, IssueCode};
-use crate::error::ApiError;
+use crate::domain::Scopes;
 use crate::secret::Secret;
 use chrono::Utc;
 use jsonwebtoken::jwk::JwkSet;
@@ -29,6 +29,9 @@ struct AccessClaims {
     exp: i64,
     iat: i64,
     jti: String,
+    /// The granted scopes, space-separated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scope: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -57,8 +60,60 @@ impl std::fmt::Debug for TokenIssuer {
     }
 }
 
-fn refuse(why: &str) -> ApiError {
-    ApiError::Unauthorized(why.to_owned())
+fn refuse(why: &str) -> OAuthError {
+    OAuthError::invalid_client(why)
+}
+
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// What a verified assertion leaves to check once the rest of the request holds.
+struct VerifiedAssertion {
+    exp: i64,
+    jti: String,
+}
+
+/// An issued access token, for its source, with the scopes granted.
+pub struct Issued {
+    pub token: Secret,
+    pub source: SourceSettings,
+    pub scopes: Scopes,
+}
+
+/// The token request's form fields: each at most once (RFC 6749 §3.2).
+#[derive(Debug, Default)]
+pub struct TokenForm(Vec<(String, String)>);
+
+impl TokenForm {
+    /// Reads an `application/x-www-form-urlencoded` body.
+    pub fn parse(body: &[u8]) -> Result<TokenForm, OAuthError> {
+        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(body).into_owned().collect();
+        for (i, (name, _)) in pairs.iter().enumerate() {
+            if pairs[..i].iter().any(|(n, _)| n == name) {
+                return Err(OAuthError::invalid_request(format!(
+                    "The parameter {} is sent more than once.",
+                    crate::domain::shorten(name)
+                )));
+            }
+        }
+        Ok(TokenForm(pairs))
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A parameter that must be present (an empty `scope` is present, and refused as a scope).
+    fn required(&self, name: &str) -> Result<&str, OAuthError> {
+        match self.get(name) {
+            Some(v) if !v.is_empty() || name == "scope" => Ok(v),
+            _ => Err(OAuthError::invalid_request(format!(
+                "The parameter {name} is required."
+            ))),
+        }
+    }
 }
 
 impl TokenIssuer {
@@ -81,14 +136,15 @@ impl TokenIssuer {
         })
     }
 
-    fn token_url(settings: &Settings) -> String {
+    /// The token endpoint's URL: the `aud` of client assertions.
+    pub fn token_url(settings: &Settings) -> String {
         format!(
             "{}/auth/token",
             settings.server.public_url.as_str().trim_end_matches('/')
         )
     }
 
-    async fn jwks(&self, source: &SourceSettings, kid: &str) -> Result<JwkSet, ApiError> {
+    async fn jwks(&self, source: &SourceSettings, kid: &str) -> Result<JwkSet, OAuthError> {
         if let Some(path) = &source.jwks_file {
             let text = std::fs::read_to_string(path)
                 .map_err(|_| refuse("The source's registered keys cannot be read."))?;
@@ -123,36 +179,93 @@ impl TokenIssuer {
         Ok(set)
     }
 
-    /// Checks a client assertion and, if it holds, issues an access token for its source.
+    /// Checks a token request (a client assertion and the scopes asked for) and, if it holds, issues
+    /// an access token for its source carrying the granted scopes.
     pub async fn exchange(
         &self,
         settings: &Settings,
         store: &dyn crate::jobs::JobStore,
-        form: &HashMap<String, String>,
-    ) -> Result<(Secret, SourceSettings), ApiError> {
-        if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
-            return Err(ApiError::Invalid(vec![Issue::at(
-                IssueCode::Value,
-                "grant_type",
-                "must be client_credentials",
-            )]));
+        form: &TokenForm,
+    ) -> Result<Issued, OAuthError> {
+        let grant_type = form.required("grant_type")?;
+        if grant_type != "client_credentials" {
+            return Err(OAuthError::new(
+                OAuthErrorCode::UnsupportedGrantType,
+                "grant_type must be client_credentials (SMART Backend Services).",
+            ));
         }
-        if form.get("client_assertion_type").map(String::as_str)
-            != Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+        let assertion_type = form.required("client_assertion_type")?;
+        let assertion = form.required("client_assertion")?;
+        let scope = form.required("scope")?;
+        if assertion_type != JWT_BEARER {
+            return Err(OAuthError::invalid_client(format!(
+                "client_assertion_type must be {JWT_BEARER}."
+            )));
+        }
+        let (source, claims) = self.verify_assertion(settings, assertion).await?;
+        let requested = Scopes::parse(scope)
+            .map_err(|e| OAuthError::invalid_scope(format!("The scope {e}.")))?;
+        if !requested.asks_to_read() {
+            return Err(OAuthError::invalid_scope(
+                "Write scopes are never granted: fhirgate is a read-only Bulk Data service. Ask for read scopes such as system/*.read or system/*.rs.",
+            ));
+        }
+        let granted = requested.grant(&source.allowed_scopes());
+        if granted.is_empty() {
+            return Err(OAuthError::invalid_scope(format!(
+                "None of the requested scopes is allowed for this client; it may be granted: {}.",
+                source.allowed_scopes()
+            )));
+        }
+        // Remembered in the job store until the assertion expires, so no replica accepts it twice.
+        // Checked last, so a request refused for its scope does not use up its assertion.
+        let remember_until =
+            chrono::DateTime::from_timestamp(claims.exp + LEEWAY_SECS, 0).unwrap_or_else(Utc::now);
+        if !store
+            .use_jti(&source.id.to_string(), &claims.jti, remember_until)
+            .await?
         {
-            return Err(ApiError::Invalid(vec![Issue::at(
-                IssueCode::Value,
-                "client_assertion_type",
-                "must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-            )]));
+            return Err(OAuthError::invalid_client(
+                "The client assertion's jti was used before.",
+            ));
         }
-        let assertion = form.get("client_assertion").ok_or_else(|| {
-            ApiError::Invalid(vec![Issue::at(
-                IssueCode::Required,
-                "client_assertion",
-                "is required",
-            )])
+        let token_url = Self::token_url(settings);
+        let now = Utc::now().timestamp();
+        let access = AccessClaims {
+            iss: token_url.clone(),
+            aud: token_url,
+            sub: source.id.to_string(),
+            exp: now + ACCESS_TOKEN_SECS,
+            iat: now,
+            jti: uuid::Uuid::new_v4().to_string(),
+            scope: Some(granted.to_string()),
+        };
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &access,
+            &EncodingKey::from_secret(self.key.expose().as_bytes()),
+        )
+        .map_err(|_| {
+            tracing::error!(message = "Access token could not be signed.");
+            OAuthError::new(
+                OAuthErrorCode::TemporarilyUnavailable,
+                "The gateway could not sign an access token; try again shortly.",
+            )
         })?;
+        Ok(Issued {
+            token: Secret::new(token),
+            source: source.clone(),
+            scopes: granted,
+        })
+    }
+
+    /// Checks the client assertion: header, issuer, `jku`, signature, audience, lifetime and `jti`'s
+    /// presence (its single use is checked once the rest of the request holds).
+    async fn verify_assertion<'s>(
+        &self,
+        settings: &'s Settings,
+        assertion: &str,
+    ) -> Result<(&'s SourceSettings, VerifiedAssertion), OAuthError> {
         let header = jsonwebtoken::decode_header(assertion).map_err(|_| {
             refuse("The client assertion's header is not valid, or its alg is not RS384 or ES384.")
         })?;
@@ -173,6 +286,15 @@ impl TokenIssuer {
             .iter()
             .find(|s| s.id.to_string() == unverified.iss)
             .ok_or_else(|| refuse("The client assertion's iss is not a registered source."))?;
+        // A jku names where the keys are: only the source's registered JWKS URL may be named, so an
+        // attacker cannot point the gateway at keys of their own.
+        if let Some(jku) = &header.jku
+            && source.jwks_url.as_ref().is_none_or(|u| u.as_str() != jku)
+        {
+            return Err(refuse(
+                "The client assertion's jku is not the JWKS URL registered for this client.",
+            ));
+        }
         let jwks = self.jwks(source, &kid).await?;
         let jwk = jwks
             .find(&kid)
@@ -220,35 +342,23 @@ impl TokenIssuer {
             .jti
             .filter(|j| !j.is_empty())
             .ok_or_else(|| refuse("The client assertion has no jti."))?;
-        // Remembered in the job store until the assertion expires, so no replica accepts it twice.
-        let remember_until =
-            chrono::DateTime::from_timestamp(claims.exp + LEEWAY_SECS, 0).unwrap_or_else(Utc::now);
-        if !store
-            .use_jti(&source.id.to_string(), &jti, remember_until)
-            .await?
-        {
-            return Err(refuse("The client assertion's jti was used before."));
-        }
         let _ = claims.sub;
-        let access = AccessClaims {
-            iss: token_url.clone(),
-            aud: token_url,
-            sub: source.id.to_string(),
-            exp: now + ACCESS_TOKEN_SECS,
-            iat: now,
-            jti: uuid::Uuid::new_v4().to_string(),
-        };
-        let token = jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            &access,
-            &EncodingKey::from_secret(self.key.expose().as_bytes()),
-        )
-        .map_err(|_| ApiError::Internal("access token could not be signed".into()))?;
-        Ok((Secret::new(token), source.clone()))
+        Ok((
+            source,
+            VerifiedAssertion {
+                exp: claims.exp,
+                jti,
+            },
+        ))
     }
 
-    /// The source an access token issued by this gateway belongs to, if the token is valid.
-    pub fn source_of<'a>(&self, settings: &'a Settings, token: &str) -> Option<&'a SourceSettings> {
+    /// The source an access token issued by this gateway belongs to, and the scopes it was granted, if
+    /// the token is valid.
+    pub fn source_of<'a>(
+        &self,
+        settings: &'a Settings,
+        token: &str,
+    ) -> Option<(&'a SourceSettings, Scopes)> {
         let token_url = Self::token_url(settings);
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_audience(&[token_url.as_str()]);
@@ -260,9 +370,15 @@ impl TokenIssuer {
         )
         .ok()?
         .claims;
-        settings
+        let source = settings
             .sources
             .iter()
-            .find(|s| s.id.to_string() == claims.sub)
+            .find(|s| s.id.to_string() == claims.sub)?;
+        // Never more than the source is allowed today, even if its scopes were narrowed since.
+        let scopes = match claims.scope.as_deref() {
+            Some(text) => Scopes::parse(text).ok()?.grant(&source.allowed_scopes()),
+            None => source.allowed_scopes(),
+        };
+        Some((source, scopes))
     }
 }
