@@ -3,6 +3,7 @@
 mod canary;
 mod capability;
 mod cli;
+mod conformance;
 mod files;
 mod fixtures;
 mod helpers;
