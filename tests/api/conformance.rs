@@ -644,3 +644,63 @@ async fn an_envelope_may_still_accept_plain_json() {
 
     assert_eq!(response.status(), 202);
 }
+
+#[tokio::test]
+async fn a_download_with_a_token_reauthorized_for_another_type_is_refused() {
+    let p = partner_with("").await;
+    p.app.upstream_accepts_kickoffs().await;
+    upstream_status(
+        &p.app,
+        ResponseTemplate::new(200).set_body_json(manifest(&p.app.upstream.uri(), None)),
+    )
+    .await;
+    Mock::given(method("GET"))
+        .and(path("/files/patient.ndjson"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("{}\n"))
+        .expect(1)
+        .mount(&p.app.upstream)
+        .await;
+    let full = token_for(&p, "system/*.read").await;
+    let kick = p
+        .app
+        .client
+        .post(p.app.url(&spec_group_route()))
+        .bearer_auth(&full)
+        .json(&seed())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(kick.status(), 202);
+    let location = kick.headers()["Content-Location"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let status = p
+        .app
+        .client
+        .get(local(&p.app, &location))
+        .bearer_auth(&full)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status.status(), 200);
+    let first_file = json_body(status).await["output"][0]["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The conformance suite's way: re-authorize with a scope that does not cover the first file.
+    let observation_only = token_for(&p, "system/Observation.read").await;
+    let download = |token: String| {
+        p.app
+            .client
+            .get(local(&p.app, &first_file))
+            .bearer_auth(token)
+            .send()
+    };
+
+    let refused = download(observation_only).await.unwrap();
+    let allowed = download(full).await.unwrap();
+
+    assert_eq!(refused.status(), 403);
+    assert_eq!(allowed.status(), 200);
+}
