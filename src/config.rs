@@ -62,6 +62,17 @@ pub struct JobSettings {
     #[serde(default = "default_poll_interval")]
     #[validate(range(min = 1, max = 86_400))]
     pub poll_interval_secs: u64,
+    /// Seconds a kick-off may stay in flight (reserved, EHR not yet answered) before the gateway takes
+    /// it that its process died mid-call: the job is then marked `kickoff-unknown`, never re-sent on its
+    /// own. Keep it above `[upstream] timeout_secs`.
+    #[serde(default = "default_pending_stale")]
+    #[validate(range(min = 1, max = 86_400))]
+    pub pending_stale_secs: u64,
+    /// Longest wait adopted from an EHR's `Retry-After` (at kick-off, status and the poller); longer
+    /// ones are cut to it, and the partner sees the cut value.
+    #[serde(default = "default_max_retry_after")]
+    #[validate(range(min = 1, max = 86_400))]
+    pub max_retry_after_secs: u64,
 }
 
 /// `[worker]`: the optional background poller.
@@ -91,6 +102,15 @@ pub struct WorkerSettings {
     #[serde(default = "default_notify_attempts")]
     #[validate(range(min = 1, max = 100))]
     pub notify_max_attempts: u32,
+    /// Failed polls in a row (EHR errors, unusable answers) after which a job fails with
+    /// `upstream-poll-failed`.
+    #[serde(default = "default_max_poll_failures")]
+    #[validate(range(min = 1, max = 1000))]
+    pub max_poll_failures: u32,
+    /// Upstream polls in flight at once per replica (each destination's kick-off cap still applies).
+    #[serde(default = "default_concurrency")]
+    #[validate(range(min = 1, max = 1024))]
+    pub concurrency: u32,
 }
 
 /// `[sandbox]`: the simulated EHR served under `/sandbox/r4` when a destination uses `vendor = "sandbox"`.
@@ -452,6 +472,18 @@ fn default_batch() -> u32 {
 fn default_max_backoff() -> u64 {
     600
 }
+fn default_pending_stale() -> u64 {
+    120
+}
+fn default_max_retry_after() -> u64 {
+    3600
+}
+fn default_max_poll_failures() -> u32 {
+    10
+}
+fn default_concurrency() -> u32 {
+    32
+}
 fn default_notify_attempts() -> u32 {
     8
 }
@@ -505,6 +537,8 @@ impl Default for JobSettings {
     fn default() -> Self {
         JobSettings {
             poll_interval_secs: default_poll_interval(),
+            pending_stale_secs: default_pending_stale(),
+            max_retry_after_secs: default_max_retry_after(),
         }
     }
 }
@@ -517,6 +551,8 @@ impl Default for WorkerSettings {
             batch: default_batch(),
             max_backoff_secs: default_max_backoff(),
             notify_max_attempts: default_notify_attempts(),
+            max_poll_failures: default_max_poll_failures(),
+            concurrency: default_concurrency(),
         }
     }
 }
@@ -585,6 +621,12 @@ impl Settings {
             return invalid(
                 "server.listen".into(),
                 "must be an address and port such as 127.0.0.1:8080",
+            );
+        }
+        if (self.jobs.pending_stale_secs as f64) <= self.upstream.request_timeout_secs {
+            return invalid(
+                "jobs.pending_stale_secs".into(),
+                "must be longer than [upstream] request_timeout_secs, or a kick-off still in flight would be taken for a dead one",
             );
         }
         if !matches!(self.server.public_url.scheme(), "http" | "https") {

@@ -72,6 +72,7 @@ impl ApiError {
                 }
                 UpstreamError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
                 UpstreamError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+                UpstreamError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 UpstreamError::ServerError { .. }
                 | UpstreamError::Unreachable
                 | UpstreamError::BadAnswer(_)
@@ -134,6 +135,10 @@ impl ApiError {
                     IssueCode::Transient,
                     format!("The EHR failed with HTTP {status}; try again later."),
                 )],
+                UpstreamError::Unavailable { .. } => vec![Issue::general(
+                    IssueCode::Transient,
+                    "The EHR is unavailable for now; retry after the time in Retry-After.",
+                )],
                 UpstreamError::Timeout => vec![Issue::general(
                     IssueCode::Timeout,
                     "The EHR did not answer in time; try again later.",
@@ -192,6 +197,7 @@ impl ApiError {
                 UpstreamError::Throttled { .. } => "upstream-throttled",
                 UpstreamError::ServerError { .. } => "upstream-server-error",
                 UpstreamError::Timeout => "upstream-timeout",
+                UpstreamError::Unavailable { .. } => "upstream-unavailable",
                 UpstreamError::Unreachable => "upstream-unreachable",
                 UpstreamError::BadAnswer(_) => "upstream-bad-answer",
                 UpstreamError::CredentialsRefused(_) => "upstream-credentials-refused",
@@ -264,6 +270,7 @@ pub fn render(error: &ApiError, log_id: Option<Uuid>) -> HttpResponse {
             retry_after: Some(secs),
             ..
         })
+        | ApiError::Upstream(UpstreamError::Unavailable { retry_after: secs })
         | ApiError::RateLimited(secs) => {
             builder.insert_header((RETRY_AFTER, secs.to_string()));
         }

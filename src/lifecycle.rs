@@ -3,9 +3,11 @@
 
 use crate::auth::Caller;
 use crate::connectors::files::{FileError, FileRequestHeaders};
-use crate::connectors::http::{MAX_RETRY_AFTER_SECS, TransportError, retry_after_secs};
+use crate::connectors::http::{TransportError, retry_after_secs};
 use crate::connectors::{Connector, UpstreamError, classify_failure};
+use crate::domain::{Issue, IssueCode};
 use crate::error::{ApiError, Failure};
+use crate::fhir::OperationOutcome;
 use crate::fhir::manifest;
 use crate::jobs::{Job, JobState, StatusUpdate};
 use crate::state::AppState;
@@ -70,7 +72,8 @@ pub async fn find_job(
         JobState::Expired => Err(ApiError::NotFound(
             "This export job's files have expired.".into(),
         )),
-        JobState::Failed => Err(not_found()),
+        // No status URL was ever given for these: the kick-off failed, or its outcome is unknown.
+        JobState::Failed | JobState::KickoffUnknown => Err(not_found()),
         _ => Ok((connector, job)),
     }
 }
@@ -88,10 +91,8 @@ pub async fn export_status(
     let now = Utc::now();
     match job.state {
         JobState::Completed => completed_view(state, &connector, &job).map_err(fail),
-        JobState::ExportFailed => Err(fail(ApiError::Upstream(UpstreamError::BadAnswer(format!(
-            "the EHR reported that this export failed ({})",
-            job.error_code.as_deref().unwrap_or("no reason given")
-        ))))),
+        // The same answer on every poll: what the EHR said when it reported the failure.
+        JobState::ExportFailed => Err(fail(recorded_failure(&job))),
         JobState::Pending => Ok(StatusView::InProgress {
             progress: None,
             retry_after: 1,
@@ -176,7 +177,7 @@ pub async fn refresh(
     let answer = match connector.status(url, job.log_id).await {
         Ok(a) => a,
         Err(e) => {
-            poll_failed(state, job, None, now).await?;
+            poll_failed(state, job, None, now, &e).await?;
             return Err(ApiError::Upstream(e));
         }
     };
@@ -187,14 +188,15 @@ pub async fn refresh(
                 .get("x-progress")
                 .and_then(|v| v.to_str().ok())
                 .map(clean_progress);
-            let wait = retry_after_secs(&answer.headers, now).unwrap_or_else(|| {
-                no_retry_after_wait(
-                    job,
-                    now,
-                    default_wait,
-                    state.settings.worker.max_backoff_secs,
-                )
-            });
+            let wait = retry_after_secs(&answer.headers, now, connector.max_retry_after_secs)
+                .unwrap_or_else(|| {
+                    no_retry_after_wait(
+                        job,
+                        now,
+                        default_wait,
+                        state.settings.worker.max_backoff_secs,
+                    )
+                });
             state
                 .store
                 .record_status(
@@ -212,16 +214,23 @@ pub async fn refresh(
             })
         }
         200 => {
-            let upstream: Value = serde_json::from_slice(&answer.body).map_err(|_| {
-                ApiError::Upstream(UpstreamError::BadAnswer(
-                    "a completion manifest that is not JSON".into(),
-                ))
-            })?;
-            manifest::check(&upstream).map_err(|why| {
-                ApiError::Upstream(UpstreamError::BadAnswer(format!(
-                    "a completion manifest the gateway cannot use: {why}"
-                )))
-            })?;
+            // A 200 that is not a usable manifest is a failed poll like a 5xx: backed off, counted,
+            // and after `max_poll_failures` the job fails; it is not re-polled at every tick.
+            let usable = serde_json::from_slice::<Value>(&answer.body)
+                .map_err(|_| "a completion manifest that is not JSON".to_owned())
+                .and_then(|v| {
+                    manifest::check(&v).map(|()| v).map_err(|why| {
+                        format!("a completion manifest the gateway cannot use: {why}")
+                    })
+                });
+            let upstream = match usable {
+                Ok(v) => v,
+                Err(why) => {
+                    let error = UpstreamError::BadAnswer(why);
+                    poll_failed(state, job, None, now, &error).await?;
+                    return Err(ApiError::Upstream(error));
+                }
+            };
             let expires = answer
                 .headers
                 .get("expires")
@@ -255,21 +264,29 @@ pub async fn refresh(
                 "The EHR no longer has this export job.".into(),
             ))
         }
-        status => {
-            let error = classify_failure(&answer, "a status request");
+        _ => {
+            let error =
+                classify_failure(&answer, "a status request", connector.max_retry_after_secs);
             match &error {
-                // A client error other than throttling means the export failed (Bulk Data IG).
-                UpstreamError::Rejected { .. } if status != 429 => {
+                // A client error other than throttling means the export failed (Bulk Data IG): that
+                // answer is kept, and every later poll gets it again.
+                UpstreamError::Rejected { status, issues } => {
+                    let failure = failure_record(*status, issues);
                     let update = StatusUpdate::ExportFailed {
                         error_code: format!("upstream-{status}"),
                         notify: notify_wanted(state, job),
+                        failure: Some(failure.clone()),
                     };
                     state.store.record_status(job.id, &update, now).await?;
+                    return Err(recorded(&failure).unwrap_or(ApiError::Upstream(error)));
                 }
                 UpstreamError::Throttled { retry_after, .. } => {
-                    poll_failed(state, job, *retry_after, now).await?;
+                    poll_failed(state, job, *retry_after, now, &error).await?;
                 }
-                _ => poll_failed(state, job, None, now).await?,
+                UpstreamError::Unavailable { retry_after } => {
+                    poll_failed(state, job, Some(*retry_after), now, &error).await?;
+                }
+                _ => poll_failed(state, job, None, now, &error).await?,
             }
             Err(ApiError::Upstream(error))
         }
@@ -284,12 +301,35 @@ fn no_retry_after_wait(job: &Job, now: DateTime<Utc>, base: u64, max: u64) -> u6
 }
 
 /// Records a failed poll: the next one waits `wait` (the EHR's Retry-After) or backs off exponentially.
+/// After `[worker] max_poll_failures` in a row the job fails with `upstream-poll-failed`.
 async fn poll_failed(
     state: &AppState,
     job: &Job,
     wait: Option<u64>,
     now: DateTime<Utc>,
+    error: &UpstreamError,
 ) -> Result<(), ApiError> {
+    let failures = job.poll_failures.saturating_add(1);
+    if failures >= i64::from(state.settings.worker.max_poll_failures) {
+        tracing::warn!(message = "Giving the export up: its status polls keep failing.",
+            log_id = %job.log_id, job_id = %job.id, failures, last = %error);
+        let failure = failure_record(
+            502,
+            &[Issue::general(
+                IssueCode::Exception,
+                format!(
+                    "The gateway gave this export up after {failures} failed status polls in a row; the last: {error}."
+                ),
+            )],
+        );
+        let update = StatusUpdate::ExportFailed {
+            error_code: "upstream-poll-failed".to_owned(),
+            notify: notify_wanted(state, job),
+            failure: Some(failure),
+        };
+        state.store.record_status(job.id, &update, now).await?;
+        return Ok(());
+    }
     let wait = wait.unwrap_or_else(|| {
         backoff_secs(
             state.settings.jobs.poll_interval_secs,
@@ -304,13 +344,52 @@ async fn poll_failed(
     Ok(())
 }
 
+/// What a failed export answers on every poll: the status and the OperationOutcome, as stored.
+fn failure_record(status: u16, issues: &[Issue]) -> String {
+    serde_json::json!({"status": status, "outcome": OperationOutcome::from_issues(issues)})
+        .to_string()
+}
+
+fn recorded(text: &str) -> Option<ApiError> {
+    let value: Value = serde_json::from_str(text).ok()?;
+    let status = u16::try_from(value.get("status")?.as_u64()?).ok()?;
+    let outcome: OperationOutcome = serde_json::from_value(value.get("outcome")?.clone()).ok()?;
+    let issues = outcome
+        .issue
+        .iter()
+        .map(|i| Issue {
+            severity: crate::domain::Severity::Error,
+            code: IssueCode::from_wire(&i.code),
+            diagnostics: i.diagnostics.clone().unwrap_or_default(),
+            expression: i.expression.first().cloned(),
+        })
+        .collect();
+    Some(ApiError::Upstream(UpstreamError::Rejected {
+        status,
+        issues,
+    }))
+}
+
+/// The answer for a job in `export-failed`: what was recorded, or (jobs failed before failures were
+/// recorded) a 502 naming the error code.
+fn recorded_failure(job: &Job) -> ApiError {
+    job.failure
+        .as_deref()
+        .and_then(recorded)
+        .unwrap_or_else(|| {
+            ApiError::Upstream(UpstreamError::BadAnswer(format!(
+                "the EHR reported that this export failed ({})",
+                job.error_code.as_deref().unwrap_or("no reason given")
+            )))
+        })
+}
+
 /// Exponential backoff from `base` seconds after `failures` failed polls, capped at `max`.
 pub fn backoff_secs(base: u64, failures: i64, max: u64) -> u64 {
     let exp = failures.clamp(0, 20) as u32;
     base.max(1)
         .saturating_mul(2u64.saturating_pow(exp))
         .min(max)
-        .min(MAX_RETRY_AFTER_SECS)
 }
 
 /// `DELETE …/export-status/{jobId}`: the upstream job first, then the gateway's.
@@ -409,6 +488,7 @@ pub async fn open_export_file(
             Err(fail(ApiError::Upstream(classify_failure(
                 &answer,
                 "a file request",
+                connector.max_retry_after_secs,
             ))))
         }
     }

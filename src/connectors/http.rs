@@ -146,29 +146,34 @@ pub(crate) fn classify(e: reqwest::Error) -> TransportError {
     }
 }
 
-/// Largest wait the gateway passes on or honours; Oracle Health's 600 s fits well inside it.
-pub const MAX_RETRY_AFTER_SECS: u64 = 24 * 3600;
-
-/// Reads `Retry-After` as seconds: delta-seconds, an HTTP-date, or (a quirk seen in real servers) an
-/// absolute epoch time sent as a number. Clamped to a day.
-pub fn retry_after_secs(headers: &HeaderMap, now: DateTime<Utc>) -> Option<u64> {
+/// Reads `Retry-After` as seconds from `now`: delta-seconds, an HTTP-date, or (quirks seen in real
+/// servers, the SMART reference server among them) an absolute epoch time in seconds or milliseconds.
+/// A time in the past means now; the result is capped at `cap` (`[jobs] max_retry_after_secs`).
+pub fn retry_after_secs(headers: &HeaderMap, now: DateTime<Utc>, cap: u64) -> Option<u64> {
     let raw = headers
         .get(reqwest::header::RETRY_AFTER)?
         .to_str()
         .ok()?
         .trim();
     let secs = if let Ok(n) = raw.parse::<u64>() {
-        // Anything past a year of seconds is an epoch timestamp, not a delay.
-        if n > 365 * 24 * 3600 {
-            (n as i64 - now.timestamp()).max(0) as u64
+        // Past a year of seconds a number is a point in time, not a delay; past what epoch seconds
+        // reach for millennia, it is epoch milliseconds.
+        let epoch_secs = if n > 100_000_000_000 {
+            Some(n / 1000)
+        } else if n > 365 * 24 * 3600 {
+            Some(n)
         } else {
-            n
+            None
+        };
+        match epoch_secs {
+            Some(at) => (i64::try_from(at).unwrap_or(i64::MAX) - now.timestamp()).max(0) as u64,
+            None => n,
         }
     } else {
         let at = DateTime::parse_from_rfc2822(raw).ok()?;
         (at.timestamp() - now.timestamp()).max(0) as u64
     };
-    Some(secs.min(MAX_RETRY_AFTER_SECS))
+    Some(secs.min(cap))
 }
 
 #[cfg(test)]
@@ -185,27 +190,39 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_reads_seconds_dates_and_epoch_times() {
+    fn retry_after_reads_seconds_dates_and_epoch_times_in_seconds_and_milliseconds() {
         let now = DateTime::parse_from_rfc3339("2025-07-22T23:59:00Z")
             .unwrap()
             .with_timezone(&Utc);
-        assert_eq!(retry_after_secs(&headers("600"), now), Some(600));
+        let read = |v: &str| retry_after_secs(&headers(v), now, 3600);
+        assert_eq!(read("600"), Some(600));
+        assert_eq!(read("0"), Some(0));
+        assert_eq!(read("Tue, 22 Jul 2025 23:59:59 GMT"), Some(59));
+        assert_eq!(read(&(now.timestamp() + 120).to_string()), Some(120));
         assert_eq!(
-            retry_after_secs(&headers("Tue, 22 Jul 2025 23:59:59 GMT"), now),
-            Some(59)
+            read(&((now.timestamp() + 300) * 1000 + 355).to_string()),
+            Some(300)
         );
+        assert_eq!(read("31000000"), Some(3600), "a long delay is capped");
         assert_eq!(
-            retry_after_secs(&headers(&(now.timestamp() + 120).to_string()), now),
-            Some(120)
+            read("40000000"),
+            Some(0),
+            "an epoch time in the past is now"
         );
-        assert_eq!(
-            retry_after_secs(&headers("31000000"), now),
-            Some(MAX_RETRY_AFTER_SECS)
-        );
-        assert_eq!(retry_after_secs(&headers("soon"), now), None);
-        assert_eq!(
-            retry_after_secs(&headers("Mon, 01 Jan 2024 00:00:00 GMT"), now),
-            Some(0)
-        );
+        assert_eq!(read("soon"), None);
+        assert_eq!(read("Mon, 01 Jan 2024 00:00:00 GMT"), Some(0));
+        assert_eq!(read(&((now.timestamp() - 50) * 1000).to_string()), Some(0));
+    }
+
+    #[test]
+    fn every_wait_is_capped_and_oracle_healths_600_is_honoured() {
+        let now = Utc::now();
+        assert_eq!(retry_after_secs(&headers("86400"), now, 3600), Some(3600));
+        // The SMART reference server's epoch milliseconds, 300 s ahead: 300 s, not a day.
+        let ahead = ((now.timestamp() + 300) * 1000).to_string();
+        let wait = retry_after_secs(&headers(&ahead), now, 3600).unwrap();
+        assert!((299..=300).contains(&wait), "{wait}");
+        assert_eq!(retry_after_secs(&headers("600"), now, 3600), Some(600));
+        assert_eq!(retry_after_secs(&headers("600"), now, 60), Some(60));
     }
 }

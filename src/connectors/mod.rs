@@ -51,6 +51,9 @@ pub enum UpstreamError {
     /// A 5xx.
     #[error("the EHR failed with HTTP {status}")]
     ServerError { status: u16 },
+    /// A 503 with a `Retry-After` (capped): the EHR says when to come back.
+    #[error("the EHR is unavailable for now")]
+    Unavailable { retry_after: u64 },
     #[error("the EHR did not answer in time")]
     Timeout,
     #[error("the EHR could not be reached")]
@@ -58,7 +61,7 @@ pub enum UpstreamError {
     /// An answer the gateway cannot use (no Content-Location, not JSON, an unexpected status).
     #[error("the EHR's answer was unusable: {0}")]
     BadAnswer(String),
-    /// The EHR's token endpoint refused the gateway's own credentials.
+    /// The EHR refused the gateway's own credentials (its token endpoint, or a 401/403 to an API call).
     #[error("the EHR refused the gateway's credentials: {0}")]
     CredentialsRefused(String),
 }
@@ -147,6 +150,8 @@ pub struct Connector {
     pub allow_private_addresses: bool,
     /// Kick-offs in flight at once; the EHR is not flooded by one burst.
     kickoffs_in_flight: Arc<tokio::sync::Semaphore>,
+    /// Longest `Retry-After` adopted from this EHR (`[jobs] max_retry_after_secs`).
+    pub max_retry_after_secs: u64,
 }
 
 impl Connector {
@@ -175,7 +180,14 @@ impl Connector {
             file_hosts: Vec::new(),
             allow_private_addresses: false,
             kickoffs_in_flight: Arc::new(tokio::sync::Semaphore::new(64)),
+            max_retry_after_secs: 3600,
         }
+    }
+
+    /// Caps the waits adopted from this EHR's `Retry-After`.
+    pub fn with_max_retry_after(mut self, secs: u64) -> Self {
+        self.max_retry_after_secs = secs;
+        self
     }
 
     /// Caps the kick-offs in flight to this upstream at once.
@@ -266,10 +278,13 @@ impl Connector {
                     .ok_or_else(|| {
                         UpstreamError::BadAnswer("HTTP 202 without a Content-Location".into())
                     })?;
-                let base =
-                    Url::parse(&req.url).map_err(|e| UpstreamError::BadAnswer(e.to_string()))?;
-                let url = base.join(location.trim()).map_err(|_| {
-                    UpstreamError::BadAnswer("a Content-Location that is not a URL".into())
+                // The IG's Content-Location is an absolute URL; anything else (a relative path, or
+                // garbage such as `ht!tp://::nope` that would resolve as one) is refused now rather
+                // than accepted and found broken at the first poll.
+                let url = Url::parse(location.trim()).map_err(|_| {
+                    UpstreamError::BadAnswer(
+                        "a Content-Location that is not an absolute URL".into(),
+                    )
                 })?;
                 if !matches!(url.scheme(), "http" | "https") {
                     return Err(UpstreamError::BadAnswer(
@@ -284,7 +299,11 @@ impl Connector {
                 }
                 Ok(url)
             }
-            _ => Err(classify_failure(&answer, "a kick-off")),
+            _ => Err(classify_failure(
+                &answer,
+                "a kick-off",
+                self.max_retry_after_secs,
+            )),
         }
     }
 
@@ -322,7 +341,11 @@ impl Connector {
         let answer = self.send_authorized(&req, "delete").await?;
         match answer.status {
             200..=299 | 404 | 410 => Ok(()),
-            _ => Err(classify_failure(&answer, "a delete")),
+            _ => Err(classify_failure(
+                &answer,
+                "a delete",
+                self.max_retry_after_secs,
+            )),
         }
     }
 
@@ -413,7 +436,7 @@ impl UpstreamError {
         match self {
             UpstreamError::Rejected { .. } => "rejected",
             UpstreamError::Throttled { .. } => "throttled",
-            UpstreamError::ServerError { .. } => "server-error",
+            UpstreamError::ServerError { .. } | UpstreamError::Unavailable { .. } => "server-error",
             UpstreamError::Timeout => "timeout",
             UpstreamError::Unreachable => "unreachable",
             UpstreamError::BadAnswer(_) => "bad-answer",
@@ -422,11 +445,12 @@ impl UpstreamError {
     }
 }
 
-/// Maps an answer that is not the success the caller wanted to an [`UpstreamError`].
-pub fn classify_failure(answer: &UpstreamAnswer, what: &str) -> UpstreamError {
+/// Maps an answer that is not the success the caller wanted to an [`UpstreamError`]; a `Retry-After`
+/// is read and capped at `max_wait` seconds.
+pub fn classify_failure(answer: &UpstreamAnswer, what: &str, max_wait: u64) -> UpstreamError {
     match answer.status {
         429 => UpstreamError::Throttled {
-            retry_after: retry_after_secs(&answer.headers, Utc::now()),
+            retry_after: retry_after_secs(&answer.headers, Utc::now(), max_wait),
             // A bare 429 says all there is to say; only pass on issues the EHR actually wrote.
             issues: if answer.body.iter().all(u8::is_ascii_whitespace) {
                 Vec::new()
@@ -434,12 +458,34 @@ pub fn classify_failure(answer: &UpstreamAnswer, what: &str) -> UpstreamError {
                 upstream_issues(answer).unwrap_or_default()
             },
         },
+        // The EHR refusing the gateway's own credentials is the gateway's problem, not the partner's:
+        // the EHR's explanation goes to the log, the partner hears that the gateway was refused.
+        401 | 403 => {
+            let said: Vec<String> = upstream_issues(answer)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|i| i.diagnostics)
+                .collect();
+            tracing::warn!(
+                message = "The EHR refused the gateway's credentials.",
+                status = answer.status,
+                request = what,
+                ehr_said = %said.join(" | ")
+            );
+            UpstreamError::CredentialsRefused(format!("HTTP {} to {what}", answer.status))
+        }
         400..=499 => match upstream_issues(answer) {
             Ok(issues) => UpstreamError::Rejected {
                 status: answer.status,
                 issues,
             },
             Err(e) => e,
+        },
+        503 => match retry_after_secs(&answer.headers, Utc::now(), max_wait) {
+            Some(wait) => UpstreamError::Unavailable {
+                retry_after: wait.max(1),
+            },
+            None => UpstreamError::ServerError { status: 503 },
         },
         500..=599 => UpstreamError::ServerError {
             status: answer.status,

@@ -17,6 +17,9 @@ use uuid::Uuid;
 pub enum JobState {
     /// Reserved; the upstream kick-off is under way.
     Pending,
+    /// The gateway stopped while the EHR was answering the kick-off: the EHR may or may not have
+    /// accepted the export. Never re-sent on its own; the partner asks explicitly.
+    KickoffUnknown,
     /// The upstream accepted the kick-off; the export is in progress.
     Accepted,
     /// The kick-off failed; a retry with the same envelope tries again.
@@ -35,6 +38,7 @@ impl JobState {
     pub fn as_str(self) -> &'static str {
         match self {
             JobState::Pending => "pending",
+            JobState::KickoffUnknown => "kickoff-unknown",
             JobState::Accepted => "accepted",
             JobState::Failed => "failed",
             JobState::Completed => "completed",
@@ -45,8 +49,9 @@ impl JobState {
     }
 
     /// Every state, in lifecycle order.
-    pub const ALL: [JobState; 7] = [
+    pub const ALL: [JobState; 8] = [
         JobState::Pending,
+        JobState::KickoffUnknown,
         JobState::Accepted,
         JobState::Failed,
         JobState::Completed,
@@ -91,6 +96,8 @@ pub struct Job {
     pub manifest: Option<String>,
     /// The upstream's `Expires` header for the manifest.
     pub expires: Option<String>,
+    /// For an export the EHR reported failed: what the partner is answered (`{"status", "issue"}`).
+    pub failure: Option<String>,
     pub notify_state: Option<String>,
     pub notify_attempts: i64,
 }
@@ -153,10 +160,12 @@ pub enum StatusUpdate {
         expires: Option<String>,
         notify: bool,
     },
-    /// The upstream reported the export failed.
+    /// The upstream reported the export failed (or polls kept failing): `failure` is the answer every
+    /// later poll gets.
     ExportFailed {
         error_code: String,
         notify: bool,
+        failure: Option<String>,
     },
     Expired,
     Deleted,
@@ -323,6 +332,7 @@ pub(crate) struct StatusColumns {
     pub expires: Option<String>,
     pub error_code: Option<String>,
     pub notify: bool,
+    pub failure: Option<String>,
 }
 
 /// How an update changes `poll_failures`.
@@ -346,6 +356,7 @@ impl StatusColumns {
             expires: None,
             error_code: None,
             notify: false,
+            failure: None,
         };
         match update {
             StatusUpdate::InProgress {
@@ -373,10 +384,15 @@ impl StatusColumns {
                 notify: *notify,
                 ..base
             },
-            StatusUpdate::ExportFailed { error_code, notify } => StatusColumns {
+            StatusUpdate::ExportFailed {
+                error_code,
+                notify,
+                failure,
+            } => StatusColumns {
                 state: Some(JobState::ExportFailed.as_str()),
                 error_code: Some(error_code.clone()),
                 notify: *notify,
+                failure: failure.clone(),
                 ..base
             },
             StatusUpdate::Expired => StatusColumns {

@@ -137,6 +137,7 @@ fn row_to_job(row: &SqliteRow) -> Result<Job, StoreError> {
         poll_failures: row.try_get("poll_failures")?,
         manifest: row.try_get("manifest")?,
         expires: row.try_get("expires")?,
+        failure: row.try_get("failure")?,
         notify_state: row.try_get("notify_state")?,
         notify_attempts: row.try_get("notify_attempts")?,
     })
@@ -427,6 +428,7 @@ async fn record_status(
             manifest = COALESCE(?7, manifest),
             expires = COALESCE(?8, expires),
             error_code = COALESCE(?9, error_code),
+            failure = COALESCE(?12, failure),
             notify_state = CASE WHEN ?10 THEN 'pending' ELSE notify_state END,
             notify_next_at = CASE WHEN ?10 THEN ?5 ELSE notify_next_at END,
             updated_at = ?5
@@ -443,6 +445,7 @@ async fn record_status(
     .bind(c.error_code)
     .bind(c.notify)
     .bind(job_id.to_string())
+    .bind(c.failure)
     .execute(&mut *conn)
     .await?;
     Ok(())

@@ -168,39 +168,31 @@ async fn an_upstream_4xx_whose_body_is_not_json_is_a_502_exception() {
 }
 
 #[tokio::test]
-async fn a_relative_content_location_is_resolved_against_the_upstream() {
-    let app = TestApp::spawn().await;
-    upstream_answers(
-        &app,
-        ResponseTemplate::new(202).insert_header("Content-Location", "bulk-export/jobs/9"),
-    )
-    .await;
-
-    let response = app.post_envelope(&spec_group_route(), &seed()).await;
-
-    assert_eq!(response.status(), 202);
-    let location = response.headers()["Content-Location"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let job_id = uuid::Uuid::parse_str(location.rsplit('/').next().unwrap()).unwrap();
-    let job = app
-        .state()
-        .store
-        .get(job_id)
-        .await
-        .unwrap()
-        .expect("job stored");
-    assert_eq!(
-        job.upstream_status_url.as_deref(),
-        Some(
-            format!(
-                "{}/fhir/r4/Group/example-group-id/bulk-export/jobs/9",
-                app.upstream.uri()
-            )
-            .as_str()
+async fn a_content_location_that_is_not_an_absolute_url_on_the_ehrs_origin_is_a_502_exception() {
+    for location in [
+        "bulk-export/jobs/9".to_owned(),
+        "ht!tp://::nope".to_owned(),
+        "ftp://ehr.example/jobs/9".to_owned(),
+        "https://elsewhere.example/jobs/9".to_owned(),
+    ] {
+        let app = TestApp::spawn().await;
+        upstream_answers(
+            &app,
+            ResponseTemplate::new(202).insert_header("Content-Location", location.as_str()),
         )
-    );
+        .await;
+
+        let response = app.post_envelope(&spec_group_route(), &seed()).await;
+
+        assert_eq!(response.status(), 502, "{location}");
+        let outcome = json_body(response).await;
+        assert_eq!(codes(&outcome), ["exception"], "{location}");
+        let text = outcome.to_string();
+        assert!(
+            !text.contains("elsewhere.example") && !text.contains("nope"),
+            "{text}"
+        );
+    }
 }
 
 #[tokio::test]
