@@ -29,6 +29,11 @@ pub enum ApiError {
     NotAcceptable,
     /// The request clashes with one already made: 409.
     Conflict(String),
+    /// The same kick-off is being sent to the EHR right now: 409 with a short `Retry-After`.
+    KickoffInFlight,
+    /// The same kick-off was being sent when the gateway stopped: the EHR may already have accepted
+    /// it. 409; a new attempt only on `Prefer: retry-unknown-kickoff`.
+    KickoffUnknown,
     /// The client was too slow sending its request: 408.
     RequestTimeout,
     /// No credentials, or not in a form the gateway reads: 401 with `WWW-Authenticate: Bearer`.
@@ -61,7 +66,9 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Conflict(_) | ApiError::KickoffInFlight | ApiError::KickoffUnknown => {
+                StatusCode::CONFLICT
+            }
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unauthorized(_) | ApiError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -109,6 +116,14 @@ impl ApiError {
                 "The gateway answers in application/fhir+json or application/json.",
             )],
             ApiError::Conflict(why) => vec![Issue::general(IssueCode::Conflict, why.clone())],
+            ApiError::KickoffInFlight => vec![Issue::general(
+                IssueCode::Conflict,
+                "A kick-off with this Log ID is being sent to the EHR right now; retry after the time in Retry-After.",
+            )],
+            ApiError::KickoffUnknown => vec![Issue::general(
+                IssueCode::Conflict,
+                "The gateway stopped while the EHR was answering an earlier attempt of this kick-off, so the EHR may already have accepted the export. Nothing was sent again. To send the kick-off anyway, repeat it with the header Prefer: retry-unknown-kickoff; or send it under a new Log ID.",
+            )],
             ApiError::RequestTimeout => vec![Issue::general(
                 IssueCode::Timeout,
                 "The request body did not arrive in time.",
@@ -188,6 +203,8 @@ impl ApiError {
             ApiError::UnsupportedMediaType => "unsupported-media-type",
             ApiError::NotAcceptable => "not-acceptable",
             ApiError::Conflict(_) => "conflict",
+            ApiError::KickoffInFlight => "kickoff-in-flight",
+            ApiError::KickoffUnknown => "kickoff-unknown",
             ApiError::RequestTimeout => "request-timeout",
             ApiError::Unauthorized(_) | ApiError::InvalidToken(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
@@ -273,6 +290,9 @@ pub fn render(error: &ApiError, log_id: Option<Uuid>) -> HttpResponse {
         | ApiError::Upstream(UpstreamError::Unavailable { retry_after: secs })
         | ApiError::RateLimited(secs) => {
             builder.insert_header((RETRY_AFTER, secs.to_string()));
+        }
+        ApiError::KickoffInFlight => {
+            builder.insert_header((RETRY_AFTER, "2"));
         }
         ApiError::Unauthorized(_) => {
             builder.insert_header(("WWW-Authenticate", "Bearer"));

@@ -5,7 +5,7 @@ use crate::domain::{ExportKickoff, ExportKind, Issue};
 use crate::envelope::reader::Reader;
 use crate::envelope::{Meta, RouteTarget, normalise_native, parse_envelope, read_params};
 use crate::error::{ApiError, Failure};
-use crate::jobs::{AttemptOutcome, Claim, NewJob, STALE_PENDING};
+use crate::jobs::{AttemptOutcome, Claim, NewJob};
 use crate::state::AppState;
 use serde_json::Value;
 use std::sync::Arc;
@@ -31,6 +31,8 @@ pub struct KickoffRequest {
     pub form: KickoffForm,
     /// `Prefer: handling=lenient` was sent.
     pub lenient: bool,
+    /// `Prefer: retry-unknown-kickoff` was sent: send a kick-off whose earlier outcome is unknown again.
+    pub retry_unknown: bool,
     /// Who is asking.
     pub caller: crate::auth::Caller,
 }
@@ -172,22 +174,45 @@ fn parse(req: &KickoffRequest) -> Result<Parsed, Vec<Issue>> {
     }
 }
 
+/// The envelope's `Meta.Logs[0]` ids, read before anything else is checked, so that even a refused
+/// envelope is filed (message log, `X-Request-ID`) under the partner's own Log ID and AttemptID.
+fn envelope_ids(form: &KickoffForm) -> (Option<Uuid>, Option<Uuid>) {
+    let KickoffForm::Envelope(body) = form else {
+        return (None, None);
+    };
+    let id = |field: &str| {
+        body.pointer(&format!("/Meta/Logs/0/{field}"))
+            .and_then(Value::as_str)
+            .and_then(|s| Uuid::parse_str(s).ok())
+    };
+    (id("ID"), id("AttemptID"))
+}
+
 /// Runs a kick-off end to end.
 pub async fn kick_off(state: &AppState, req: KickoffRequest) -> Result<Accepted, Failure> {
+    let (early_log_id, partner_attempt_id) = envelope_ids(&req.form);
+    if let Some(id) = early_log_id {
+        crate::observe::context::set_log_id(id);
+    }
+    if let Some(id) = partner_attempt_id {
+        crate::observe::context::set_attempt_id(id);
+    }
+    let early = |e: ApiError| Failure::new(e, early_log_id);
     let connector: Arc<Connector> =
         state
             .registry
             .get(&req.slug, &req.environment)
             .ok_or_else(|| {
-                ApiError::NotFound(format!(
+                early(ApiError::NotFound(format!(
                     "No destination '{}' is configured for environment '{}'.",
                     crate::domain::shorten(&req.slug),
                     crate::domain::shorten(&req.environment)
-                ))
+                )))
             })?;
     crate::observe::context::set_target(connector.slug.as_str(), connector.environment.as_str());
     req.caller
-        .authorize(connector.slug.as_str(), connector.environment)?;
+        .authorize(connector.slug.as_str(), connector.environment)
+        .map_err(early)?;
     // On an open gateway the source is whoever the envelope says; recorded even when it is refused.
     if let (None, KickoffForm::Envelope(body)) = (req.caller.source(), &req.form)
         && let Some(claimed) = body
@@ -197,17 +222,31 @@ pub async fn kick_off(state: &AppState, req: KickoffRequest) -> Result<Accepted,
     {
         crate::observe::context::set_source(&claimed.to_string());
     }
-    let parsed = parse(&req).map_err(ApiError::Invalid)?;
+    let parsed = parse(&req).map_err(|issues| early(ApiError::Invalid(issues)))?;
     let claimed_source = parsed.meta.as_ref().and_then(Meta::source_id);
     if let (Some(source), Some(claimed)) = (req.caller.source(), claimed_source)
         && source.id != claimed
     {
-        return Err(ApiError::Forbidden(Issue::at(
+        return Err(early(ApiError::Forbidden(Issue::at(
             crate::domain::IssueCode::Forbidden,
             "Meta.Source.ID",
             "must be the id of the source the API key belongs to",
-        ))
-        .into());
+        ))));
+    }
+    // Redox routes by Meta.Destinations: when this destination has an id and the envelope names
+    // destinations by id, one of them must be it.
+    if let (Some(expected), Some(meta)) = (connector.destination_id, parsed.meta.as_ref()) {
+        let named: Vec<Uuid> = meta.destinations.iter().filter_map(|d| d.id).collect();
+        if !named.is_empty() && !named.contains(&expected) {
+            return Err(early(ApiError::Invalid(vec![Issue::at(
+                crate::domain::IssueCode::Value,
+                "Meta.Destinations",
+                format!(
+                    "does not name destination '{}' by its id: the envelope was routed to a destination it is not addressed to",
+                    connector.slug
+                ),
+            )])));
+        }
     }
     let request_log_id = parsed.meta.as_ref().and_then(Meta::log_id);
     // The envelope's Log ID; else the partner's X-Request-ID (when a UUID) or a new one, as the
@@ -226,7 +265,11 @@ pub async fn kick_off(state: &AppState, req: KickoffRequest) -> Result<Accepted,
         .map_err(|issues| fail(ApiError::Invalid(issues)))?;
     let (plan, notices) = within_scopes(&req.caller, &connector, plan).map_err(fail)?;
     let upstream = connector.kickoff_request(&plan, log_id);
-    let attempt_id = crate::observe::context::attempt_id().unwrap_or_else(Uuid::new_v4);
+    // The partner's AttemptID when it sent one (echoed, as in seeds 000 and 004); else the one the
+    // request's context minted.
+    let attempt_id = partner_attempt_id
+        .or_else(crate::observe::context::attempt_id)
+        .unwrap_or_else(Uuid::new_v4);
     let new_job = NewJob {
         id: Uuid::new_v4(),
         source_key: req
@@ -239,6 +282,7 @@ pub async fn kick_off(state: &AppState, req: KickoffRequest) -> Result<Accepted,
         event_type: req.kind.event_type().to_owned(),
         group_id: plan.kickoff.level.group_id().map(|g| g.as_str().to_owned()),
         fingerprint: upstream.fingerprint(&format!("{}/{}", connector.slug, connector.environment)),
+        retry_unknown: req.retry_unknown,
     };
     let accepted = |job_id: Uuid, replayed: bool| Accepted {
         job_id,
@@ -253,7 +297,10 @@ pub async fn kick_off(state: &AppState, req: KickoffRequest) -> Result<Accepted,
 
     let job_id = match state
         .store
-        .claim(&new_job, STALE_PENDING)
+        .claim(
+            &new_job,
+            std::time::Duration::from_secs(state.settings.jobs.pending_stale_secs),
+        )
         .await
         .map_err(|e| fail(e.into()))?
     {
@@ -268,9 +315,12 @@ pub async fn kick_off(state: &AppState, req: KickoffRequest) -> Result<Accepted,
             return Ok(accepted(job.id, true));
         }
         Claim::InFlight => {
-            return Err(fail(ApiError::Conflict(
-                "A kick-off with this Log ID is being processed; retry in a few seconds.".into(),
-            )));
+            return Err(fail(ApiError::KickoffInFlight));
+        }
+        Claim::Unknown(job) => {
+            crate::observe::context::set_job(job.id);
+            tracing::warn!(message = "A kick-off with this Log ID has an unknown outcome; not sending it again unasked.", log_id = %log_id, job_id = %job.id);
+            return Err(fail(ApiError::KickoffUnknown));
         }
     };
 

@@ -51,6 +51,7 @@ impl Application {
         let issuer = crate::auth::issuer::TokenIssuer::new(&settings)?;
         let metrics = http.metrics().clone();
         crate::observe::msglog::prune_now(store.as_ref(), settings.log.retention_days).await;
+        mark_unknown_kickoffs(store.as_ref(), &settings).await;
         let (log, log_task) =
             MessageLog::start(store.clone(), metrics.clone(), settings.log.retention_days);
         let state = AppState {
@@ -238,6 +239,27 @@ fn run(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
     .listen(listener)?
     .run();
     Ok(server)
+}
+
+/// Kick-offs reserved by a gateway that died while the EHR was answering are marked `kickoff-unknown`
+/// at start, so nothing sends them again unasked. The embedded SQLite store belongs to this one process,
+/// so every reservation in it is a dead one; on PostgreSQL other replicas may be mid-call, so only
+/// reservations older than `[jobs] pending_stale_secs` are.
+async fn mark_unknown_kickoffs(store: &dyn crate::jobs::JobStore, settings: &Settings) {
+    let now = chrono::Utc::now();
+    let before = if settings.store.url.starts_with("sqlite:") {
+        now
+    } else {
+        now - chrono::Duration::seconds(settings.jobs.pending_stale_secs as i64)
+    };
+    match store.mark_unknown_kickoffs(before).await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            message = "Kick-offs whose outcome is unknown (the gateway stopped while the EHR was answering) marked kickoff-unknown.",
+            jobs = n
+        ),
+        Err(e) => tracing::warn!(message = "Could not mark unknown kick-offs.", error = %e),
+    }
 }
 
 /// Routes whose requests go to the message log: the partner-facing ones.

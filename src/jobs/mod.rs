@@ -114,6 +114,9 @@ pub struct NewJob {
     pub event_type: String,
     pub group_id: Option<String>,
     pub fingerprint: String,
+    /// The partner asked explicitly to send a kick-off whose earlier outcome is unknown again
+    /// (`Prefer: retry-unknown-kickoff`).
+    pub retry_unknown: bool,
 }
 
 /// The store's answer to a claim.
@@ -127,6 +130,9 @@ pub enum Claim {
     Existing(Box<Job>),
     /// Another attempt of this same request is under way right now.
     InFlight,
+    /// An earlier attempt's outcome is unknown (the gateway stopped while the EHR was answering): the
+    /// EHR may have accepted the export. Nothing is sent unless the partner asks explicitly.
+    Unknown(Box<Job>),
 }
 
 /// How a kick-off attempt ended.
@@ -223,15 +229,17 @@ pub struct JobStats {
     pub oldest_due: Option<DateTime<Utc>>,
 }
 
-/// A pending claim older than this is taken to be abandoned (its gateway died mid-call).
-pub const STALE_PENDING: Duration = Duration::from_secs(15 * 60);
-
 /// Storage for jobs; SQLite embedded, PostgreSQL for several replicas. One test suite runs on both.
 #[async_trait]
 pub trait JobStore: Send + Sync + std::fmt::Debug {
     /// Reserves `job`, or reports what already exists for the same request: same source, Log ID and
-    /// fingerprint (a partner retrying an envelope). A different request under the same Log ID is a new job.
+    /// fingerprint (a partner retrying an envelope). A different request under the same Log ID is a new
+    /// job, and so is the same request once its job was deleted, expired or failed (see [`decide`]). A
+    /// reservation older than `stale_after` is marked `kickoff-unknown`.
     async fn claim(&self, job: &NewJob, stale_after: Duration) -> Result<Claim, StoreError>;
+    /// Marks every kick-off reserved before `before` whose outcome never arrived as `kickoff-unknown`
+    /// (at start: their gateway died while the EHR was answering); how many.
+    async fn mark_unknown_kickoffs(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
     /// Records how the kick-off attempt `attempt_id` of `job_id` ended.
     async fn finish_attempt(
         &self,
@@ -411,21 +419,36 @@ pub(crate) fn parse_state(s: &str) -> Result<JobState, StoreError> {
     JobState::parse(s).ok_or_else(|| StoreError::Corrupt(format!("state {s}")))
 }
 
-/// Whether an existing row for the same request may be attempted again.
-pub(crate) fn retryable(existing: &Job, stale_after: Duration) -> bool {
-    let stale = chrono::Duration::from_std(stale_after).unwrap_or(chrono::Duration::MAX);
-    match existing.state {
-        JobState::Failed | JobState::ExportFailed => true,
-        JobState::Pending => Utc::now() - existing.updated_at > stale,
-        _ => false,
-    }
+/// What a claim does with the row that already holds the same request.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Decision {
+    /// Answer this; nothing changes.
+    Settled(Claim),
+    /// Send the kick-off again as a new attempt of the same job (its status URL was never given out, or
+    /// the partner asked explicitly).
+    RetrySameJob,
+    /// The reservation is stale: mark it `kickoff-unknown` and say so.
+    MarkUnknown,
+    /// The job ended (deleted, expired, its export failed): retire its row from the request's key and
+    /// start a new job with a new status URL.
+    StartNewJob,
 }
 
-/// The answer for a request whose row is settled or in flight.
-pub(crate) fn settled_claim(existing: Job) -> Claim {
+/// The one rule both backends apply to a repeated request.
+pub(crate) fn decide(existing: &Job, stale_after: Duration, retry_unknown: bool) -> Decision {
+    let stale = chrono::Duration::from_std(stale_after).unwrap_or(chrono::Duration::MAX);
     match existing.state {
-        JobState::Pending => Claim::InFlight,
-        _ => Claim::Existing(Box::new(existing)),
+        JobState::Pending if Utc::now() - existing.updated_at <= stale => {
+            Decision::Settled(Claim::InFlight)
+        }
+        JobState::Pending | JobState::KickoffUnknown if retry_unknown => Decision::RetrySameJob,
+        JobState::Pending => Decision::MarkUnknown,
+        JobState::KickoffUnknown => Decision::Settled(Claim::Unknown(Box::new(existing.clone()))),
+        JobState::Failed => Decision::RetrySameJob,
+        JobState::ExportFailed | JobState::Deleted | JobState::Expired => Decision::StartNewJob,
+        JobState::Accepted | JobState::Completed => {
+            Decision::Settled(Claim::Existing(Box::new(existing.clone())))
+        }
     }
 }
 

@@ -4,9 +4,9 @@ use super::filters::{
     LOG_ROWS_PER_INSERT, log_insert, push_job_filter, push_log_filter, push_page,
 };
 use super::{
-    AttemptOutcome, AttemptRecord, Claim, FailureCount, Job, JobFilter, JobStats, JobStore,
-    LogFilter, LogRecord, NewJob, NotifyUpdate, RecordKind, StatusColumns, StatusUpdate,
-    StoreError, parse_state,
+    AttemptOutcome, AttemptRecord, Claim, Decision, FailureCount, Job, JobFilter, JobState,
+    JobStats, JobStore, LogFilter, LogRecord, NewJob, NotifyUpdate, RecordKind, StatusColumns,
+    StatusUpdate, StoreError, parse_state,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -21,6 +21,43 @@ pub struct PostgresStore {
 }
 
 impl PostgresStore {
+    /// Marks reservations whose outcome never arrived as `kickoff-unknown`: one job, or every one
+    /// reserved before `before`. Each gets an attempt record saying so.
+    async fn mark_unknown(
+        &self,
+        job_id: Option<Uuid>,
+        before: Option<DateTime<Utc>>,
+    ) -> Result<u64, StoreError> {
+        let now = Utc::now();
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "UPDATE jobs SET state = 'kickoff-unknown', error_code = 'kickoff-unknown', updated_at = $1
+             WHERE state = 'pending' AND ($2::uuid IS NULL OR id = $2) AND ($3::timestamptz IS NULL OR updated_at < $3)
+             RETURNING id, attempt_id",
+        )
+        .bind(now)
+        .bind(job_id)
+        .bind(before)
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in &rows {
+            let id: Uuid = row.try_get("id")?;
+            let attempt: Uuid = row.try_get("attempt_id")?;
+            sqlx::query(
+                "INSERT INTO job_attempts (job_id, attempt_id, started_at, finished_at, outcome, upstream_status, error_code)
+                 VALUES ($1, $2, $3, $3, 'unknown', NULL, 'kickoff-unknown')
+                 ON CONFLICT (job_id, attempt_id) DO NOTHING",
+            )
+            .bind(id)
+            .bind(attempt)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(rows.len() as u64)
+    }
+
     /// Connects to `url` and runs the migrations (safe to run from several replicas at once).
     pub async fn open(url: &str, max_connections: u32) -> Result<Self, StoreError> {
         let pool = PgPoolOptions::new()
@@ -97,63 +134,91 @@ impl PostgresStore {
 #[async_trait]
 impl JobStore for PostgresStore {
     async fn claim(&self, job: &NewJob, stale_after: Duration) -> Result<Claim, StoreError> {
-        let now = Utc::now();
-        let inserted = sqlx::query(
-            "INSERT INTO jobs (id, source_key, log_id, attempt_id, attempts, destination, environment, event_type,
-                               group_id, fingerprint, state, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, 1, $5, $6, $7, $8, $9, 'pending', $10, $10)
-             ON CONFLICT (source_key, log_id, fingerprint) DO NOTHING",
-        )
-        .bind(job.id)
-        .bind(&job.source_key)
-        .bind(job.log_id)
-        .bind(job.attempt_id)
-        .bind(&job.destination)
-        .bind(&job.environment)
-        .bind(&job.event_type)
-        .bind(&job.group_id)
-        .bind(&job.fingerprint)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        if inserted.rows_affected() == 1 {
-            return Ok(Claim::New);
-        }
-        let row = sqlx::query(
-            "SELECT * FROM jobs WHERE source_key = $1 AND log_id = $2 AND fingerprint = $3",
-        )
-        .bind(&job.source_key)
-        .bind(job.log_id)
-        .bind(&job.fingerprint)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(existing) = row.as_ref().map(Self::row_to_job).transpose()? else {
-            return Ok(Claim::InFlight);
-        };
-        if !super::retryable(&existing, stale_after) {
-            return Ok(super::settled_claim(existing));
-        }
-        let updated = sqlx::query(
-            "UPDATE jobs SET state = 'pending', attempt_id = $1, attempts = attempts + 1, updated_at = $2,
-                             error_code = NULL, progress = NULL, manifest = NULL, expires = NULL,
-                             notify_state = NULL, poll_failures = 0
-             WHERE id = $3 AND state = $4 AND attempt_id = $5",
-        )
-        .bind(job.attempt_id)
-        .bind(now)
-        .bind(existing.id)
-        .bind(existing.state.as_str())
-        .bind(existing.attempt_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(if updated.rows_affected() == 1 {
-            Claim::Retry {
-                job_id: existing.id,
-                attempt: existing.attempts + 1,
+        // Twice at most: a request whose job ended retires that row and is then inserted afresh.
+        for _ in 0..2 {
+            let now = Utc::now();
+            let inserted = sqlx::query(
+                "INSERT INTO jobs (id, source_key, log_id, attempt_id, attempts, destination, environment, event_type,
+                                   group_id, fingerprint, state, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, 1, $5, $6, $7, $8, $9, 'pending', $10, $10)
+                 ON CONFLICT (source_key, log_id, fingerprint) DO NOTHING",
+            )
+            .bind(job.id)
+            .bind(&job.source_key)
+            .bind(job.log_id)
+            .bind(job.attempt_id)
+            .bind(&job.destination)
+            .bind(&job.environment)
+            .bind(&job.event_type)
+            .bind(&job.group_id)
+            .bind(&job.fingerprint)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+            if inserted.rows_affected() == 1 {
+                return Ok(Claim::New);
             }
-        } else {
-            Claim::InFlight
-        })
+            let row = sqlx::query(
+                "SELECT * FROM jobs WHERE source_key = $1 AND log_id = $2 AND fingerprint = $3",
+            )
+            .bind(&job.source_key)
+            .bind(job.log_id)
+            .bind(&job.fingerprint)
+            .fetch_optional(&self.pool)
+            .await?;
+            let Some(existing) = row.as_ref().map(Self::row_to_job).transpose()? else {
+                return Ok(Claim::InFlight);
+            };
+            // Every update is conditional on the state read, so two replicas racing agree on one winner.
+            match super::decide(&existing, stale_after, job.retry_unknown) {
+                Decision::Settled(claim) => return Ok(claim),
+                Decision::MarkUnknown => {
+                    self.mark_unknown(Some(existing.id), None).await?;
+                    let mut job = existing;
+                    job.state = JobState::KickoffUnknown;
+                    return Ok(Claim::Unknown(Box::new(job)));
+                }
+                Decision::StartNewJob => {
+                    sqlx::query(
+                        "UPDATE jobs SET fingerprint = fingerprint || '#ended-' || id::text, updated_at = $1
+                         WHERE id = $2 AND state = $3",
+                    )
+                    .bind(now)
+                    .bind(existing.id)
+                    .bind(existing.state.as_str())
+                    .execute(&self.pool)
+                    .await?;
+                }
+                Decision::RetrySameJob => {
+                    let updated = sqlx::query(
+                        "UPDATE jobs SET state = 'pending', attempt_id = $1, attempts = attempts + 1, updated_at = $2,
+                                         error_code = NULL, progress = NULL, manifest = NULL, expires = NULL,
+                                         failure = NULL, notify_state = NULL, poll_failures = 0
+                         WHERE id = $3 AND state = $4 AND attempt_id = $5",
+                    )
+                    .bind(job.attempt_id)
+                    .bind(now)
+                    .bind(existing.id)
+                    .bind(existing.state.as_str())
+                    .bind(existing.attempt_id)
+                    .execute(&self.pool)
+                    .await?;
+                    return Ok(if updated.rows_affected() == 1 {
+                        Claim::Retry {
+                            job_id: existing.id,
+                            attempt: existing.attempts + 1,
+                        }
+                    } else {
+                        Claim::InFlight
+                    });
+                }
+            }
+        }
+        Ok(Claim::InFlight)
+    }
+
+    async fn mark_unknown_kickoffs(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.mark_unknown(None, Some(before)).await
     }
 
     async fn finish_attempt(

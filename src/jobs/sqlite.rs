@@ -10,9 +10,9 @@ use super::filters::{
     LOG_ROWS_PER_INSERT, log_insert, push_job_filter, push_log_filter, push_page,
 };
 use super::{
-    AttemptOutcome, AttemptRecord, Claim, FailureCount, Job, JobFilter, JobStats, JobStore,
-    LogFilter, LogRecord, NewJob, NotifyUpdate, RecordKind, StatusColumns, StatusUpdate,
-    StoreError, parse_state,
+    AttemptOutcome, AttemptRecord, Claim, Decision, FailureCount, Job, JobFilter, JobState,
+    JobStats, JobStore, LogFilter, LogRecord, NewJob, NotifyUpdate, RecordKind, StatusColumns,
+    StatusUpdate, StoreError, parse_state,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -49,6 +49,7 @@ enum Op {
     UseJti(String, String, DateTime<Utc>),
     AppendLog(Vec<LogRecord>),
     PruneLogs(DateTime<Utc>),
+    MarkUnknown(DateTime<Utc>),
 }
 
 #[derive(Debug)]
@@ -227,6 +228,7 @@ async fn writer(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Write>) {
 async fn apply(conn: &mut SqliteConnection, op: &Op) -> Result<Done, StoreError> {
     Ok(match op {
         Op::Claim(job, stale) => Done::Claim(claim(conn, job, *stale).await?),
+        Op::MarkUnknown(before) => Done::Count(mark_unknown(conn, None, Some(*before)).await?),
         Op::Finish(job, attempt, outcome) => {
             finish_attempt(conn, *job, *attempt, outcome).await?;
             Done::Nothing
@@ -312,64 +314,122 @@ async fn claim(
     job: &NewJob,
     stale_after: Duration,
 ) -> Result<Claim, StoreError> {
-    let now = ts(Utc::now());
-    let inserted = sqlx::query(
-        "INSERT INTO jobs (id, source_key, log_id, attempt_id, attempts, destination, environment, event_type,
-                           group_id, fingerprint, state, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7, ?8, ?9, 'pending', ?10, ?10)
-         ON CONFLICT (source_key, log_id, fingerprint) DO NOTHING",
-    )
-    .bind(job.id.to_string())
-    .bind(&job.source_key)
-    .bind(job.log_id.to_string())
-    .bind(job.attempt_id.to_string())
-    .bind(&job.destination)
-    .bind(&job.environment)
-    .bind(&job.event_type)
-    .bind(&job.group_id)
-    .bind(&job.fingerprint)
-    .bind(&now)
-    .execute(&mut *conn)
-    .await?;
-    if inserted.rows_affected() == 1 {
-        return Ok(Claim::New);
-    }
-    let row = sqlx::query(
-        "SELECT * FROM jobs WHERE source_key = ?1 AND log_id = ?2 AND fingerprint = ?3",
-    )
-    .bind(&job.source_key)
-    .bind(job.log_id.to_string())
-    .bind(&job.fingerprint)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(existing) = row.as_ref().map(row_to_job).transpose()? else {
-        return Ok(Claim::InFlight);
-    };
-    if !super::retryable(&existing, stale_after) {
-        return Ok(super::settled_claim(existing));
-    }
-    // The writer is the only writer, but the state check keeps the rule visible and shared with PostgreSQL.
-    let updated = sqlx::query(
-        "UPDATE jobs SET state = 'pending', attempt_id = ?1, attempts = attempts + 1, updated_at = ?2,
-                         error_code = NULL, progress = NULL, manifest = NULL, expires = NULL,
-                         notify_state = NULL, poll_failures = 0
-         WHERE id = ?3 AND state = ?4 AND attempt_id = ?5",
-    )
-    .bind(job.attempt_id.to_string())
-    .bind(&now)
-    .bind(existing.id.to_string())
-    .bind(existing.state.as_str())
-    .bind(existing.attempt_id.to_string())
-    .execute(&mut *conn)
-    .await?;
-    Ok(if updated.rows_affected() == 1 {
-        Claim::Retry {
-            job_id: existing.id,
-            attempt: existing.attempts + 1,
+    // Twice at most: a request whose job ended retires that row and is then inserted afresh.
+    for _ in 0..2 {
+        let now = ts(Utc::now());
+        let inserted = sqlx::query(
+            "INSERT INTO jobs (id, source_key, log_id, attempt_id, attempts, destination, environment, event_type,
+                               group_id, fingerprint, state, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7, ?8, ?9, 'pending', ?10, ?10)
+             ON CONFLICT (source_key, log_id, fingerprint) DO NOTHING",
+        )
+        .bind(job.id.to_string())
+        .bind(&job.source_key)
+        .bind(job.log_id.to_string())
+        .bind(job.attempt_id.to_string())
+        .bind(&job.destination)
+        .bind(&job.environment)
+        .bind(&job.event_type)
+        .bind(&job.group_id)
+        .bind(&job.fingerprint)
+        .bind(&now)
+        .execute(&mut *conn)
+        .await?;
+        if inserted.rows_affected() == 1 {
+            return Ok(Claim::New);
         }
-    } else {
-        Claim::InFlight
-    })
+        let row = sqlx::query(
+            "SELECT * FROM jobs WHERE source_key = ?1 AND log_id = ?2 AND fingerprint = ?3",
+        )
+        .bind(&job.source_key)
+        .bind(job.log_id.to_string())
+        .bind(&job.fingerprint)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let Some(existing) = row.as_ref().map(row_to_job).transpose()? else {
+            return Ok(Claim::InFlight);
+        };
+        // The writer is the only writer, but each update checks the state it read, as PostgreSQL's do.
+        match super::decide(&existing, stale_after, job.retry_unknown) {
+            Decision::Settled(claim) => return Ok(claim),
+            Decision::MarkUnknown => {
+                mark_unknown(conn, Some(existing.id), None).await?;
+                let mut job = existing;
+                job.state = JobState::KickoffUnknown;
+                return Ok(Claim::Unknown(Box::new(job)));
+            }
+            Decision::StartNewJob => {
+                sqlx::query(
+                    "UPDATE jobs SET fingerprint = fingerprint || '#ended-' || id, updated_at = ?1
+                     WHERE id = ?2 AND state = ?3",
+                )
+                .bind(&now)
+                .bind(existing.id.to_string())
+                .bind(existing.state.as_str())
+                .execute(&mut *conn)
+                .await?;
+            }
+            Decision::RetrySameJob => {
+                let updated = sqlx::query(
+                    "UPDATE jobs SET state = 'pending', attempt_id = ?1, attempts = attempts + 1, updated_at = ?2,
+                                     error_code = NULL, progress = NULL, manifest = NULL, expires = NULL,
+                                     failure = NULL, notify_state = NULL, poll_failures = 0
+                     WHERE id = ?3 AND state = ?4 AND attempt_id = ?5",
+                )
+                .bind(job.attempt_id.to_string())
+                .bind(&now)
+                .bind(existing.id.to_string())
+                .bind(existing.state.as_str())
+                .bind(existing.attempt_id.to_string())
+                .execute(&mut *conn)
+                .await?;
+                return Ok(if updated.rows_affected() == 1 {
+                    Claim::Retry {
+                        job_id: existing.id,
+                        attempt: existing.attempts + 1,
+                    }
+                } else {
+                    Claim::InFlight
+                });
+            }
+        }
+    }
+    Ok(Claim::InFlight)
+}
+
+/// Marks reservations whose outcome never arrived as `kickoff-unknown`: one job, or every one reserved
+/// before `before`. Each gets an attempt record saying so.
+async fn mark_unknown(
+    conn: &mut SqliteConnection,
+    job_id: Option<Uuid>,
+    before: Option<DateTime<Utc>>,
+) -> Result<u64, StoreError> {
+    let now = ts(Utc::now());
+    let rows = sqlx::query(
+        "UPDATE jobs SET state = 'kickoff-unknown', error_code = 'kickoff-unknown', updated_at = ?1
+         WHERE state = 'pending' AND (?2 IS NULL OR id = ?2) AND (?3 IS NULL OR updated_at < ?3)
+         RETURNING id, attempt_id, updated_at",
+    )
+    .bind(&now)
+    .bind(job_id.map(|id| id.to_string()))
+    .bind(before.map(ts))
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in &rows {
+        let id: String = row.try_get("id")?;
+        let attempt: String = row.try_get("attempt_id")?;
+        sqlx::query(
+            "INSERT INTO job_attempts (job_id, attempt_id, started_at, finished_at, outcome, upstream_status, error_code)
+             VALUES (?1, ?2, ?3, ?3, 'unknown', NULL, 'kickoff-unknown')
+             ON CONFLICT (job_id, attempt_id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(attempt)
+        .bind(&now)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(rows.len() as u64)
 }
 
 async fn finish_attempt(
@@ -606,6 +666,15 @@ impl JobStore for SqliteStore {
         push_log_filter(&mut qb, filter);
         let n: i64 = qb.build_query_scalar().fetch_one(&self.reader).await?;
         Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn mark_unknown_kickoffs(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        match self.write(Op::MarkUnknown(before)).await? {
+            Done::Count(n) => Ok(n),
+            other => Err(StoreError::Corrupt(format!(
+                "unexpected writer answer {other:?}"
+            ))),
+        }
     }
 
     async fn prune_logs(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {

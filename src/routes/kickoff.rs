@@ -64,6 +64,7 @@ async fn handle(
         path_group_id: info.get("group_id").map(str::to_owned),
         form,
         lenient: prefer_tokens(&req).any(|t| t == "handling=lenient"),
+        retry_unknown: prefer_tokens(&req).any(|t| t == "retry-unknown-kickoff"),
         caller,
     };
     let accepted = kick_off(&state, request).await?;

@@ -44,9 +44,9 @@ async fn the_seed_envelope_is_kicked_off_upstream_and_answered_with_a_system_exp
     assert_eq!(body["status"], 202);
     assert_eq!(body["Meta"]["EventType"], "system-export-response");
     assert_eq!(body["Meta"]["Logs"][0]["ID"], SEED_LOG_ID);
-    assert_ne!(
-        body["Meta"]["Logs"][0]["AttemptID"],
-        "925d1617-2fe0-468c-a14c-f8c04b572c54"
+    assert_eq!(
+        body["Meta"]["Logs"][0]["AttemptID"], "925d1617-2fe0-468c-a14c-f8c04b572c54",
+        "the partner's AttemptID is echoed, as in seeds 000 and 004"
     );
     let stamped = body["Meta"]["EventDateTime"].as_str().unwrap();
     assert!(
