@@ -140,6 +140,9 @@ fn log_rows(entries: &Value, upstream: bool) -> Vec<Vec<String>> {
                         cell(&e["durationMs"]),
                         cell(&e["jobId"]),
                     ]);
+                    if upstream {
+                        row.push(cell(&e["upstreamRequestId"]));
+                    }
                     row
                 })
                 .collect()
@@ -159,7 +162,7 @@ const REQUEST_HEADER: [&str; 10] = [
     "MS",
     "JOB",
 ];
-const UPSTREAM_HEADER: [&str; 8] = [
+const UPSTREAM_HEADER: [&str; 9] = [
     "TIME",
     "LOG ID",
     "OPERATION",
@@ -168,6 +171,7 @@ const UPSTREAM_HEADER: [&str; 8] = [
     "ERROR",
     "MS",
     "JOB",
+    "EHR REQUEST ID",
 ];
 
 /// A page of `GET /admin/logs`.

@@ -389,6 +389,7 @@ where
                     error_code: fields.error_code.clone(),
                     duration_ms: latency_ms,
                     job_id: fields.job_id,
+                    upstream_request_id: None,
                 });
                 for call in fields.upstream {
                     state.log.record(call);

@@ -13,5 +13,6 @@ pub fn capabilities() -> Capabilities {
         custom_associated_data: true,
         lenient: true,
         patient_by_post: true,
+        request_id_header: "x-request-id",
     }
 }

@@ -20,6 +20,9 @@ pub struct Capabilities {
     pub lenient: bool,
     /// Whether `patient` goes upstream as a POST with a `Parameters` body (the IG's only way).
     pub patient_by_post: bool,
+    /// The response header that carries the EHR's own id for a request, which its support asks for
+    /// (Oracle Health's `opc-request-id`); recorded with each upstream call in the message log.
+    pub request_id_header: &'static str,
 }
 
 impl Capabilities {

@@ -114,14 +114,17 @@ impl Connector {
                     started,
                     Some(status),
                     super::outcome_of_status(status),
+                    Some(response.headers()),
                 );
             }
-            Err(FileError::Upstream(e)) => self.observe("file", started, None, e.outcome()),
+            Err(FileError::Upstream(e)) => self.observe("file", started, None, e.outcome(), None),
             Err(FileError::Transport(TransportError::Timeout)) => {
-                self.observe("file", started, None, "timeout")
+                self.observe("file", started, None, "timeout", None)
             }
-            Err(FileError::Transport(_)) => self.observe("file", started, None, "unreachable"),
-            Err(_) => self.observe("file", started, None, "refused"),
+            Err(FileError::Transport(_)) => {
+                self.observe("file", started, None, "unreachable", None)
+            }
+            Err(_) => self.observe("file", started, None, "refused", None),
         }
         result
     }

@@ -246,6 +246,7 @@ impl Connector {
         started: std::time::Instant,
         status: Option<u16>,
         outcome: &str,
+        headers: Option<&reqwest::header::HeaderMap>,
     ) {
         let duration = started.elapsed();
         self.http.metrics().upstream(
@@ -262,7 +263,20 @@ impl Connector {
             status,
             outcome,
             duration,
+            request_id: headers.and_then(|h| self.ehr_request_id(h)),
         });
+    }
+
+    /// The EHR's own id for a request, from the vendor profile's header: printable ASCII, at most 128
+    /// characters, else nothing (it is stored and shown to operators).
+    fn ehr_request_id(&self, headers: &reqwest::header::HeaderMap) -> Option<String> {
+        let value = headers
+            .get(self.capabilities.request_id_header)?
+            .to_str()
+            .ok()?
+            .trim();
+        (!value.is_empty() && value.len() <= 128 && value.bytes().all(|b| b.is_ascii_graphic()))
+            .then(|| value.to_owned())
     }
 
     /// Sends the kick-off; on 202 returns the upstream's status URL (never shown to the partner).
@@ -407,12 +421,13 @@ impl Connector {
                     started,
                     Some(answer.status),
                     outcome_of_status(answer.status),
+                    Some(&answer.headers),
                 );
                 Ok(answer)
             }
             Err(e) => {
                 let e = UpstreamError::from(e);
-                self.observe(operation, started, None, e.outcome());
+                self.observe(operation, started, None, e.outcome(), None);
                 Err(e)
             }
         }

@@ -15,5 +15,6 @@ pub fn capabilities() -> Capabilities {
         // Seed 001 does not document `Prefer: handling=lenient`.
         lenient: false,
         patient_by_post: false,
+        request_id_header: "x-request-id",
     }
 }

@@ -42,6 +42,7 @@ pub fn capabilities() -> Capabilities {
         custom_associated_data: false,
         lenient: true,
         patient_by_post: false,
+        request_id_header: "opc-request-id",
     }
 }
 

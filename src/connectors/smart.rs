@@ -140,6 +140,7 @@ impl SmartClient {
             status,
             outcome,
             duration: started.elapsed(),
+            request_id: None,
         });
     }
 

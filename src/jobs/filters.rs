@@ -143,7 +143,8 @@ where
 {
     let mut qb = QueryBuilder::new(
         "INSERT INTO message_log (kind, log_id, attempt_id, at, source, destination, environment, \
-         event_type, method, route, gateway_status, upstream_status, error_code, duration_ms, job_id) VALUES ",
+         event_type, method, route, gateway_status, upstream_status, error_code, duration_ms, job_id, \
+         upstream_request_id) VALUES ",
     );
     for (i, r) in records.iter().enumerate() {
         qb.push(if i == 0 { "(" } else { ", (" });
@@ -174,6 +175,7 @@ where
                 qb.push("NULL");
             }
         }
+        qb.push(", ").push_bind(r.upstream_request_id.clone());
         qb.push(")");
     }
     qb

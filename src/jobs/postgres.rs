@@ -96,6 +96,7 @@ impl PostgresStore {
             error_code: row.try_get("error_code")?,
             duration_ms: row.try_get("duration_ms")?,
             job_id: row.try_get("job_id")?,
+            upstream_request_id: row.try_get("upstream_request_id")?,
         })
     }
 

@@ -110,6 +110,7 @@ fn row_to_log(row: &SqliteRow) -> Result<LogRecord, StoreError> {
         error_code: row.try_get("error_code")?,
         duration_ms: row.try_get("duration_ms")?,
         job_id: job_id.as_deref().map(uuid).transpose()?,
+        upstream_request_id: row.try_get("upstream_request_id")?,
     })
 }
 

@@ -153,6 +153,8 @@ pub struct UpstreamCall<'a> {
     /// `ok`, or why not.
     pub outcome: &'a str,
     pub duration: std::time::Duration,
+    /// The EHR's own id for the request (e.g. Oracle Health's `opc-request-id`), when it sent one.
+    pub request_id: Option<String>,
 }
 
 /// Records an upstream call on the current request (when there is one).
@@ -178,6 +180,7 @@ pub fn push_upstream(call: &UpstreamCall<'_>) {
             error_code: (call.outcome != "ok").then(|| call.outcome.to_owned()),
             duration_ms: call.duration.as_secs_f64() * 1000.0,
             job_id: f.job_id,
+            upstream_request_id: call.request_id.clone(),
         };
         f.upstream.push(record);
     });

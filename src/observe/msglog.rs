@@ -64,6 +64,9 @@ pub struct LogRecord {
     pub error_code: Option<String>,
     pub duration_ms: f64,
     pub job_id: Option<Uuid>,
+    /// For an upstream call: the EHR's own id for it (Oracle Health's `opc-request-id`, or the header
+    /// the vendor profile names), to quote to the vendor's support.
+    pub upstream_request_id: Option<String>,
 }
 
 /// What `GET /admin/logs` filters on; every field optional, all given must match.

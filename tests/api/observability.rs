@@ -382,6 +382,7 @@ async fn message_log_records_older_than_the_retention_are_pruned_by_the_gateway(
         error_code: None,
         duration_ms: 1.0,
         job_id: None,
+        upstream_request_id: None,
     };
     let batch: Vec<_> = (0..1_234).map(|_| record(1)).collect();
     app.state().store.append_log(&batch).await.unwrap();
