@@ -11,6 +11,7 @@ use crate::lifecycle::{backoff_secs, refresh};
 use crate::observe::context::RequestContext;
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
@@ -116,40 +117,56 @@ impl Poller {
                 w.batch,
             )
             .await?;
-        for job in &jobs {
-            // Each pass over a job is recorded like a request: its upstream calls go to the message
-            // log under the job's Log ID, and its log lines carry the job's fields.
-            let span = tracing::info_span!(
-                "poll",
-                log_id = tracing::field::Empty,
-                attempt_id = tracing::field::Empty,
-                job_id = %job.id,
-                source = %job.source_key,
-                destination = %job.destination,
-                environment = %job.environment,
-            );
-            let ctx = RequestContext::new(job.log_id, Uuid::new_v4(), span.clone());
-            ctx.clone()
-                .scope(async {
-                    crate::observe::context::set_job(job.id);
-                    crate::observe::context::set_source(&job.source_key);
-                    crate::observe::context::set_event_type("background-poll");
-                    self.handle(job, now).await
-                })
-                .instrument(span)
-                .await;
-            for call in ctx.snapshot().upstream {
-                self.state.log.record(call);
-            }
-            self.state.store.release(job.id, &self.id).await?;
-        }
+        // Up to `[worker] concurrency` jobs at once; each destination's own cap holds within that.
+        let passes: Vec<_> = jobs
+            .iter()
+            .cloned()
+            .map(|job| {
+                let poller = self.clone();
+                async move { poller.handle_recorded(&job, now).await }
+            })
+            .collect();
+        let released: Vec<Result<(), StoreError>> = futures_util::stream::iter(passes)
+            .buffer_unordered(w.concurrency.max(1) as usize)
+            .collect()
+            .await;
+        released.into_iter().collect::<Result<Vec<()>, _>>()?;
         Ok(jobs.len())
+    }
+
+    /// Handles one claimed job like a request (its upstream calls go to the message log under the
+    /// job's Log ID, its log lines carry the job's fields), then gives the claim back.
+    async fn handle_recorded(&self, job: &Job, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let span = tracing::info_span!(
+            "poll",
+            log_id = tracing::field::Empty,
+            attempt_id = tracing::field::Empty,
+            job_id = %job.id,
+            source = %job.source_key,
+            destination = %job.destination,
+            environment = %job.environment,
+        );
+        let ctx = RequestContext::new(job.log_id, Uuid::new_v4(), span.clone());
+        ctx.clone()
+            .scope(async {
+                crate::observe::context::set_job(job.id);
+                crate::observe::context::set_source(&job.source_key);
+                crate::observe::context::set_event_type("background-poll");
+                self.handle(job, now).await
+            })
+            .instrument(span)
+            .await;
+        for call in ctx.snapshot().upstream {
+            self.state.log.record(call);
+        }
+        self.state.store.release(job.id, &self.id).await
     }
 
     async fn handle(&self, job: &Job, now: DateTime<Utc>) {
         if job.state == JobState::Accepted && job.next_poll_at.is_some_and(|t| t <= now) {
             match self.state.registry.get(&job.destination, &job.environment) {
                 Some(connector) => {
+                    let _slot = connector.poll_slot().await;
                     if let Err(e) = refresh(&self.state, &connector, job, now).await {
                         tracing::warn!(message = "Background poll failed.", log_id = %job.log_id, job_id = %job.id, code = e.code());
                     }

@@ -150,6 +150,8 @@ pub struct Connector {
     pub allow_private_addresses: bool,
     /// Kick-offs in flight at once; the EHR is not flooded by one burst.
     kickoffs_in_flight: Arc<tokio::sync::Semaphore>,
+    /// The poller's status requests in flight at once, under the same cap.
+    polls_in_flight: Arc<tokio::sync::Semaphore>,
     /// Longest `Retry-After` adopted from this EHR (`[jobs] max_retry_after_secs`).
     pub max_retry_after_secs: u64,
 }
@@ -180,6 +182,7 @@ impl Connector {
             file_hosts: Vec::new(),
             allow_private_addresses: false,
             kickoffs_in_flight: Arc::new(tokio::sync::Semaphore::new(64)),
+            polls_in_flight: Arc::new(tokio::sync::Semaphore::new(64)),
             max_retry_after_secs: 3600,
         }
     }
@@ -193,7 +196,13 @@ impl Connector {
     /// Caps the kick-offs in flight to this upstream at once.
     pub fn with_max_concurrent_kickoffs(mut self, n: usize) -> Self {
         self.kickoffs_in_flight = Arc::new(tokio::sync::Semaphore::new(n.max(1)));
+        self.polls_in_flight = Arc::new(tokio::sync::Semaphore::new(n.max(1)));
         self
+    }
+
+    /// Waits for a place among the poller's status requests to this destination.
+    pub async fn poll_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.polls_in_flight.clone().acquire_owned().await.ok()
     }
 
     /// A place among the kick-offs in flight, or `None` when the destination is at its cap.
