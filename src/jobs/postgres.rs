@@ -289,7 +289,6 @@ impl JobStore for PostgresStore {
                 expires = COALESCE($8, expires),
                 error_code = COALESCE($9, error_code),
                 failure = COALESCE($12, failure),
-            failure = COALESCE($12, failure),
                 notify_state = CASE WHEN $10 THEN 'pending' ELSE notify_state END,
                 notify_next_at = CASE WHEN $10 THEN $5 ELSE notify_next_at END,
                 updated_at = $5

@@ -164,6 +164,14 @@ impl TestApp {
         Self::start(self.upstream, settings, self._dir).await
     }
 
+    /// This gateway stopped at once, as a crash would (requests in flight are dropped, nothing is
+    /// recorded for them), then started again with `settings` on the same store and upstream.
+    pub async fn crash_and_restart(self, settings: Settings) -> TestApp {
+        self.handle.stop(false).await;
+        self.state.store.close().await;
+        Self::start(self.upstream, settings, self._dir).await
+    }
+
     /// A second gateway process on the same store and upstream (another replica).
     pub async fn replica(&self) -> TestApp {
         Self::start(

@@ -19,6 +19,7 @@ mod robustness;
 mod sandbox;
 mod schemas;
 mod security;
+mod semantics;
 mod shutdown;
 mod smart;
 mod source_tokens;
