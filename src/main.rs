@@ -88,7 +88,7 @@ enum Command {
         job_id: Option<String>,
         #[command(flatten)]
         admin: AdminArgs,
-        /// pending, accepted, failed, completed, export-failed, expired or deleted.
+        /// pending, kickoff-unknown, accepted, failed, completed, export-failed, expired or deleted.
         #[arg(long)]
         state: Option<String>,
         #[arg(long)]

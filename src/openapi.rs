@@ -560,9 +560,9 @@ fn admin_paths(paths: &mut Map<String, Value>) {
     let mut job_params = vec![
         query(
             "state",
-            "pending, accepted, failed, completed, export-failed, expired or deleted.",
+            "pending, kickoff-unknown, accepted, failed, completed, export-failed, expired or deleted.",
             json!({ "type": "string",
-            "enum": ["pending", "accepted", "failed", "completed", "export-failed", "expired", "deleted"] }),
+            "enum": ["pending", "kickoff-unknown", "accepted", "failed", "completed", "export-failed", "expired", "deleted"] }),
         ),
         query("source", "The source id.", text.clone()),
         query("destination", "The destination slug.", text.clone()),

@@ -228,7 +228,7 @@ pub struct JobView {
     pub destination: String,
     pub environment: String,
     pub event_type: String,
-    /// pending | accepted | failed | completed | export-failed | expired | deleted
+    /// pending | kickoff-unknown | accepted | failed | completed | export-failed | expired | deleted
     pub state: String,
     /// Kick-off attempts made.
     pub attempts: i64,
@@ -504,7 +504,7 @@ pub async fn jobs(
     let filter = JobFilter {
         state: p.parsed(
             "state",
-            "one of pending, accepted, failed, completed, export-failed, expired, deleted",
+            "one of pending, kickoff-unknown, accepted, failed, completed, export-failed, expired, deleted",
             JobState::parse,
         ),
         source: p.text("source"),

@@ -4,6 +4,7 @@ mod canary;
 mod capability;
 mod cli;
 mod conformance;
+mod crash;
 mod files;
 mod fixtures;
 mod helpers;

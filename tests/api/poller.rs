@@ -295,3 +295,61 @@ async fn an_enabled_poller_completes_jobs_in_the_background_and_stops_on_shutdow
         "no partner asked; the poller did"
     );
 }
+
+#[tokio::test]
+async fn two_concurrent_pollers_poll_each_job_once_and_notify_each_source_once() {
+    let app = spawn_notified().await;
+    let replica = app.replica().await;
+    app.upstream_accepts_kickoffs().await;
+    Mock::given(method("GET"))
+        .and(path(UPSTREAM_STATUS))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(manifest(&app.upstream.uri(), None))
+                .set_delay(Duration::from_millis(100)),
+        )
+        .mount(&app.upstream)
+        .await;
+    const JOBS: usize = 12;
+    Mock::given(method("POST"))
+        .and(path("/notify"))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(JOBS as u64)
+        .mount(&app.upstream)
+        .await;
+    let mut locations = Vec::new();
+    for _ in 0..JOBS {
+        let mut envelope = seed();
+        envelope["Meta"]["Logs"][0]["ID"] = Value::String(uuid::Uuid::new_v4().to_string());
+        let r = app.post_envelope(&spec_group_route(), &envelope).await;
+        assert_eq!(r.status(), 202);
+        locations.push(r.headers()["Content-Location"].to_str().unwrap().to_owned());
+    }
+    let clock = Arc::new(ManualClock::new(
+        chrono::Utc::now() + chrono::Duration::seconds(1),
+    ));
+    let one = Poller::new(app.state().clone(), clock.clone());
+    let other = Poller::new(replica.state().clone(), clock);
+
+    let (a, b) = tokio::join!(one.tick(), other.tick());
+    let (again_a, again_b) = tokio::join!(one.tick(), other.tick());
+
+    assert_eq!(
+        a.unwrap() + b.unwrap(),
+        JOBS,
+        "every job claimed by exactly one poller"
+    );
+    assert_eq!(again_a.unwrap() + again_b.unwrap(), 0, "nothing left to do");
+    assert_eq!(status_polls(&app).await, JOBS, "each job polled once");
+    for location in &locations {
+        let job = app
+            .state()
+            .store
+            .get(job_id(location))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(job.state, JobState::Completed);
+        assert_eq!(job.notify_state.as_deref(), Some("sent"));
+    }
+}

@@ -3,7 +3,7 @@
 //! outcome is unknown after a crash, every `Retry-After` within reason, and status answers that hold.
 
 use crate::helpers::*;
-use crate::lifecycle::{UPSTREAM_STATUS, local, manifest, upstream_status};
+use crate::lifecycle::{UPSTREAM_STATUS, local, upstream_status};
 use crate::observability::{admin_get, admin_toml};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -584,11 +584,4 @@ async fn a_kickoff_still_in_flight_answers_409_with_a_short_retry_after() {
     assert_eq!(second.headers()["Retry-After"], "2");
     assert_eq!(first.await.unwrap().status(), 202);
     assert_eq!(app.upstream_kickoffs().await.len(), 1);
-}
-
-#[tokio::test]
-async fn manifest_helper_is_shared() {
-    // The lifecycle helpers serve these tests too; a manifest with files on the upstream is valid.
-    let m = manifest("http://ehr.example", None);
-    assert_eq!(m["output"].as_array().unwrap().len(), 2);
 }

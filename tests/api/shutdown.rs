@@ -111,9 +111,21 @@ allow_private_addresses = true
         ),
     )
     .unwrap();
+    let (child, port, stderr) = spawn_serve(&config);
+    Gateway {
+        child,
+        port,
+        stderr,
+        _dir: dir,
+    }
+}
+
+/// Runs `fhirgate serve --config <config>` (JSON logs on stderr) and learns its port from its log;
+/// the receiver yields its later log lines.
+pub fn spawn_serve(config: &std::path::Path) -> (Child, u16, std::sync::mpsc::Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_fhirgate"))
         .args(["serve", "--config"])
-        .arg(&config)
+        .arg(config)
         .current_dir(repo())
         .env_remove("RUST_LOG")
         .env_remove("FHIRGATE_CONFIG")
@@ -140,12 +152,7 @@ allow_private_addresses = true
             break port as u16;
         }
     };
-    Gateway {
-        child,
-        port,
-        stderr: rx,
-        _dir: dir,
-    }
+    (child, port, rx)
 }
 
 fn signal(pid: u32, name: &str) {
