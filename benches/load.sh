@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Kick-off load, in one run: the same load straight at a fast local fake upstream, then through the
-# gateway (durable SQLite job store) in front of it. Prints both rates, their ratio, and p50/p99 at
-# saturation and at a fixed 200 kick-offs a second.
+# gateway (durable SQLite job store) in front of it. Prints both rates, their ratio, p50/p99 at
+# saturation and at a fixed 200 kick-offs a second, and the crash window (EHR answer to durable record).
 #
 #   bash benches/load.sh            # needs `oha` (cargo install oha --locked)
 #   DURATION=20s CONNECTIONS=64 bash benches/load.sh
@@ -72,6 +72,26 @@ us, gs, u2, g2 = (json.loads(a) for a in sys.argv[1:])
 print(f"gateway/upstream rate at saturation: {gs['rps'] / us['rps']:.2f} (target >= 0.33)")
 print(f"added p99 at 200/s: {g2['p99_ms'] - u2['p99_ms']:.3f} ms (target < 2 ms)")
 PY
+
+# The crash window: how long each accepted kick-off's EHR answer waited for its durable record (a crash
+# inside it leaves the job kickoff-unknown), from the gateway's own histogram over the runs above.
+curl -fs "http://127.0.0.1:$GATEWAY_PORT/metrics" | python3 -c '
+import sys
+buckets, count = [], 0
+for line in sys.stdin:
+    if line.startswith("fhirgate_kickoff_unrecorded_window_seconds_bucket"):
+        le = line.split("le=\"")[1].split("\"")[0]
+        buckets.append((float("inf") if le == "+Inf" else float(le), float(line.split()[-1])))
+    elif line.startswith("fhirgate_kickoff_unrecorded_window_seconds_count"):
+        count = float(line.split()[-1])
+def quantile(q):
+    for le, n in buckets:
+        if n >= q * count:
+            return le
+if count:
+    print(f"kick-off record window over {int(count)} kick-offs: p50 <= {quantile(0.5) * 1000:g} ms, "
+          f"p99 <= {quantile(0.99) * 1000:g} ms, max <= {quantile(1.0) * 1000:g} ms")
+'
 
 # Status polls of a completed job: the stored manifest, no upstream call.
 location=$(curl -fs -D - -o /dev/null -X POST -H 'Content-Type: application/json' -d "$envelope" "$gateway_url" |

@@ -343,6 +343,7 @@ pub async fn kick_off(state: &AppState, req: KickoffRequest) -> Result<Accepted,
     };
     let started = Instant::now();
     let result = connector.kickoff(&upstream).await;
+    let answered = Instant::now();
     let latency_ms = started.elapsed().as_millis() as u64;
     match result {
         Ok(status_url) => {
@@ -350,11 +351,16 @@ pub async fn kick_off(state: &AppState, req: KickoffRequest) -> Result<Accepted,
                 upstream_status_url: status_url.to_string(),
                 upstream_status: 202,
             };
+            // The EHR's answer is the next durable write: until it commits, a crash would leave the
+            // job kickoff-unknown. The window is measured.
             state
                 .store
                 .finish_attempt(job_id, attempt_id, &outcome)
                 .await
                 .map_err(|e| fail(e.into()))?;
+            state
+                .metrics
+                .kickoff_window(answered.elapsed().as_secs_f64());
             tracing::info!(
                 message = "Kick-off accepted.",
                 log_id = %log_id, attempt_id = %attempt_id, job_id = %job_id,

@@ -69,6 +69,7 @@ pub struct Metrics {
     jobs: Family<StateLabels, Gauge>,
     poller_lag: Gauge<f64, AtomicU64>,
     log_records: Family<LogWriteLabels, Counter>,
+    kickoff_window: Histogram,
 }
 
 impl Default for Metrics {
@@ -136,6 +137,13 @@ impl Metrics {
             "Message log records written to the store, or dropped when it could not take them",
             log_records.clone(),
         );
+        // 0.1 ms .. ~13 s.
+        let kickoff_window = Histogram::new(exponential_buckets(0.0001, 2.0, 18));
+        registry.register(
+            "kickoff_unrecorded_window_seconds",
+            "Time from an EHR's answer to a kick-off until that answer is durable in the job store: a crash inside it leaves a kickoff-unknown job",
+            kickoff_window.clone(),
+        );
         Metrics {
             registry,
             inbound,
@@ -147,6 +155,7 @@ impl Metrics {
             jobs,
             poller_lag,
             log_records,
+            kickoff_window,
         }
     }
 
@@ -176,6 +185,11 @@ impl Metrics {
         };
         self.upstream_latency.get_or_create(&labels).observe(secs);
         self.upstream.get_or_create(&labels).inc();
+    }
+
+    /// One kick-off's window between the EHR's answer and its durable record.
+    pub fn kickoff_window(&self, secs: f64) {
+        self.kickoff_window.observe(secs);
     }
 
     pub fn token_fetch(&self, destination: &str, environment: &str, ok: bool) {

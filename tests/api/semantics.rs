@@ -585,3 +585,36 @@ async fn a_kickoff_still_in_flight_answers_409_with_a_short_retry_after() {
     assert_eq!(first.await.unwrap().status(), 202);
     assert_eq!(app.upstream_kickoffs().await.len(), 1);
 }
+
+#[tokio::test]
+async fn the_window_between_the_ehrs_answer_and_its_record_is_measured() {
+    let app = TestApp::spawn().await;
+    app.upstream_accepts_kickoffs().await;
+
+    assert_eq!(
+        app.post_envelope(&spec_group_route(), &seed())
+            .await
+            .status(),
+        202
+    );
+    assert_eq!(
+        app.post_envelope(&spec_group_route(), &seed())
+            .await
+            .status(),
+        202
+    );
+
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("fhirgate_kickoff_unrecorded_window_seconds_count 1\n"),
+        "one upstream kick-off, one window (the replay made none): {metrics}"
+    );
+}
