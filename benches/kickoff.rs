@@ -2,10 +2,10 @@
 //! Run: `cargo bench --bench kickoff`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use fhirgate::cli::validate::offline_registry;
 use fhirgate::config::Settings;
 use fhirgate::domain::ExportKind;
 use fhirgate::envelope::{RouteTarget, parse_envelope};
-use fhirgate::validate::offline_registry;
 use std::hint::black_box;
 use uuid::Uuid;
 

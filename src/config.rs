@@ -1,8 +1,8 @@
 //! Settings: a TOML file (or the embedded default) → `FHIRGATE__SECTION__KEY` overrides → checks.
 //! Invalid settings stop the boot with a message naming the key.
 
+use crate::domain::secret::Secret;
 use crate::domain::{DestinationSlug, EnvironmentFlag, Param};
-use crate::secret::Secret;
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;

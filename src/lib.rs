@@ -1,21 +1,17 @@
-pub mod admin_client;
+//! fhirgate: a Redox-style gateway in front of EHRs' FHIR Bulk Data APIs. `ARCHITECTURE.md` is the map:
+//! `api` → `service` → {`connectors`, `store`, `domain`}; nothing below imports above.
+
+pub mod api;
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod connectors;
 pub mod domain;
 pub mod envelope;
-pub mod error;
 pub mod fhir;
-pub mod jobs;
-pub mod kickoff;
-pub mod lifecycle;
 pub mod observe;
-pub mod openapi;
-pub mod routes;
 pub mod sandbox;
-pub mod secret;
+pub mod service;
 pub mod startup;
 pub mod state;
-pub mod telemetry;
-pub mod validate;
-pub mod worker;
+pub mod store;

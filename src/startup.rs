@@ -1,11 +1,11 @@
 //! `Application::build(settings)`: store, connectors, routes, a bound listener (port 0 in tests).
 
+use crate::api;
 use crate::config::Settings;
 use crate::connectors::http::UpstreamClient;
 use crate::connectors::registry::{Registry, Secrets};
 use crate::observe::context::RequestContext;
 use crate::observe::msglog::{LogRecord, MessageLog, RecordKind};
-use crate::routes;
 use crate::state::AppState;
 use actix_web::dev::{Server, Service};
 use actix_web::{App, HttpServer, web};
@@ -41,7 +41,7 @@ impl Application {
     ) -> anyhow::Result<Application> {
         let http = UpstreamClient::new(&settings.upstream)?;
         let registry = Registry::build(&settings, &http, Secrets::Resolve)?;
-        let store = crate::jobs::open(&settings.store.url, settings.store.max_connections).await?;
+        let store = crate::store::open(&settings.store.url, settings.store.max_connections).await?;
         if !crate::auth::auth_required(&settings) {
             tracing::warn!(
                 message = "No [[sources]] have credentials: partner routes are open to anyone who can reach them."
@@ -68,8 +68,10 @@ impl Application {
         // Started here, on the main runtime: actix workers each run their own single-threaded runtime.
         let poller = state.settings.worker.enabled.then(|| {
             let (stop, stopped) = tokio::sync::watch::channel(false);
-            let poller =
-                crate::worker::Poller::new(state.clone(), Arc::new(crate::worker::SystemClock));
+            let poller = crate::service::poller::Poller::new(
+                state.clone(),
+                Arc::new(crate::service::poller::SystemClock),
+            );
             (stop, tokio::spawn(poller.run(stopped)))
         });
         Ok(Application {
@@ -158,36 +160,36 @@ where
     web::resource(path)
         .route(web::get().to(handler.clone()))
         .route(web::post().to(handler))
-        .default_service(web::to(routes::method_not_allowed))
+        .default_service(web::to(api::method_not_allowed))
 }
 
 /// The partner-facing routes under `/fhir/R4/{slug}/{env}`.
 pub fn fhir_routes(cfg: &mut web::ServiceConfig) {
     cfg.route(
         "/.well-known/smart-configuration",
-        web::get().to(routes::token::smart_configuration),
+        web::get().to(api::token::smart_configuration),
     )
     .service(kickoff(
         "/Group/{group_id}/$export",
-        routes::kickoff::group_export,
+        api::kickoff::group_export,
     ))
-    .service(kickoff("/Patient/$export", routes::kickoff::patient_export))
-    .service(kickoff("/$export", routes::kickoff::system_export))
+    .service(kickoff("/Patient/$export", api::kickoff::patient_export))
+    .service(kickoff("/$export", api::kickoff::system_export))
     .service(
         web::resource("/export-status/{job_id}")
-            .route(web::get().to(routes::status::status))
-            .route(web::delete().to(routes::status::delete))
-            .default_service(web::to(routes::method_not_allowed)),
+            .route(web::get().to(api::status::status))
+            .route(web::delete().to(api::status::delete))
+            .default_service(web::to(api::method_not_allowed)),
     )
     .service(
         web::resource("/export-file/{job_id}/{file_id}")
-            .route(web::get().to(routes::files::file))
-            .default_service(web::to(routes::method_not_allowed)),
+            .route(web::get().to(api::files::file))
+            .default_service(web::to(api::method_not_allowed)),
     )
     .service(
         web::resource("/metadata")
-            .route(web::get().to(routes::capability::metadata))
-            .default_service(web::to(routes::method_not_allowed)),
+            .route(web::get().to(api::capability::metadata))
+            .default_service(web::to(api::method_not_allowed)),
     );
 }
 
@@ -214,20 +216,20 @@ fn run(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
                 }
             })
             .wrap_fn(observe_request)
-            .route("/healthz", web::get().to(routes::health::healthz))
-            .route("/readyz", web::get().to(routes::health::readyz))
-            .route("/metrics", web::get().to(routes::health::metrics))
-            .route("/openapi.json", web::get().to(routes::openapi::document))
+            .route("/healthz", web::get().to(api::health::healthz))
+            .route("/readyz", web::get().to(api::health::readyz))
+            .route("/metrics", web::get().to(api::health::metrics))
+            .route("/openapi.json", web::get().to(api::openapi::serve_document))
             .service(
                 web::scope("/admin")
-                    .route("/logs", web::get().to(routes::admin::logs))
-                    .route("/logs/{log_id}", web::get().to(routes::admin::log))
-                    .route("/jobs", web::get().to(routes::admin::jobs))
-                    .route("/jobs/{job_id}", web::get().to(routes::admin::job)),
+                    .route("/logs", web::get().to(api::admin::logs))
+                    .route("/logs/{log_id}", web::get().to(api::admin::log))
+                    .route("/jobs", web::get().to(api::admin::jobs))
+                    .route("/jobs/{job_id}", web::get().to(api::admin::job)),
             )
-            .route("/auth/token", web::post().to(routes::token::token))
+            .route("/auth/token", web::post().to(api::token::token))
             .service(web::scope("/fhir/R4/{slug}/{env}").configure(fhir_routes))
-            .default_service(web::to(routes::not_found))
+            .default_service(web::to(api::not_found))
     })
     .workers(workers)
     .client_request_timeout(std::time::Duration::from_secs_f64(header_timeout))
@@ -245,7 +247,7 @@ fn run(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
 /// at start, so nothing sends them again unasked. The embedded SQLite store belongs to this one process,
 /// so every reservation in it is a dead one; on PostgreSQL other replicas may be mid-call, so only
 /// reservations older than `[jobs] pending_stale_secs` are.
-async fn mark_unknown_kickoffs(store: &dyn crate::jobs::JobStore, settings: &Settings) {
+async fn mark_unknown_kickoffs(store: &dyn crate::store::JobStore, settings: &Settings) {
     let now = chrono::Utc::now();
     let before = if settings.store.url.starts_with("sqlite:") {
         now

@@ -3,7 +3,7 @@
 use crate::config::Settings;
 use crate::connectors::registry::Registry;
 use crate::domain::EnvironmentFlag;
-use crate::jobs::JobStore;
+use crate::store::JobStore;
 use std::sync::Arc;
 use uuid::Uuid;
 

@@ -5,7 +5,7 @@
 use super::oauth::{OAuthError, OAuthErrorCode};
 use crate::config::{Settings, SourceSettings};
 use crate::domain::Scopes;
-use crate::secret::Secret;
+use crate::domain::secret::Secret;
 use chrono::Utc;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -184,7 +184,7 @@ impl TokenIssuer {
     pub async fn exchange(
         &self,
         settings: &Settings,
-        store: &dyn crate::jobs::JobStore,
+        store: &dyn crate::store::JobStore,
         form: &TokenForm,
     ) -> Result<Issued, OAuthError> {
         let grant_type = form.required("grant_type")?;

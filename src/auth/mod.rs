@@ -8,7 +8,7 @@ pub mod oauth;
 
 use crate::config::{Settings, SourceSettings};
 use crate::domain::{EnvironmentFlag, Scopes};
-use crate::error::ApiError;
+use crate::service::error::GatewayError;
 use crate::state::AppState;
 use actix_web::dev::Payload;
 use actix_web::http::header::AUTHORIZATION;
@@ -55,11 +55,11 @@ impl Caller {
     }
 
     /// 403 unless the caller may use this destination; checked before any upstream call.
-    pub fn authorize(&self, slug: &str, env: EnvironmentFlag) -> Result<(), ApiError> {
+    pub fn authorize(&self, slug: &str, env: EnvironmentFlag) -> Result<(), GatewayError> {
         if self.may_reach(slug, env) {
             Ok(())
         } else {
-            Err(ApiError::Forbidden(crate::domain::Issue::general(
+            Err(GatewayError::Forbidden(crate::domain::Issue::general(
                 crate::domain::IssueCode::Forbidden,
                 format!("This source is not allowed to use destination '{slug}' in {env}."),
             )))
@@ -196,10 +196,10 @@ impl CredentialKinds {
     }
 }
 
-fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
+fn authenticate(req: &HttpRequest) -> Result<Caller, GatewayError> {
     let state = req
         .app_data::<web::Data<AppState>>()
-        .ok_or_else(|| ApiError::Internal("application state missing".into()))?;
+        .ok_or_else(|| GatewayError::Internal("application state missing".into()))?;
     if !auth_required(&state.settings) {
         return Ok(Caller::Open);
     }
@@ -209,11 +209,11 @@ fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| ApiError::Unauthorized(kinds.how(&token_url)))?;
+        .ok_or_else(|| GatewayError::Unauthorized(kinds.how(&token_url)))?;
     let (scheme, credential) = header.trim().split_once(' ').unwrap_or((header, ""));
     let credential = credential.trim();
     if !scheme.eq_ignore_ascii_case("bearer") || credential.is_empty() {
-        return Err(ApiError::Unauthorized(format!(
+        return Err(GatewayError::Unauthorized(format!(
             "The Authorization header must use the Bearer scheme. {}",
             kinds.how(&token_url)
         )));
@@ -223,13 +223,13 @@ fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
         Some((source, scopes)) => (source.clone(), scopes),
         None => source_for_key(&state.settings, credential)
             .map(|source| (source.clone(), source.allowed_scopes()))
-            .ok_or_else(|| ApiError::InvalidToken(kinds.invalid(&token_url)))?,
+            .ok_or_else(|| GatewayError::InvalidToken(kinds.invalid(&token_url)))?,
     };
     crate::observe::context::set_source(&source.id.to_string());
     state
         .limits
         .check(&source.id)
-        .map_err(ApiError::RateLimited)?;
+        .map_err(GatewayError::RateLimited)?;
     Ok(Caller::Source {
         source: Box::new(source),
         scopes,
@@ -237,8 +237,8 @@ fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
 }
 
 impl FromRequest for Caller {
-    type Error = ApiError;
-    type Future = Ready<Result<Caller, ApiError>>;
+    type Error = GatewayError;
+    type Future = Ready<Result<Caller, GatewayError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         ready(authenticate(req))

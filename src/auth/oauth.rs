@@ -83,8 +83,8 @@ impl fmt::Display for OAuthError {
     }
 }
 
-impl From<crate::jobs::StoreError> for OAuthError {
-    fn from(e: crate::jobs::StoreError) -> Self {
+impl From<crate::store::StoreError> for OAuthError {
+    fn from(e: crate::store::StoreError) -> Self {
         tracing::error!(message = "Job store failure at the token endpoint.", error = %e);
         OAuthError::new(
             OAuthErrorCode::TemporarilyUnavailable,

@@ -3,7 +3,7 @@
 
 use super::request::UpstreamRequest;
 use crate::config::UpstreamSettings;
-use crate::secret::Secret;
+use crate::domain::secret::Secret;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;

@@ -13,9 +13,9 @@ pub mod request;
 pub mod smart;
 
 use crate::config::Vendor;
+use crate::domain::secret::Secret;
 use crate::domain::{DestinationSlug, EnvironmentFlag, ExportKickoff, Issue, IssueCode};
 use crate::fhir::OperationOutcome;
-use crate::secret::Secret;
 use capabilities::Capabilities;
 use chrono::Utc;
 use http::{TransportError, UpstreamAnswer, UpstreamClient, retry_after_secs};

@@ -4,8 +4,8 @@ use super::smart::{SmartClient, SmartConfig};
 use super::{Connector, UpstreamAuth, http::UpstreamClient, profile_capabilities};
 use crate::config::AuthSettings;
 use crate::config::{ConfigError, Settings};
+use crate::domain::secret::Secret;
 use crate::domain::{DestinationSlug, EnvironmentFlag};
-use crate::secret::Secret;
 use std::collections::HashMap;
 use std::sync::Arc;
 

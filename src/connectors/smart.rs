@@ -3,7 +3,7 @@
 //! concurrent requests (a single token request at a time), refreshed when the EHR answers 401.
 
 use super::UpstreamError;
-use crate::secret::Secret;
+use crate::domain::secret::Secret;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};

@@ -9,6 +9,7 @@ mod output_format;
 pub mod params;
 mod resource_type;
 mod scope;
+pub mod secret;
 
 pub use destination::{DestinationSlug, EnvironmentFlag};
 pub use fhir_id::FhirId;

@@ -138,7 +138,7 @@ pub fn set_job(job_id: Uuid) {
     });
 }
 
-/// The error code the request ended with (an `ApiError` code).
+/// The error code the request ended with (an `GatewayError` code).
 pub fn set_error_code(code: &str) {
     with(|ctx| ctx.lock().error_code = Some(code.to_owned()));
 }

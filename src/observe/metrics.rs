@@ -221,7 +221,7 @@ impl Metrics {
 
     /// Sets the store-derived gauges; states the store no longer holds read 0.
     pub fn set_job_stats(&self, by_state: &[(String, i64)], poller_lag_secs: f64) {
-        for state in crate::jobs::JobState::ALL {
+        for state in crate::store::JobState::ALL {
             let n = by_state
                 .iter()
                 .find(|(s, _)| s == state.as_str())

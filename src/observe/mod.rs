@@ -4,3 +4,4 @@
 pub mod context;
 pub mod metrics;
 pub mod msglog;
+pub mod telemetry;

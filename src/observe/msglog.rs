@@ -3,8 +3,8 @@
 //! path; the admin API flushes the queue before it reads, so a person never misses what this replica
 //! just did. Records older than `[log] retention_days` are pruned.
 
-use crate::jobs::JobStore;
 use crate::observe::metrics::Metrics;
+use crate::store::JobStore;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::sync::Arc;

@@ -5,9 +5,9 @@
 
 pub mod data;
 
+use crate::api::error::FHIR_JSON;
 use crate::config::SandboxSettings;
 use crate::domain::Issue;
-use crate::error::FHIR_JSON;
 use crate::fhir::OperationOutcome;
 use actix_web::http::header::{AUTHORIZATION, CONTENT_TYPE, EXPIRES, RETRY_AFTER};
 use actix_web::{HttpRequest, HttpResponse, web};

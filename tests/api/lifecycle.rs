@@ -239,7 +239,7 @@ async fn an_upstream_404_marks_the_job_expired_and_later_polls_do_not_reach_the_
     );
     let job_id = uuid::Uuid::parse_str(location.rsplit('/').next().unwrap()).unwrap();
     let job = app.state().store.get(job_id).await.unwrap().unwrap();
-    assert_eq!(job.state, fhirgate::jobs::JobState::Expired);
+    assert_eq!(job.state, fhirgate::store::JobState::Expired);
 }
 
 #[tokio::test]

@@ -366,8 +366,8 @@ async fn admin_jobs_show_state_attempts_last_upstream_status_and_next_poll() {
 #[tokio::test]
 async fn message_log_records_older_than_the_retention_are_pruned_by_the_gateway() {
     let app = TestApp::spawn_with(&admin_toml()).await;
-    let record = |days_ago: i64| fhirgate::jobs::LogRecord {
-        kind: fhirgate::jobs::RecordKind::Request,
+    let record = |days_ago: i64| fhirgate::store::LogRecord {
+        kind: fhirgate::store::RecordKind::Request,
         log_id: uuid::Uuid::new_v4(),
         attempt_id: uuid::Uuid::new_v4(),
         time: chrono::Utc::now() - chrono::Duration::days(days_ago),
@@ -389,7 +389,7 @@ async fn message_log_records_older_than_the_retention_are_pruned_by_the_gateway(
     let written = app
         .state()
         .store
-        .count_logs(&fhirgate::jobs::LogFilter::default())
+        .count_logs(&fhirgate::store::LogFilter::default())
         .await
         .unwrap();
     assert_eq!(

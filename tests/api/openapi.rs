@@ -29,7 +29,7 @@ async fn the_served_openapi_document_is_the_committed_one() {
 #[tokio::test]
 async fn every_documented_route_and_method_is_served() {
     let app = TestApp::spawn().await;
-    let doc = fhirgate::openapi::document();
+    let doc = fhirgate::api::openapi::document();
     let mut checked = 0;
     for (path, item) in doc["paths"].as_object().unwrap() {
         let concrete = path

@@ -3,8 +3,8 @@
 
 use crate::helpers::*;
 use crate::lifecycle::{UPSTREAM_STATUS, kicked_off, manifest};
-use fhirgate::jobs::JobState;
-use fhirgate::worker::{ManualClock, Poller};
+use fhirgate::service::poller::{ManualClock, Poller};
+use fhirgate::store::JobState;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;

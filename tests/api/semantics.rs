@@ -444,7 +444,7 @@ async fn a_200_that_is_not_a_manifest_is_a_failed_poll_backed_off_and_eventually
     // Make every later poll due at once, until the failures run out.
     for _ in 0..5 {
         let job = app.state().store.get(job_id).await.unwrap().unwrap();
-        if job.state == fhirgate::jobs::JobState::ExportFailed {
+        if job.state == fhirgate::store::JobState::ExportFailed {
             break;
         }
         tokio::time::sleep(Duration::from_millis(
@@ -462,7 +462,7 @@ async fn a_200_that_is_not_a_manifest_is_a_failed_poll_backed_off_and_eventually
             .unwrap();
     }
     let job = app.state().store.get(job_id).await.unwrap().unwrap();
-    assert_eq!(job.state, fhirgate::jobs::JobState::ExportFailed);
+    assert_eq!(job.state, fhirgate::store::JobState::ExportFailed);
     assert_eq!(job.error_code.as_deref(), Some("upstream-poll-failed"));
     assert_eq!(polls().await, 3);
     let after = app

@@ -2,8 +2,8 @@
 
 use crate::helpers::test_config;
 use crate::schemas::{EVENTS, fixture_files};
+use fhirgate::cli::validate::{Verdict, offline_registry, validate_text};
 use fhirgate::config::Settings;
-use fhirgate::validate::{Verdict, offline_registry, validate_text};
 use serde_json::{Map, Value};
 
 /// Patient references are identifiers: snapshots keep their shape, not their ids.

@@ -4,9 +4,9 @@ use crate::connectors::Connector;
 use crate::domain::{ExportKickoff, ExportKind, Issue};
 use crate::envelope::reader::Reader;
 use crate::envelope::{Meta, RouteTarget, normalise_native, parse_envelope, read_params};
-use crate::error::{ApiError, Failure};
-use crate::jobs::{AttemptOutcome, Claim, NewJob};
+use crate::service::error::{Failure, GatewayError};
 use crate::state::AppState;
+use crate::store::{AttemptOutcome, Claim, NewJob};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Instant;
@@ -69,13 +69,13 @@ fn within_scopes(
     caller: &crate::auth::Caller,
     connector: &Connector,
     mut plan: crate::connectors::plan::KickoffPlan,
-) -> Result<(crate::connectors::plan::KickoffPlan, Option<ScopedTypes>), ApiError> {
+) -> Result<(crate::connectors::plan::KickoffPlan, Option<ScopedTypes>), GatewayError> {
     use crate::domain::{IssueCode, Param, ResourceTypes};
     let Some(scopes) = caller.scopes() else {
         return Ok((plan, None));
     };
     let forbidden = |param: Param, names: Vec<&str>| {
-        ApiError::Forbidden(Issue::at(
+        GatewayError::Forbidden(Issue::at(
             IssueCode::Forbidden,
             param.as_str(),
             format!(
@@ -118,7 +118,7 @@ fn within_scopes(
         .filter(|t| connector.capabilities.supports_type(t))
         .collect();
     if exportable.is_empty() {
-        return Err(ApiError::Forbidden(Issue::at(
+        return Err(GatewayError::Forbidden(Issue::at(
             IssueCode::Forbidden,
             Param::Type.as_str(),
             format!(
@@ -132,7 +132,7 @@ fn within_scopes(
         return Ok((plan, Some(ScopedTypes::FilesFiltered(wire))));
     }
     let types = ResourceTypes::try_from(wire.as_str()).map_err(|e| {
-        ApiError::Internal(format!("granted types do not make a _type list: {e:?}"))
+        GatewayError::Internal(format!("granted types do not make a _type list: {e:?}"))
     })?;
     plan.kickoff.params.types = Some(types);
     Ok((plan, Some(ScopedTypes::Narrowed(wire))))
@@ -197,13 +197,13 @@ pub async fn kick_off(state: &AppState, req: KickoffRequest) -> Result<Accepted,
     if let Some(id) = partner_attempt_id {
         crate::observe::context::set_attempt_id(id);
     }
-    let early = |e: ApiError| Failure::new(e, early_log_id);
+    let early = |e: GatewayError| Failure::new(e, early_log_id);
     let connector: Arc<Connector> =
         state
             .registry
             .get(&req.slug, &req.environment)
             .ok_or_else(|| {
-                early(ApiError::NotFound(format!(
+                early(GatewayError::NotFound(format!(
                     "No destination '{}' is configured for environment '{}'.",
                     crate::domain::shorten(&req.slug),
                     crate::domain::shorten(&req.environment)
@@ -222,12 +222,12 @@ pub async fn kick_off(state: &AppState, req: KickoffRequest) -> Result<Accepted,
     {
         crate::observe::context::set_source(&claimed.to_string());
     }
-    let parsed = parse(&req).map_err(|issues| early(ApiError::Invalid(issues)))?;
+    let parsed = parse(&req).map_err(|issues| early(GatewayError::Invalid(issues)))?;
     let claimed_source = parsed.meta.as_ref().and_then(Meta::source_id);
     if let (Some(source), Some(claimed)) = (req.caller.source(), claimed_source)
         && source.id != claimed
     {
-        return Err(early(ApiError::Forbidden(Issue::at(
+        return Err(early(GatewayError::Forbidden(Issue::at(
             crate::domain::IssueCode::Forbidden,
             "Meta.Source.ID",
             "must be the id of the source the API key belongs to",
@@ -238,7 +238,7 @@ pub async fn kick_off(state: &AppState, req: KickoffRequest) -> Result<Accepted,
     if let (Some(expected), Some(meta)) = (connector.destination_id, parsed.meta.as_ref()) {
         let named: Vec<Uuid> = meta.destinations.iter().filter_map(|d| d.id).collect();
         if !named.is_empty() && !named.contains(&expected) {
-            return Err(early(ApiError::Invalid(vec![Issue::at(
+            return Err(early(GatewayError::Invalid(vec![Issue::at(
                 crate::domain::IssueCode::Value,
                 "Meta.Destinations",
                 format!(
@@ -258,11 +258,11 @@ pub async fn kick_off(state: &AppState, req: KickoffRequest) -> Result<Accepted,
     if let (None, Some(claimed)) = (req.caller.source(), claimed_source) {
         crate::observe::context::set_source(&claimed.to_string());
     }
-    let fail = |e: ApiError| Failure::new(e, Some(log_id));
+    let fail = |e: GatewayError| Failure::new(e, Some(log_id));
 
     let plan = connector
         .plan(parsed.kickoff, &parsed.unknown, req.lenient)
-        .map_err(|issues| fail(ApiError::Invalid(issues)))?;
+        .map_err(|issues| fail(GatewayError::Invalid(issues)))?;
     let (plan, notices) = within_scopes(&req.caller, &connector, plan).map_err(fail)?;
     let upstream = connector.kickoff_request(&plan, log_id);
     // The partner's AttemptID when it sent one (echoed, as in seeds 000 and 004); else the one the
@@ -315,18 +315,18 @@ pub async fn kick_off(state: &AppState, req: KickoffRequest) -> Result<Accepted,
             return Ok(accepted(job.id, true));
         }
         Claim::InFlight => {
-            return Err(fail(ApiError::KickoffInFlight));
+            return Err(fail(GatewayError::KickoffInFlight));
         }
         Claim::Unknown(job) => {
             crate::observe::context::set_job(job.id);
             tracing::warn!(message = "A kick-off with this Log ID has an unknown outcome; not sending it again unasked.", log_id = %log_id, job_id = %job.id);
-            return Err(fail(ApiError::KickoffUnknown));
+            return Err(fail(GatewayError::KickoffUnknown));
         }
     };
 
     crate::observe::context::set_job(job_id);
     let Some(_slot) = connector.kickoff_slot() else {
-        let error = ApiError::RateLimited(1);
+        let error = GatewayError::RateLimited(1);
         let outcome = AttemptOutcome::Failed {
             error_code: "destination-busy".to_owned(),
             upstream_status: None,
@@ -369,7 +369,7 @@ pub async fn kick_off(state: &AppState, req: KickoffRequest) -> Result<Accepted,
             Ok(accepted(job_id, false))
         }
         Err(e) => {
-            let error = ApiError::Upstream(e);
+            let error = GatewayError::Upstream(e);
             tracing::warn!(
                 message = "Upstream refused or failed the kick-off.",
                 log_id = %log_id, attempt_id = %attempt_id, job_id = %job_id,
@@ -377,13 +377,16 @@ pub async fn kick_off(state: &AppState, req: KickoffRequest) -> Result<Accepted,
                 code = error.code(), status = %error.status(), latency_ms
             );
             let upstream_status = match &error {
-                ApiError::Upstream(crate::connectors::UpstreamError::Rejected {
-                    status, ..
+                GatewayError::Upstream(crate::connectors::UpstreamError::Rejected {
+                    status,
+                    ..
                 }) => Some(*status),
-                ApiError::Upstream(crate::connectors::UpstreamError::ServerError { status }) => {
-                    Some(*status)
+                GatewayError::Upstream(crate::connectors::UpstreamError::ServerError {
+                    status,
+                }) => Some(*status),
+                GatewayError::Upstream(crate::connectors::UpstreamError::Throttled { .. }) => {
+                    Some(429)
                 }
-                ApiError::Upstream(crate::connectors::UpstreamError::Throttled { .. }) => Some(429),
                 _ => None,
             };
             let outcome = AttemptOutcome::Failed {

@@ -2,11 +2,11 @@
 //! Metadata only: no envelope bodies, manifests, patient references, tokens or upstream URLs.
 
 use crate::domain::{Issue, IssueCode};
-use crate::error::ApiError;
-use crate::jobs::{
+use crate::service::error::GatewayError;
+use crate::state::AppState;
+use crate::store::{
     AttemptRecord, Job, JobFilter, JobState, LogFilter, LogRecord, RecordKind, StoreError,
 };
-use crate::state::AppState;
 use actix_web::dev::Payload;
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
@@ -26,10 +26,10 @@ const MAX_LIMIT: u32 = 500;
 #[derive(Debug)]
 pub struct Admin;
 
-fn authenticate(req: &HttpRequest) -> Result<Admin, ApiError> {
+fn authenticate(req: &HttpRequest) -> Result<Admin, GatewayError> {
     let state = req
         .app_data::<web::Data<AppState>>()
-        .ok_or_else(|| ApiError::Internal("application state missing".into()))?;
+        .ok_or_else(|| GatewayError::Internal("application state missing".into()))?;
     let key = req
         .headers()
         .get(AUTHORIZATION)
@@ -41,7 +41,7 @@ fn authenticate(req: &HttpRequest) -> Result<Admin, ApiError> {
         .map(str::trim)
         .filter(|k| !k.is_empty())
         .ok_or_else(|| {
-            ApiError::Unauthorized("Send Authorization: Bearer <the admin API key>.".into())
+            GatewayError::Unauthorized("Send Authorization: Bearer <the admin API key>.".into())
         })?;
     let digest = Sha256::digest(key.as_bytes());
     let admin_ok = state
@@ -57,20 +57,20 @@ fn authenticate(req: &HttpRequest) -> Result<Admin, ApiError> {
     let partner = crate::auth::source_for_key(&state.settings, key).is_some()
         || state.issuer.source_of(&state.settings, key).is_some();
     if partner {
-        return Err(ApiError::Forbidden(Issue::at(
+        return Err(GatewayError::Forbidden(Issue::at(
             IssueCode::Forbidden,
             "Authorization",
             "is a partner credential; the admin API takes only the [admin] key",
         )));
     }
-    Err(ApiError::Unauthorized(
+    Err(GatewayError::Unauthorized(
         "The admin API key is not valid.".into(),
     ))
 }
 
 impl FromRequest for Admin {
-    type Error = ApiError;
-    type Future = Ready<Result<Admin, ApiError>>;
+    type Error = GatewayError;
+    type Future = Ready<Result<Admin, GatewayError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         ready(authenticate(req))
@@ -157,22 +157,23 @@ impl Params {
         (limit, offset)
     }
 
-    fn finish(self) -> Result<(), ApiError> {
+    fn finish(self) -> Result<(), GatewayError> {
         if self.issues.is_empty() {
             Ok(())
         } else {
-            Err(ApiError::Invalid(self.issues))
+            Err(GatewayError::Invalid(self.issues))
         }
     }
 }
 
 /// A UUID from the path, or a 400 naming the parameter.
-fn path_uuid(raw: &str, name: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw)
-        .map_err(|_| ApiError::Invalid(vec![Issue::at(IssueCode::Value, name, "must be a UUID")]))
+fn path_uuid(raw: &str, name: &str) -> Result<Uuid, GatewayError> {
+    Uuid::parse_str(raw).map_err(|_| {
+        GatewayError::Invalid(vec![Issue::at(IssueCode::Value, name, "must be a UUID")])
+    })
 }
 
-fn store_error(e: StoreError) -> ApiError {
+fn store_error(e: StoreError) -> GatewayError {
     e.into()
 }
 
@@ -292,7 +293,7 @@ pub struct JobDetail {
     pub upstream_calls: Vec<LogRecord>,
 }
 
-async fn job_view(state: &AppState, job: Job) -> Result<JobView, ApiError> {
+async fn job_view(state: &AppState, job: Job) -> Result<JobView, GatewayError> {
     let last_call = state
         .store
         .query_logs(
@@ -349,7 +350,7 @@ pub async fn logs(
     _: Admin,
     req: HttpRequest,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, GatewayError> {
     let mut p = Params::parse(
         &req,
         &[
@@ -434,7 +435,7 @@ pub async fn log(
     _: Admin,
     path: web::Path<String>,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, GatewayError> {
     let log_id = path_uuid(&path, "logId")?;
     state.log.flush().await;
     let mut records = state
@@ -463,7 +464,7 @@ pub async fn log(
         .await
         .map_err(store_error)?;
     if records.is_empty() && jobs.is_empty() {
-        return Err(ApiError::NotFound(
+        return Err(GatewayError::NotFound(
             "Nothing is recorded under this Log ID (it may be older than the retention period)."
                 .into(),
         ));
@@ -488,7 +489,7 @@ pub async fn jobs(
     _: Admin,
     req: HttpRequest,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, GatewayError> {
     let mut p = Params::parse(
         &req,
         &[
@@ -538,14 +539,14 @@ pub async fn job(
     _: Admin,
     path: web::Path<String>,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, GatewayError> {
     let job_id = path_uuid(&path, "jobId")?;
     let job = state
         .store
         .get(job_id)
         .await
         .map_err(store_error)?
-        .ok_or_else(|| ApiError::NotFound("No job with this id.".into()))?;
+        .ok_or_else(|| GatewayError::NotFound("No job with this id.".into()))?;
     state.log.flush().await;
     let kickoff_attempts = state
         .store

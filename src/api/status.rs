@@ -1,9 +1,9 @@
 //! `GET` and `DELETE /fhir/R4/{slug}/{env}/export-status/{jobId}`.
 
+use crate::api::error::{FHIR_JSON, Failure};
 use crate::auth::Caller;
-use crate::error::{FHIR_JSON, Failure};
 use crate::fhir::OperationOutcome;
-use crate::lifecycle::{StatusView, delete_export, export_status};
+use crate::service::export::{StatusView, delete_export, export_status};
 use crate::state::AppState;
 use actix_web::http::header::{CONTENT_TYPE, EXPIRES, RETRY_AFTER};
 use actix_web::{HttpRequest, HttpResponse, web};

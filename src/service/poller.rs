@@ -6,10 +6,10 @@
 
 use crate::envelope::{LogRef, OutboundMeta, Party};
 use crate::fhir::manifest;
-use crate::jobs::{Job, JobState, NotifyUpdate, StoreError};
-use crate::lifecycle::{backoff_secs, refresh};
 use crate::observe::context::RequestContext;
+use crate::service::export::{backoff_secs, refresh};
 use crate::state::AppState;
+use crate::store::{Job, JobState, NotifyUpdate, StoreError};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use serde::Serialize;

@@ -7,33 +7,33 @@
 //! tests already hold every envelope the gateway reads or writes against. OpenAPI 3.1 speaks JSON
 //! Schema 2020-12, so they are embedded as they are.
 
+use crate::api::admin::{AttemptView, JobDetail, JobPage, JobView, LogDetail, LogPage};
 use crate::observe::msglog::{LogRecord, RecordKind};
-use crate::routes::admin::{AttemptView, JobDetail, JobPage, JobView, LogDetail, LogPage};
 use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
 
 /// The committed JSON Schemas, by component name.
 const FILE_SCHEMAS: [(&str, &str); 6] = [
-    ("Meta", include_str!("../schemas/meta.schema.json")),
+    ("Meta", include_str!("../../schemas/meta.schema.json")),
     (
         "GroupExportEnvelope",
-        include_str!("../schemas/group-export.schema.json"),
+        include_str!("../../schemas/group-export.schema.json"),
     ),
     (
         "PatientExportEnvelope",
-        include_str!("../schemas/patient-export.schema.json"),
+        include_str!("../../schemas/patient-export.schema.json"),
     ),
     (
         "SystemExportEnvelope",
-        include_str!("../schemas/system-export.schema.json"),
+        include_str!("../../schemas/system-export.schema.json"),
     ),
     (
         "SystemExportResponse",
-        include_str!("../schemas/system-export-response.schema.json"),
+        include_str!("../../schemas/system-export-response.schema.json"),
     ),
     (
         "OperationOutcome",
-        include_str!("../schemas/operation-outcome.schema.json"),
+        include_str!("../../schemas/operation-outcome.schema.json"),
     ),
 ];
 
@@ -677,4 +677,9 @@ mod tests {
             );
         }
     }
+}
+
+/// `GET /openapi.json`: the OpenAPI 3.1 document of every partner and admin route.
+pub async fn serve_document() -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Ok().json(document())
 }

@@ -35,7 +35,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let ping = tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping())
         .await
         .unwrap_or_else(|_| {
-            Err(crate::jobs::StoreError::Unavailable(
+            Err(crate::store::StoreError::Unavailable(
                 "no answer within 2 s".into(),
             ))
         });

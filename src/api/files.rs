@@ -1,9 +1,9 @@
 //! `GET /fhir/R4/{slug}/{env}/export-file/{jobId}/{fileId}`: the upstream file, streamed as it arrives.
 
+use crate::api::error::Failure;
 use crate::auth::Caller;
 use crate::connectors::files::FileRequestHeaders;
-use crate::error::Failure;
-use crate::lifecycle::open_export_file;
+use crate::service::export::open_export_file;
 use crate::state::AppState;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{ACCEPT_ENCODING, CONTENT_TYPE, RANGE};

@@ -1,10 +1,10 @@
 //! `GET /fhir/R4/{slug}/{env}/metadata`: what this destination supports, as a CapabilityStatement.
 //! Public, as a FHIR server's is: clients read it to learn how to authenticate.
 
+use crate::api::error::{FHIR_JSON, GatewayError};
 use crate::auth::auth_required;
 use crate::auth::issuer::TokenIssuer;
 use crate::envelope::now_millis;
-use crate::error::{ApiError, FHIR_JSON};
 use crate::fhir::capability::capability_statement;
 use crate::state::AppState;
 use actix_web::http::header::CONTENT_TYPE;
@@ -13,14 +13,14 @@ use actix_web::{HttpRequest, HttpResponse, web};
 pub async fn metadata(
     req: HttpRequest,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, GatewayError> {
     let info = req.match_info();
     let (slug, env) = (
         info.get("slug").unwrap_or_default(),
         info.get("env").unwrap_or_default(),
     );
     let connector = state.registry.get(slug, env).ok_or_else(|| {
-        ApiError::NotFound(format!(
+        GatewayError::NotFound(format!(
             "No destination '{}' is configured for environment '{}'.",
             crate::domain::shorten(slug),
             crate::domain::shorten(env)

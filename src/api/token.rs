@@ -4,7 +4,7 @@
 use super::read_body;
 use crate::auth::issuer::{ACCESS_TOKEN_SECS, TokenForm, TokenIssuer};
 use crate::auth::oauth::OAuthError;
-use crate::error::ApiError;
+use crate::service::error::GatewayError;
 use crate::state::AppState;
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, PRAGMA};
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -32,7 +32,7 @@ pub async fn token(
     let body = read_body(&req, body, &state.settings.server)
         .await
         .map_err(|e| match e {
-            ApiError::PayloadTooLarge(limit) => OAuthError::invalid_request(format!(
+            GatewayError::PayloadTooLarge(limit) => OAuthError::invalid_request(format!(
                 "The token request is larger than {limit} bytes."
             )),
             _ => OAuthError::invalid_request("The token request's body could not be read."),
@@ -58,7 +58,7 @@ pub async fn token(
         })))
 }
 
-pub async fn smart_configuration(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn smart_configuration(state: web::Data<AppState>) -> Result<HttpResponse, GatewayError> {
     let config = json!({
         "token_endpoint": TokenIssuer::token_url(&state.settings),
         "grant_types_supported": ["client_credentials"],

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod capability;
+pub mod error;
 pub mod files;
 pub mod health;
 pub mod kickoff;
@@ -9,7 +10,7 @@ pub mod openapi;
 pub mod status;
 pub mod token;
 
-use crate::error::ApiError;
+use crate::service::error::GatewayError;
 use actix_web::http::header::{ACCEPT, CONTENT_LENGTH};
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt;
@@ -20,39 +21,39 @@ pub async fn read_body(
     req: &HttpRequest,
     payload: web::Payload,
     server: &crate::config::ServerSettings,
-) -> Result<Vec<u8>, ApiError> {
+) -> Result<Vec<u8>, GatewayError> {
     let timeout = std::time::Duration::from_secs_f64(server.body_timeout_secs);
     tokio::time::timeout(
         timeout,
         read_body_within(req, payload, server.body_limit_bytes),
     )
     .await
-    .map_err(|_| ApiError::RequestTimeout)?
+    .map_err(|_| GatewayError::RequestTimeout)?
 }
 
 async fn read_body_within(
     req: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,
-) -> Result<Vec<u8>, ApiError> {
+) -> Result<Vec<u8>, GatewayError> {
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
-        return Err(ApiError::PayloadTooLarge(limit));
+        return Err(GatewayError::PayloadTooLarge(limit));
     }
     let mut body = Vec::with_capacity(declared.unwrap_or(0).min(limit));
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|_| {
-            ApiError::Invalid(vec![crate::domain::Issue::general(
+            GatewayError::Invalid(vec![crate::domain::Issue::general(
                 crate::domain::IssueCode::Structure,
                 "The request body could not be read.",
             )])
         })?;
         if body.len() + chunk.len() > limit {
-            return Err(ApiError::PayloadTooLarge(limit));
+            return Err(GatewayError::PayloadTooLarge(limit));
         }
         body.extend_from_slice(&chunk);
     }
@@ -60,7 +61,7 @@ async fn read_body_within(
 }
 
 /// 406 unless the partner accepts JSON (or sent no Accept at all).
-pub fn require_json_accept(req: &HttpRequest) -> Result<(), ApiError> {
+pub fn require_json_accept(req: &HttpRequest) -> Result<(), GatewayError> {
     let Some(accept) = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok()) else {
         return Ok(());
     };
@@ -76,20 +77,20 @@ pub fn require_json_accept(req: &HttpRequest) -> Result<(), ApiError> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::NotAcceptable)
+        Err(GatewayError::NotAcceptable)
     }
 }
 
 /// Any path no route matches.
 pub async fn not_found(req: HttpRequest) -> HttpResponse {
     let _ = req;
-    crate::error::render(
-        &ApiError::NotFound("No such route on this gateway.".into()),
+    crate::api::error::render(
+        &GatewayError::NotFound("No such route on this gateway.".into()),
         None,
     )
 }
 
 /// A known path with a method it does not take.
 pub async fn method_not_allowed() -> HttpResponse {
-    crate::error::render(&ApiError::MethodNotAllowed, None)
+    crate::api::error::render(&GatewayError::MethodNotAllowed, None)
 }

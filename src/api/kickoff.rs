@@ -1,14 +1,15 @@
 //! `…/Group/{groupId}/$export`, `…/Patient/$export`, `…/$export`: envelope or FHIR-native kick-off.
 
 use super::{read_body, require_json_accept};
+use crate::api::error::FHIR_JSON;
 use crate::auth::Caller;
 use crate::domain::ExportKind;
 use crate::domain::{Issue, IssueCode};
 use crate::envelope::SystemExportResponse;
-use crate::error::{ApiError, FHIR_JSON, Failure};
 use crate::fhir::OperationOutcome;
 use crate::fhir::parameters::read_parameters;
-use crate::kickoff::{Accepted, KickoffForm, KickoffRequest, ScopedTypes, kick_off};
+use crate::service::error::{Failure, GatewayError};
+use crate::service::kickoff::{Accepted, KickoffForm, KickoffRequest, ScopedTypes, kick_off};
 use crate::state::AppState;
 use actix_web::http::header::{CONTENT_LOCATION, CONTENT_TYPE};
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -77,7 +78,7 @@ async fn handle(
 
 /// A FHIR-native kick-off answers in `application/fhir+json` only (the Bulk Data IG's `Accept`), so any
 /// other `Accept` is refused with 400, as the reference server does; no `Accept` at all is taken as it.
-fn require_fhir_json_accept(req: &HttpRequest) -> Result<(), ApiError> {
+fn require_fhir_json_accept(req: &HttpRequest) -> Result<(), GatewayError> {
     let values: Vec<&str> = req
         .headers()
         .get_all(actix_web::http::header::ACCEPT)
@@ -95,7 +96,7 @@ fn require_fhir_json_accept(req: &HttpRequest) -> Result<(), ApiError> {
     if fhir_json {
         Ok(())
     } else {
-        Err(ApiError::Invalid(vec![Issue::at(
+        Err(GatewayError::Invalid(vec![Issue::at(
             IssueCode::Value,
             "Accept",
             "A FHIR Bulk Data kick-off must send Accept: application/fhir+json.",
@@ -113,7 +114,7 @@ fn prefer_tokens(req: &HttpRequest) -> impl Iterator<Item = String> + '_ {
 }
 
 /// Tells an envelope from a FHIR-native kick-off.
-fn form_of(req: &HttpRequest, body: &[u8]) -> Result<KickoffForm, ApiError> {
+fn form_of(req: &HttpRequest, body: &[u8]) -> Result<KickoffForm, GatewayError> {
     let mut pairs: Vec<(String, Value)> =
         url::form_urlencoded::parse(req.query_string().as_bytes())
             .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
@@ -122,7 +123,7 @@ fn form_of(req: &HttpRequest, body: &[u8]) -> Result<KickoffForm, ApiError> {
         if prefer_tokens(req).any(|t| t == "respond-async") {
             Ok(KickoffForm::Native(pairs))
         } else {
-            Err(ApiError::Invalid(vec![Issue::at(
+            Err(GatewayError::Invalid(vec![Issue::at(
                 IssueCode::Required,
                 "Prefer",
                 "A FHIR Bulk Data kick-off needs the header Prefer: respond-async.",
@@ -145,10 +146,10 @@ fn form_of(req: &HttpRequest, body: &[u8]) -> Result<KickoffForm, ApiError> {
         })
         .is_some_and(|t| t == "application/json" || t == "application/fhir+json");
     if !json_type {
-        return Err(ApiError::UnsupportedMediaType);
+        return Err(GatewayError::UnsupportedMediaType);
     }
     let value: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::Invalid(vec![Issue::general(
+        GatewayError::Invalid(vec![Issue::general(
             IssueCode::Structure,
             format!(
                 "The body is not valid JSON (line {}, column {}).",
@@ -161,10 +162,10 @@ fn form_of(req: &HttpRequest, body: &[u8]) -> Result<KickoffForm, ApiError> {
         Value::Object(obj)
             if obj.get("resourceType").and_then(Value::as_str) == Some("Parameters") =>
         {
-            pairs.extend(read_parameters(obj).map_err(ApiError::Invalid)?);
+            pairs.extend(read_parameters(obj).map_err(GatewayError::Invalid)?);
             native(pairs)
         }
-        _ if !pairs.is_empty() => Err(ApiError::Invalid(vec![Issue::general(
+        _ if !pairs.is_empty() => Err(GatewayError::Invalid(vec![Issue::general(
             IssueCode::Structure,
             "Send the kick-off fields either in the envelope or in the query string, not both.",
         )])),

@@ -6,11 +6,11 @@ use crate::connectors::files::{FileError, FileRequestHeaders};
 use crate::connectors::http::{TransportError, retry_after_secs};
 use crate::connectors::{Connector, UpstreamError, classify_failure};
 use crate::domain::{Issue, IssueCode};
-use crate::error::{ApiError, Failure};
 use crate::fhir::OperationOutcome;
 use crate::fhir::manifest;
-use crate::jobs::{Job, JobState, StatusUpdate};
+use crate::service::error::{Failure, GatewayError};
 use crate::state::AppState;
+use crate::store::{Job, JobState, StatusUpdate};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use std::sync::Arc;
@@ -42,9 +42,10 @@ pub async fn find_job(
     slug: &str,
     env: &str,
     job_id: &str,
-) -> Result<(Arc<Connector>, Job), ApiError> {
-    let not_found =
-        || ApiError::NotFound("No such export job for this destination and environment.".into());
+) -> Result<(Arc<Connector>, Job), GatewayError> {
+    let not_found = || {
+        GatewayError::NotFound("No such export job for this destination and environment.".into())
+    };
     let connector = state.registry.get(slug, env).ok_or_else(not_found)?;
     crate::observe::context::set_target(connector.slug.as_str(), connector.environment.as_str());
     caller.authorize(connector.slug.as_str(), connector.environment)?;
@@ -68,8 +69,10 @@ pub async fn find_job(
         crate::observe::context::set_source(&job.source_key);
     }
     match job.state {
-        JobState::Deleted => Err(ApiError::NotFound("This export job was deleted.".into())),
-        JobState::Expired => Err(ApiError::NotFound(
+        JobState::Deleted => Err(GatewayError::NotFound(
+            "This export job was deleted.".into(),
+        )),
+        JobState::Expired => Err(GatewayError::NotFound(
             "This export job's files have expired.".into(),
         )),
         // No status URL was ever given for these: the kick-off failed, or its outcome is unknown.
@@ -87,7 +90,7 @@ pub async fn export_status(
     job_id: &str,
 ) -> Result<StatusView, Failure> {
     let (connector, job) = find_job(state, caller, slug, env, job_id).await?;
-    let fail = |e: ApiError| Failure::new(e, Some(job.log_id));
+    let fail = |e: GatewayError| Failure::new(e, Some(job.log_id));
     let now = Utc::now();
     match job.state {
         JobState::Completed => completed_view(state, &connector, &job).map_err(fail),
@@ -117,10 +120,10 @@ fn completed_view(
     state: &AppState,
     connector: &Connector,
     job: &Job,
-) -> Result<StatusView, ApiError> {
+) -> Result<StatusView, GatewayError> {
     let raw = job.manifest.as_deref().unwrap_or("{}");
     let stored: Value = serde_json::from_str(raw)
-        .map_err(|e| ApiError::Internal(format!("stored manifest unreadable: {e}")))?;
+        .map_err(|e| GatewayError::Internal(format!("stored manifest unreadable: {e}")))?;
     Ok(StatusView::Complete {
         manifest: partner_manifest(state, connector, job, &stored),
         expires: job.expires.clone(),
@@ -168,17 +171,16 @@ pub async fn refresh(
     connector: &Connector,
     job: &Job,
     now: DateTime<Utc>,
-) -> Result<StatusView, ApiError> {
-    let url = job
-        .upstream_status_url
-        .as_deref()
-        .ok_or_else(|| ApiError::Internal("accepted job without an upstream status URL".into()))?;
+) -> Result<StatusView, GatewayError> {
+    let url = job.upstream_status_url.as_deref().ok_or_else(|| {
+        GatewayError::Internal("accepted job without an upstream status URL".into())
+    })?;
     let default_wait = state.settings.jobs.poll_interval_secs;
     let answer = match connector.status(url, job.log_id).await {
         Ok(a) => a,
         Err(e) => {
             poll_failed(state, job, None, now, &e).await?;
-            return Err(ApiError::Upstream(e));
+            return Err(GatewayError::Upstream(e));
         }
     };
     match answer.status {
@@ -228,7 +230,7 @@ pub async fn refresh(
                 Err(why) => {
                     let error = UpstreamError::BadAnswer(why);
                     poll_failed(state, job, None, now, &error).await?;
-                    return Err(ApiError::Upstream(error));
+                    return Err(GatewayError::Upstream(error));
                 }
             };
             let expires = answer
@@ -260,7 +262,7 @@ pub async fn refresh(
                 .store
                 .record_status(job.id, &StatusUpdate::Expired, now)
                 .await?;
-            Err(ApiError::NotFound(
+            Err(GatewayError::NotFound(
                 "The EHR no longer has this export job.".into(),
             ))
         }
@@ -278,7 +280,7 @@ pub async fn refresh(
                         failure: Some(failure.clone()),
                     };
                     state.store.record_status(job.id, &update, now).await?;
-                    return Err(recorded(&failure).unwrap_or(ApiError::Upstream(error)));
+                    return Err(recorded(&failure).unwrap_or(GatewayError::Upstream(error)));
                 }
                 UpstreamError::Throttled { retry_after, .. } => {
                     poll_failed(state, job, *retry_after, now, &error).await?;
@@ -288,7 +290,7 @@ pub async fn refresh(
                 }
                 _ => poll_failed(state, job, None, now, &error).await?,
             }
-            Err(ApiError::Upstream(error))
+            Err(GatewayError::Upstream(error))
         }
     }
 }
@@ -297,7 +299,7 @@ pub async fn refresh(
 /// with jitter. Each wait is half the time elapsed so far, so waits grow geometrically.
 fn no_retry_after_wait(job: &Job, now: DateTime<Utc>, base: u64, max: u64) -> u64 {
     let age = (now - job.created_at).num_seconds().max(0) as u64;
-    crate::worker::jitter((age / 2).clamp(base, max.max(base)))
+    crate::service::poller::jitter((age / 2).clamp(base, max.max(base)))
 }
 
 /// Records a failed poll: the next one waits `wait` (the EHR's Retry-After) or backs off exponentially.
@@ -308,7 +310,7 @@ async fn poll_failed(
     wait: Option<u64>,
     now: DateTime<Utc>,
     error: &UpstreamError,
-) -> Result<(), ApiError> {
+) -> Result<(), GatewayError> {
     let failures = job.poll_failures.saturating_add(1);
     if failures >= i64::from(state.settings.worker.max_poll_failures) {
         tracing::warn!(message = "Giving the export up: its status polls keep failing.",
@@ -350,7 +352,7 @@ fn failure_record(status: u16, issues: &[Issue]) -> String {
         .to_string()
 }
 
-fn recorded(text: &str) -> Option<ApiError> {
+fn recorded(text: &str) -> Option<GatewayError> {
     let value: Value = serde_json::from_str(text).ok()?;
     let status = u16::try_from(value.get("status")?.as_u64()?).ok()?;
     let outcome: OperationOutcome = serde_json::from_value(value.get("outcome")?.clone()).ok()?;
@@ -364,7 +366,7 @@ fn recorded(text: &str) -> Option<ApiError> {
             expression: i.expression.first().cloned(),
         })
         .collect();
-    Some(ApiError::Upstream(UpstreamError::Rejected {
+    Some(GatewayError::Upstream(UpstreamError::Rejected {
         status,
         issues,
     }))
@@ -372,12 +374,12 @@ fn recorded(text: &str) -> Option<ApiError> {
 
 /// The answer for a job in `export-failed`: what was recorded, or (jobs failed before failures were
 /// recorded) a 502 naming the error code.
-fn recorded_failure(job: &Job) -> ApiError {
+fn recorded_failure(job: &Job) -> GatewayError {
     job.failure
         .as_deref()
         .and_then(recorded)
         .unwrap_or_else(|| {
-            ApiError::Upstream(UpstreamError::BadAnswer(format!(
+            GatewayError::Upstream(UpstreamError::BadAnswer(format!(
                 "the EHR reported that this export failed ({})",
                 job.error_code.as_deref().unwrap_or("no reason given")
             )))
@@ -401,7 +403,7 @@ pub async fn delete_export(
     job_id: &str,
 ) -> Result<Uuid, Failure> {
     let (connector, job) = find_job(state, caller, slug, env, job_id).await?;
-    let fail = |e: ApiError| Failure::new(e, Some(job.log_id));
+    let fail = |e: GatewayError| Failure::new(e, Some(job.log_id));
     if let Some(url) = &job.upstream_status_url {
         connector
             .delete(url, job.log_id)
@@ -428,14 +430,18 @@ pub async fn open_export_file(
     pass_on: &FileRequestHeaders,
 ) -> Result<(reqwest::Response, Uuid), Failure> {
     let (connector, job) = find_job(state, caller, slug, env, job_id).await?;
-    let fail = |e: ApiError| Failure::new(e, Some(job.log_id));
-    let no_file = || fail(ApiError::NotFound("No such file in this export.".into()));
+    let fail = |e: GatewayError| Failure::new(e, Some(job.log_id));
+    let no_file = || {
+        fail(GatewayError::NotFound(
+            "No such file in this export.".into(),
+        ))
+    };
     if job.state != JobState::Completed {
         return Err(no_file());
     }
     let stored: Value =
         serde_json::from_str(job.manifest.as_deref().unwrap_or("{}")).map_err(|e| {
-            fail(ApiError::Internal(format!(
+            fail(GatewayError::Internal(format!(
                 "stored manifest unreadable: {e}"
             )))
         })?;
@@ -449,13 +455,15 @@ pub async fn open_export_file(
     // itself) and deletion Bundles go to whoever may read the export.
     let resource_type = file.resource_type.as_str();
     if file.section == "output" && !resource_type.is_empty() && !caller.reads(resource_type) {
-        return Err(fail(ApiError::Forbidden(crate::domain::Issue::general(
-            crate::domain::IssueCode::Forbidden,
-            format!(
-                "This client's scopes do not let it read {} resources.",
-                crate::domain::shorten(resource_type)
+        return Err(fail(GatewayError::Forbidden(
+            crate::domain::Issue::general(
+                crate::domain::IssueCode::Forbidden,
+                format!(
+                    "This client's scopes do not let it read {} resources.",
+                    crate::domain::shorten(resource_type)
+                ),
             ),
-        ))));
+        )));
     }
     let response = connector
         .open_file(&file.url, manifest::requires_access_token(&stored), pass_on, job.log_id)
@@ -472,11 +480,11 @@ pub async fn open_export_file(
                 .record_status(job.id, &StatusUpdate::Expired, Utc::now())
                 .await
                 .map_err(|e| fail(e.into()))?;
-            Err(fail(ApiError::NotFound(
+            Err(fail(GatewayError::NotFound(
                 "The EHR no longer has this file; the export has expired.".into(),
             )))
         }
-        416 => Err(fail(ApiError::RangeNotSatisfiable)),
+        416 => Err(fail(GatewayError::RangeNotSatisfiable)),
         status => {
             let headers = response.headers().clone();
             let body = response.bytes().await.unwrap_or_default();
@@ -485,7 +493,7 @@ pub async fn open_export_file(
                 headers,
                 body,
             };
-            Err(fail(ApiError::Upstream(classify_failure(
+            Err(fail(GatewayError::Upstream(classify_failure(
                 &answer,
                 "a file request",
                 connector.max_retry_after_secs,
@@ -494,17 +502,19 @@ pub async fn open_export_file(
     }
 }
 
-fn file_error(e: FileError) -> ApiError {
+fn file_error(e: FileError) -> GatewayError {
     match e {
         FileError::HostNotAllowed(_) | FileError::PrivateAddress => {
-            ApiError::FileRefused(e.to_string())
+            GatewayError::FileRefused(e.to_string())
         }
         FileError::TooManyRedirects | FileError::BadRedirect => {
-            ApiError::Upstream(UpstreamError::BadAnswer(e.to_string()))
+            GatewayError::Upstream(UpstreamError::BadAnswer(e.to_string()))
         }
-        FileError::Transport(TransportError::Timeout) => ApiError::Upstream(UpstreamError::Timeout),
-        FileError::Transport(_) => ApiError::Upstream(UpstreamError::Unreachable),
-        FileError::Upstream(e) => ApiError::Upstream(e),
+        FileError::Transport(TransportError::Timeout) => {
+            GatewayError::Upstream(UpstreamError::Timeout)
+        }
+        FileError::Transport(_) => GatewayError::Upstream(UpstreamError::Unreachable),
+        FileError::Upstream(e) => GatewayError::Upstream(e),
     }
 }
 
