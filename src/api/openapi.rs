@@ -655,6 +655,11 @@ pub fn document() -> Value {
     })
 }
 
+/// `GET /openapi.json`: the OpenAPI 3.1 document of every partner and admin route.
+pub async fn serve_document() -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Ok().json(document())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -677,9 +682,4 @@ mod tests {
             );
         }
     }
-}
-
-/// `GET /openapi.json`: the OpenAPI 3.1 document of every partner and admin route.
-pub async fn serve_document() -> actix_web::HttpResponse {
-    actix_web::HttpResponse::Ok().json(document())
 }
