@@ -39,7 +39,9 @@ impl Application {
         settings: Settings,
         listener: TcpListener,
     ) -> anyhow::Result<Application> {
-        let http = UpstreamClient::new(&settings.upstream)?;
+        // Startup owns the metrics registry and hands it to everything that counts.
+        let metrics = Arc::new(crate::observe::metrics::Metrics::new());
+        let http = UpstreamClient::new(&settings.upstream, metrics.clone())?;
         let registry = Registry::build(&settings, &http, Secrets::Resolve)?;
         let store = crate::store::open(&settings.store.url, settings.store.max_connections).await?;
         if !crate::auth::auth_required(&settings) {
@@ -48,8 +50,7 @@ impl Application {
             );
         }
         let limits = crate::auth::RateLimits::new(&settings);
-        let issuer = crate::auth::issuer::TokenIssuer::new(&settings)?;
-        let metrics = http.metrics().clone();
+        let issuer = crate::auth::issuer::TokenIssuer::new(&settings, &http)?;
         crate::observe::msglog::prune_now(store.as_ref(), settings.log.retention_days).await;
         mark_unknown_kickoffs(store.as_ref(), &settings).await;
         let (log, log_task) =
@@ -62,6 +63,7 @@ impl Application {
             issuer: Arc::new(issuer),
             metrics,
             log,
+            http,
         };
         let port = listener.local_addr()?.port();
         let server = run(listener, state.clone())?;

@@ -3,7 +3,7 @@
 use crate::config::Settings;
 use crate::connectors::registry::Registry;
 use crate::domain::EnvironmentFlag;
-use crate::store::JobStore;
+use crate::store::Store;
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -12,7 +12,7 @@ use uuid::Uuid;
 pub struct AppState {
     pub settings: Arc<Settings>,
     pub registry: Arc<Registry>,
-    pub store: Arc<dyn JobStore>,
+    pub store: Arc<dyn Store>,
     /// Per-source request budgets (`[[sources]] rate_limit_per_minute`).
     pub limits: Arc<crate::auth::RateLimits>,
     /// The gateway's token endpoint for sources with registered keys.
@@ -21,6 +21,8 @@ pub struct AppState {
     pub metrics: Arc<crate::observe::metrics::Metrics>,
     /// The queue into the message log.
     pub log: crate::observe::msglog::MessageLog,
+    /// The one outbound client policy (EHRs, files, token endpoints, JWKS, notifications).
+    pub http: crate::connectors::http::UpstreamClient,
 }
 
 impl AppState {

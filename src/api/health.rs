@@ -15,7 +15,11 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             let lag = stats.oldest_due.map_or(0.0, |due| {
                 (chrono::Utc::now() - due).num_milliseconds() as f64 / 1000.0
             });
-            state.metrics.set_job_stats(&stats.by_state, lag);
+            state.metrics.set_job_stats(
+                crate::store::JobState::ALL.map(crate::store::JobState::as_str),
+                &stats.by_state,
+                lag,
+            );
         }
         Err(e) => {
             tracing::warn!(message = "Job gauges not refreshed: the job store does not answer.", error = %e)

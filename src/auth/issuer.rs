@@ -117,7 +117,11 @@ impl TokenForm {
 }
 
 impl TokenIssuer {
-    pub fn new(settings: &Settings) -> Result<Self, crate::config::ConfigError> {
+    /// The issuer; source JWKS are fetched with the gateway's one outbound client policy.
+    pub fn new(
+        settings: &Settings,
+        http: &crate::connectors::http::UpstreamClient,
+    ) -> Result<Self, crate::config::ConfigError> {
         let key = match &settings.auth.signing_key_env {
             Some(var) => match std::env::var(var) {
                 Ok(v) if v.len() >= 32 => Secret::new(v),
@@ -132,7 +136,7 @@ impl TokenIssuer {
         Ok(TokenIssuer {
             key,
             jwks_cache: Mutex::new(HashMap::new()),
-            http: reqwest::Client::new(),
+            http: http.plain().clone(),
         })
     }
 
@@ -184,7 +188,7 @@ impl TokenIssuer {
     pub async fn exchange(
         &self,
         settings: &Settings,
-        store: &dyn crate::store::JobStore,
+        store: &dyn crate::store::AssertionStore,
         form: &TokenForm,
     ) -> Result<Issued, OAuthError> {
         let grant_type = form.required("grant_type")?;

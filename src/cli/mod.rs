@@ -250,11 +250,14 @@ fn run(cli: Cli) -> Result<ExitCode, ExitCode> {
             skip_secrets,
         } => {
             let settings = load(config.as_ref())?;
-            let http =
-                crate::connectors::http::UpstreamClient::new(&settings.upstream).map_err(|e| {
-                    eprintln!("fhirgate: {e}");
-                    ExitCode::from(1)
-                })?;
+            let http = crate::connectors::http::UpstreamClient::new(
+                &settings.upstream,
+                std::sync::Arc::new(crate::observe::metrics::Metrics::new()),
+            )
+            .map_err(|e| {
+                eprintln!("fhirgate: {e}");
+                ExitCode::from(1)
+            })?;
             let secrets = if skip_secrets {
                 crate::connectors::registry::Secrets::Skip
             } else {

@@ -21,7 +21,10 @@ pub enum Verdict {
 
 /// Builds the registry `validate` routes with: no credentials are read.
 pub fn offline_registry(settings: &Settings) -> anyhow::Result<Registry> {
-    let http = UpstreamClient::new(&settings.upstream)?;
+    let http = UpstreamClient::new(
+        &settings.upstream,
+        std::sync::Arc::new(crate::observe::metrics::Metrics::new()),
+    )?;
     Ok(Registry::build(settings, &http, Secrets::Skip)?)
 }
 

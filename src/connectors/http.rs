@@ -44,29 +44,35 @@ pub enum TransportError {
     Build(String),
 }
 
+/// The one outbound policy every client the gateway builds follows (EHR calls, file downloads, the
+/// token endpoints, source JWKS and notifications): a connect timeout, a timeout on the whole call or on
+/// each read, no automatic redirects (a redirect is followed by hand, checked hop by hop, so
+/// Authorization never leaves the upstream's origin), and the gateway's User-Agent. A client that cannot
+/// be built is an error, never a silently different client.
+fn policy(connect: Duration) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .connect_timeout(connect)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("fhirgate/", env!("CARGO_PKG_VERSION")))
+}
+
 impl UpstreamClient {
-    pub fn new(settings: &UpstreamSettings) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs_f64(settings.connect_timeout_secs))
-            .timeout(Duration::from_secs_f64(settings.request_timeout_secs))
-            // Redirects are followed by hand, so Authorization never leaves the upstream's origin.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("fhirgate/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        let files = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs_f64(settings.connect_timeout_secs))
-            .read_timeout(Duration::from_secs_f64(settings.request_timeout_secs))
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("fhirgate/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+    /// The clients, counting and timing every call in `metrics` (owned by startup, one per gateway).
+    pub fn new(
+        settings: &UpstreamSettings,
+        metrics: std::sync::Arc<crate::observe::metrics::Metrics>,
+    ) -> Result<Self, reqwest::Error> {
+        let connect = Duration::from_secs_f64(settings.connect_timeout_secs);
+        let call = Duration::from_secs_f64(settings.request_timeout_secs);
         Ok(UpstreamClient {
-            client,
-            files,
-            metrics: std::sync::Arc::new(crate::observe::metrics::Metrics::new()),
+            client: policy(connect).timeout(call).build()?,
+            // A download may take long; each read may not.
+            files: policy(connect).read_timeout(call).build()?,
+            metrics,
         })
     }
 
-    /// The gateway's metrics (one set per client, so per running gateway).
+    /// The gateway's metrics.
     pub fn metrics(&self) -> &std::sync::Arc<crate::observe::metrics::Metrics> {
         &self.metrics
     }

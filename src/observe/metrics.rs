@@ -219,16 +219,21 @@ impl Metrics {
             .inc_by(n);
     }
 
-    /// Sets the store-derived gauges; states the store no longer holds read 0.
-    pub fn set_job_stats(&self, by_state: &[(String, i64)], poller_lag_secs: f64) {
-        for state in crate::store::JobState::ALL {
+    /// Sets the store-derived gauges: every one of `states`, those the store holds none of at 0.
+    pub fn set_job_stats<'a>(
+        &self,
+        states: impl IntoIterator<Item = &'a str>,
+        by_state: &[(String, i64)],
+        poller_lag_secs: f64,
+    ) {
+        for state in states {
             let n = by_state
                 .iter()
-                .find(|(s, _)| s == state.as_str())
+                .find(|(s, _)| s == state)
                 .map_or(0, |(_, n)| *n);
             self.jobs
                 .get_or_create(&StateLabels {
-                    state: state.as_str().to_owned(),
+                    state: state.to_owned(),
                 })
                 .set(n);
         }

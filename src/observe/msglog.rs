@@ -4,13 +4,12 @@
 //! just did. Records older than `[log] retention_days` are pruned.
 
 use crate::observe::metrics::Metrics;
-use crate::store::JobStore;
-use chrono::{DateTime, Utc};
-use serde::Serialize;
+use crate::store::MessageLogStore;
+pub use crate::store::{LogFilter, LogRecord, RecordKind};
+use chrono::Utc;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-use uuid::Uuid;
 
 /// Records queued before new ones are dropped (and counted) rather than slow requests down.
 const QUEUE: usize = 65_536;
@@ -18,74 +17,6 @@ const QUEUE: usize = 65_536;
 const BATCH: usize = 512;
 /// How often old records are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
-
-/// Whether a record is a partner's request or the gateway's call to an EHR.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum RecordKind {
-    Request,
-    Upstream,
-}
-
-impl RecordKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RecordKind::Request => "request",
-            RecordKind::Upstream => "upstream",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<RecordKind> {
-        match s {
-            "request" => Some(RecordKind::Request),
-            "upstream" => Some(RecordKind::Upstream),
-            _ => None,
-        }
-    }
-}
-
-/// One message log record. For a request `route` is the route pattern and `method` its HTTP method;
-/// for an upstream call `route` is the operation (kickoff, status, file, delete, token).
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct LogRecord {
-    pub kind: RecordKind,
-    pub log_id: Uuid,
-    pub attempt_id: Uuid,
-    pub time: DateTime<Utc>,
-    pub source: Option<String>,
-    pub destination: Option<String>,
-    pub environment: Option<String>,
-    pub event_type: Option<String>,
-    pub method: Option<String>,
-    pub route: String,
-    pub gateway_status: Option<u16>,
-    pub upstream_status: Option<u16>,
-    pub error_code: Option<String>,
-    pub duration_ms: f64,
-    pub job_id: Option<Uuid>,
-    /// For an upstream call: the EHR's own id for it (Oracle Health's `opc-request-id`, or the header
-    /// the vendor profile names), to quote to the vendor's support.
-    pub upstream_request_id: Option<String>,
-}
-
-/// What `GET /admin/logs` filters on; every field optional, all given must match.
-#[derive(Debug, Clone, Default)]
-pub struct LogFilter {
-    pub kind: Option<RecordKind>,
-    pub source: Option<String>,
-    pub destination: Option<String>,
-    pub environment: Option<String>,
-    pub event_type: Option<String>,
-    /// 2 for 2xx … 5 for 5xx, on the gateway's status.
-    pub status_class: Option<u16>,
-    /// One exact gateway status.
-    pub status: Option<u16>,
-    pub since: Option<DateTime<Utc>>,
-    pub until: Option<DateTime<Utc>>,
-    pub log_id: Option<Uuid>,
-    pub job_id: Option<Uuid>,
-}
 
 enum Msg {
     Record(Box<LogRecord>),
@@ -108,7 +39,7 @@ impl std::fmt::Debug for Msg {
 impl MessageLog {
     /// Starts the writer (and pruner) task on the current runtime.
     pub fn start(
-        store: Arc<dyn JobStore>,
+        store: Arc<dyn MessageLogStore>,
         metrics: Arc<Metrics>,
         retention_days: u32,
     ) -> (MessageLog, tokio::task::JoinHandle<()>) {
@@ -135,7 +66,7 @@ impl MessageLog {
 }
 
 /// Deletes records older than `retention_days`; the gateway calls it once at start.
-pub async fn prune_now(store: &dyn JobStore, retention_days: u32) {
+pub async fn prune_now(store: &dyn MessageLogStore, retention_days: u32) {
     let cutoff = Utc::now() - chrono::Duration::days(i64::from(retention_days.max(1)));
     match store.prune_logs(cutoff).await {
         Ok(0) => {}
@@ -145,7 +76,7 @@ pub async fn prune_now(store: &dyn JobStore, retention_days: u32) {
 }
 
 async fn writer(
-    store: Arc<dyn JobStore>,
+    store: Arc<dyn MessageLogStore>,
     metrics: Arc<Metrics>,
     mut rx: mpsc::Receiver<Msg>,
     retention_days: u32,

@@ -86,11 +86,8 @@ pub struct Poller {
 
 impl Poller {
     pub fn new(state: AppState, clock: Arc<dyn Clock>) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default();
+        // Notifications follow the gateway's one outbound policy (timeouts, no redirects).
+        let http = state.http.plain().clone();
         Poller {
             state,
             clock,

@@ -5,9 +5,10 @@ mod filters;
 pub mod postgres;
 pub mod sqlite;
 
-pub use crate::observe::msglog::{LogFilter, LogRecord, RecordKind};
+mod log;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+pub use log::{LogFilter, LogRecord, RecordKind};
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
@@ -229,7 +230,8 @@ pub struct JobStats {
     pub oldest_due: Option<DateTime<Utc>>,
 }
 
-/// Storage for jobs; SQLite embedded, PostgreSQL for several replicas. One test suite runs on both.
+/// Jobs: every accepted kick-off and what became of it. SQLite embedded, PostgreSQL for several
+/// replicas; one test suite runs on both.
 #[async_trait]
 pub trait JobStore: Send + Sync + std::fmt::Debug {
     /// Reserves `job`, or reports what already exists for the same request: same source, Log ID and
@@ -274,14 +276,22 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
         job_id: Uuid,
         update: NotifyUpdate,
     ) -> Result<(), StoreError>;
-    /// Records a client assertion's `jti` as used until `expires_at`; false when it was used before.
-    /// Shared by every replica, so a replayed assertion is refused wherever it lands.
-    async fn use_jti(
+    /// Jobs matching `filter`, newest first.
+    async fn list_jobs(
         &self,
-        source_key: &str,
-        jti: &str,
-        expires_at: DateTime<Utc>,
-    ) -> Result<bool, StoreError>;
+        filter: &JobFilter,
+        limit: u32,
+        offset: u64,
+    ) -> Result<Vec<Job>, StoreError>;
+    /// A job's kick-off attempts, oldest first.
+    async fn job_attempts(&self, job_id: Uuid) -> Result<Vec<AttemptRecord>, StoreError>;
+    /// Jobs by state and the oldest due poll, for metrics.
+    async fn job_stats(&self) -> Result<JobStats, StoreError>;
+}
+
+/// The message log: appended off the request path, searched by the admin API, pruned by age.
+#[async_trait]
+pub trait MessageLogStore: Send + Sync + std::fmt::Debug {
     /// Appends message log records.
     async fn append_log(&self, records: &[LogRecord]) -> Result<(), StoreError>;
     /// Message log records matching `filter`, newest first.
@@ -295,17 +305,24 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
     async fn count_logs(&self, filter: &LogFilter) -> Result<u64, StoreError>;
     /// Deletes message log records older than `before`; how many went.
     async fn prune_logs(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
-    /// Jobs matching `filter`, newest first.
-    async fn list_jobs(
+}
+
+/// Client-assertion ids already used at `/auth/token`, shared by every replica.
+#[async_trait]
+pub trait AssertionStore: Send + Sync + std::fmt::Debug {
+    /// Records a client assertion's `jti` as used until `expires_at`; false when it was used before.
+    /// Shared by every replica, so a replayed assertion is refused wherever it lands.
+    async fn use_jti(
         &self,
-        filter: &JobFilter,
-        limit: u32,
-        offset: u64,
-    ) -> Result<Vec<Job>, StoreError>;
-    /// A job's kick-off attempts, oldest first.
-    async fn job_attempts(&self, job_id: Uuid) -> Result<Vec<AttemptRecord>, StoreError>;
-    /// Jobs by state and the oldest due poll, for metrics.
-    async fn job_stats(&self) -> Result<JobStats, StoreError>;
+        source_key: &str,
+        jti: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+}
+
+/// One backend holding all three, as the gateway opens it.
+#[async_trait]
+pub trait Store: JobStore + MessageLogStore + AssertionStore {
     /// Cheap round trip, for readiness.
     async fn ping(&self) -> Result<(), StoreError>;
     /// Closes the connections; later calls fail with `Unavailable` (shutdown, and tests of an outage).
@@ -313,7 +330,7 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
 }
 
 /// Opens the store named by `[store] url`, running its migrations.
-pub async fn open(url: &str, max_connections: u32) -> Result<Arc<dyn JobStore>, StoreError> {
+pub async fn open(url: &str, max_connections: u32) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(
             sqlite::SqliteStore::open(url, max_connections).await?,

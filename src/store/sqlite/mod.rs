@@ -10,9 +10,9 @@ use super::filters::{
     LOG_ROWS_PER_INSERT, log_insert, push_job_filter, push_log_filter, push_page,
 };
 use super::{
-    AttemptOutcome, AttemptRecord, Claim, Decision, FailureCount, Job, JobFilter, JobState,
-    JobStats, JobStore, LogFilter, LogRecord, NewJob, NotifyUpdate, RecordKind, StatusColumns,
-    StatusUpdate, StoreError, parse_state,
+    AssertionStore, AttemptOutcome, AttemptRecord, Claim, Decision, FailureCount, Job, JobFilter,
+    JobState, JobStats, JobStore, LogFilter, LogRecord, MessageLogStore, NewJob, NotifyUpdate,
+    RecordKind, StatusColumns, StatusUpdate, Store, StoreError, parse_state,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -561,6 +561,15 @@ impl JobStore for SqliteStore {
         }
     }
 
+    async fn mark_unknown_kickoffs(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        match self.write(Op::MarkUnknown(before)).await? {
+            Done::Count(n) => Ok(n),
+            other => Err(StoreError::Corrupt(format!(
+                "unexpected writer answer {other:?}"
+            ))),
+        }
+    }
+
     async fn finish_attempt(
         &self,
         job_id: Uuid,
@@ -624,69 +633,6 @@ impl JobStore for SqliteStore {
         expect_nothing(self.write(Op::Notify(job_id, update)).await?)
     }
 
-    async fn use_jti(
-        &self,
-        source_key: &str,
-        jti: &str,
-        expires_at: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        match self
-            .write(Op::UseJti(
-                source_key.to_owned(),
-                jti.to_owned(),
-                expires_at,
-            ))
-            .await?
-        {
-            Done::Fresh(fresh) => Ok(fresh),
-            other => Err(StoreError::Corrupt(format!(
-                "unexpected writer answer {other:?}"
-            ))),
-        }
-    }
-
-    async fn append_log(&self, records: &[LogRecord]) -> Result<(), StoreError> {
-        expect_nothing(self.write(Op::AppendLog(records.to_vec())).await?)
-    }
-
-    async fn query_logs(
-        &self,
-        filter: &LogFilter,
-        limit: u32,
-        offset: u64,
-    ) -> Result<Vec<LogRecord>, StoreError> {
-        let mut qb = QueryBuilder::<Sqlite>::new("SELECT * FROM message_log");
-        push_log_filter(&mut qb, filter);
-        push_page(&mut qb, "at DESC, seq DESC", limit, offset);
-        let rows = qb.build().fetch_all(&self.reader).await?;
-        rows.iter().map(row_to_log).collect()
-    }
-
-    async fn count_logs(&self, filter: &LogFilter) -> Result<u64, StoreError> {
-        let mut qb = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM message_log");
-        push_log_filter(&mut qb, filter);
-        let n: i64 = qb.build_query_scalar().fetch_one(&self.reader).await?;
-        Ok(u64::try_from(n).unwrap_or(0))
-    }
-
-    async fn mark_unknown_kickoffs(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
-        match self.write(Op::MarkUnknown(before)).await? {
-            Done::Count(n) => Ok(n),
-            other => Err(StoreError::Corrupt(format!(
-                "unexpected writer answer {other:?}"
-            ))),
-        }
-    }
-
-    async fn prune_logs(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
-        match self.write(Op::PruneLogs(before)).await? {
-            Done::Count(n) => Ok(n),
-            other => Err(StoreError::Corrupt(format!(
-                "unexpected writer answer {other:?}"
-            ))),
-        }
-    }
-
     async fn list_jobs(
         &self,
         filter: &JobFilter,
@@ -742,7 +688,70 @@ impl JobStore for SqliteStore {
             oldest_due: opt_time(oldest)?,
         })
     }
+}
 
+#[async_trait]
+impl MessageLogStore for SqliteStore {
+    async fn append_log(&self, records: &[LogRecord]) -> Result<(), StoreError> {
+        expect_nothing(self.write(Op::AppendLog(records.to_vec())).await?)
+    }
+
+    async fn query_logs(
+        &self,
+        filter: &LogFilter,
+        limit: u32,
+        offset: u64,
+    ) -> Result<Vec<LogRecord>, StoreError> {
+        let mut qb = QueryBuilder::<Sqlite>::new("SELECT * FROM message_log");
+        push_log_filter(&mut qb, filter);
+        push_page(&mut qb, "at DESC, seq DESC", limit, offset);
+        let rows = qb.build().fetch_all(&self.reader).await?;
+        rows.iter().map(row_to_log).collect()
+    }
+
+    async fn count_logs(&self, filter: &LogFilter) -> Result<u64, StoreError> {
+        let mut qb = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM message_log");
+        push_log_filter(&mut qb, filter);
+        let n: i64 = qb.build_query_scalar().fetch_one(&self.reader).await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn prune_logs(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        match self.write(Op::PruneLogs(before)).await? {
+            Done::Count(n) => Ok(n),
+            other => Err(StoreError::Corrupt(format!(
+                "unexpected writer answer {other:?}"
+            ))),
+        }
+    }
+}
+
+#[async_trait]
+impl AssertionStore for SqliteStore {
+    async fn use_jti(
+        &self,
+        source_key: &str,
+        jti: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        match self
+            .write(Op::UseJti(
+                source_key.to_owned(),
+                jti.to_owned(),
+                expires_at,
+            ))
+            .await?
+        {
+            Done::Fresh(fresh) => Ok(fresh),
+            other => Err(StoreError::Corrupt(format!(
+                "unexpected writer answer {other:?}"
+            ))),
+        }
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.reader).await?;
         Ok(())

@@ -4,9 +4,9 @@ use super::filters::{
     LOG_ROWS_PER_INSERT, log_insert, push_job_filter, push_log_filter, push_page,
 };
 use super::{
-    AttemptOutcome, AttemptRecord, Claim, Decision, FailureCount, Job, JobFilter, JobState,
-    JobStats, JobStore, LogFilter, LogRecord, NewJob, NotifyUpdate, RecordKind, StatusColumns,
-    StatusUpdate, StoreError, parse_state,
+    AssertionStore, AttemptOutcome, AttemptRecord, Claim, Decision, FailureCount, Job, JobFilter,
+    JobState, JobStats, JobStore, LogFilter, LogRecord, MessageLogStore, NewJob, NotifyUpdate,
+    RecordKind, StatusColumns, StatusUpdate, Store, StoreError, parse_state,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -379,68 +379,6 @@ impl JobStore for PostgresStore {
         Ok(())
     }
 
-    async fn use_jti(
-        &self,
-        source_key: &str,
-        jti: &str,
-        expires_at: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        sqlx::query("DELETE FROM assertion_jtis WHERE expires_at < now()")
-            .execute(&self.pool)
-            .await?;
-        let inserted = sqlx::query(
-            "INSERT INTO assertion_jtis (source_key, jti, expires_at) VALUES ($1, $2, $3)
-             ON CONFLICT (source_key, jti) DO NOTHING",
-        )
-        .bind(source_key)
-        .bind(jti)
-        .bind(expires_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(inserted.rows_affected() == 1)
-    }
-
-    async fn append_log(&self, records: &[LogRecord]) -> Result<(), StoreError> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        for chunk in records.chunks(LOG_ROWS_PER_INSERT) {
-            log_insert::<Postgres>(chunk)
-                .build()
-                .execute(&self.pool)
-                .await?;
-        }
-        Ok(())
-    }
-
-    async fn query_logs(
-        &self,
-        filter: &LogFilter,
-        limit: u32,
-        offset: u64,
-    ) -> Result<Vec<LogRecord>, StoreError> {
-        let mut qb = QueryBuilder::<Postgres>::new("SELECT * FROM message_log");
-        push_log_filter(&mut qb, filter);
-        push_page(&mut qb, "at DESC, seq DESC", limit, offset);
-        let rows = qb.build().fetch_all(&self.pool).await?;
-        rows.iter().map(Self::row_to_log).collect()
-    }
-
-    async fn count_logs(&self, filter: &LogFilter) -> Result<u64, StoreError> {
-        let mut qb = QueryBuilder::<Postgres>::new("SELECT COUNT(*) FROM message_log");
-        push_log_filter(&mut qb, filter);
-        let n: i64 = qb.build_query_scalar().fetch_one(&self.pool).await?;
-        Ok(u64::try_from(n).unwrap_or(0))
-    }
-
-    async fn prune_logs(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
-        let gone = sqlx::query("DELETE FROM message_log WHERE at < $1")
-            .bind(before)
-            .execute(&self.pool)
-            .await?;
-        Ok(gone.rows_affected())
-    }
-
     async fn list_jobs(
         &self,
         filter: &JobFilter,
@@ -496,7 +434,78 @@ impl JobStore for PostgresStore {
             oldest_due,
         })
     }
+}
 
+#[async_trait]
+impl MessageLogStore for PostgresStore {
+    async fn append_log(&self, records: &[LogRecord]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        for chunk in records.chunks(LOG_ROWS_PER_INSERT) {
+            log_insert::<Postgres>(chunk)
+                .build()
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn query_logs(
+        &self,
+        filter: &LogFilter,
+        limit: u32,
+        offset: u64,
+    ) -> Result<Vec<LogRecord>, StoreError> {
+        let mut qb = QueryBuilder::<Postgres>::new("SELECT * FROM message_log");
+        push_log_filter(&mut qb, filter);
+        push_page(&mut qb, "at DESC, seq DESC", limit, offset);
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        rows.iter().map(Self::row_to_log).collect()
+    }
+
+    async fn count_logs(&self, filter: &LogFilter) -> Result<u64, StoreError> {
+        let mut qb = QueryBuilder::<Postgres>::new("SELECT COUNT(*) FROM message_log");
+        push_log_filter(&mut qb, filter);
+        let n: i64 = qb.build_query_scalar().fetch_one(&self.pool).await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn prune_logs(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let gone = sqlx::query("DELETE FROM message_log WHERE at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(gone.rows_affected())
+    }
+}
+
+#[async_trait]
+impl AssertionStore for PostgresStore {
+    async fn use_jti(
+        &self,
+        source_key: &str,
+        jti: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        sqlx::query("DELETE FROM assertion_jtis WHERE expires_at < now()")
+            .execute(&self.pool)
+            .await?;
+        let inserted = sqlx::query(
+            "INSERT INTO assertion_jtis (source_key, jti, expires_at) VALUES ($1, $2, $3)
+             ON CONFLICT (source_key, jti) DO NOTHING",
+        )
+        .bind(source_key)
+        .bind(jti)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(inserted.rows_affected() == 1)
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
