@@ -1,6 +1,7 @@
 //! Settings: a TOML file (or the embedded default) → `FHIRGATE__SECTION__KEY` overrides → checks.
 //! Invalid settings stop the boot with a message naming the key.
 
+pub use crate::domain::Vendor;
 use crate::domain::secret::Secret;
 use crate::domain::{DestinationSlug, EnvironmentFlag, Param};
 use figment::Figment;
@@ -323,31 +324,6 @@ pub enum LogFormat {
     #[default]
     Pretty,
     Json,
-}
-
-/// The vendor profile a destination speaks.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash)]
-#[serde(rename_all = "kebab-case")]
-pub enum Vendor {
-    /// A spec-conformant Bulk Data v2 server.
-    BulkData,
-    /// Oracle Health (Cerner/Millennium), seeds 002/003.
-    OracleHealth,
-    /// Netsmart, seed 001.
-    Netsmart,
-    /// The simulated EHR built into fhirgate (`/sandbox/r4`).
-    Sandbox,
-}
-
-impl Vendor {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Vendor::BulkData => "bulk-data",
-            Vendor::OracleHealth => "oracle-health",
-            Vendor::Netsmart => "netsmart",
-            Vendor::Sandbox => "sandbox",
-        }
-    }
 }
 
 /// `[[destinations]]`: one EHR the gateway routes to.

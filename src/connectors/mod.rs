@@ -1,18 +1,16 @@
 //! Connectors: one per (destination, environment), each a vendor profile's capability table plus the
 //! few behaviours that really differ, over one shared HTTP client.
 
-pub mod bulk_data;
 pub mod capabilities;
 pub mod files;
 pub mod http;
-pub mod netsmart;
-pub mod oracle_health;
 pub mod plan;
 pub mod registry;
 pub mod request;
 pub mod smart;
+pub mod vendors;
 
-use crate::config::Vendor;
+use crate::domain::Vendor;
 use crate::domain::secret::Secret;
 use crate::domain::{DestinationSlug, EnvironmentFlag, ExportKickoff, Issue, IssueCode};
 use crate::fhir::OperationOutcome;
@@ -27,13 +25,7 @@ use uuid::Uuid;
 
 /// The capability table a vendor profile starts from.
 pub fn profile_capabilities(vendor: Vendor) -> Capabilities {
-    match vendor {
-        Vendor::BulkData => bulk_data::capabilities(),
-        Vendor::OracleHealth => oracle_health::capabilities(),
-        Vendor::Netsmart => netsmart::capabilities(),
-        // The sandbox is a Bulk Data server; what differs (redirects, 429s) is on its side of the wire.
-        Vendor::Sandbox => bulk_data::capabilities(),
-    }
+    (vendors::profile(vendor).capabilities)()
 }
 
 /// What went wrong upstream, in terms the HTTP layer maps to a status.

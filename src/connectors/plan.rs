@@ -2,7 +2,7 @@
 //! partner asked for lenient handling.
 
 use super::capabilities::Capabilities;
-use crate::config::Vendor;
+use crate::domain::Vendor;
 use crate::domain::{ExportKickoff, Issue, IssueCode, Param};
 
 /// A kick-off ready to go to one destination.
@@ -111,8 +111,8 @@ pub fn plan_kickoff(
                 ),
             ));
     }
-    if issues.is_empty() && vendor == Vendor::OracleHealth {
-        super::oracle_health::check(&kickoff.params, &mut issues);
+    if issues.is_empty() {
+        (super::vendors::profile(vendor).check)(&kickoff.params, &mut issues);
     }
     if issues.is_empty() {
         Ok(KickoffPlan {

@@ -103,13 +103,12 @@ impl Registry {
                 )
                 .with_file_policy(e.file_hosts.clone(), e.allow_private_addresses)
                 .with_max_concurrent_kickoffs(d.max_concurrent_kickoffs)
-                .with_max_retry_after(match d.vendor {
-                    // Oracle Health documents a 600 s wait after its 429s: honour it whatever the cap.
-                    crate::config::Vendor::OracleHealth => {
-                        settings.jobs.max_retry_after_secs.max(600)
-                    }
-                    _ => settings.jobs.max_retry_after_secs,
-                });
+                .with_max_retry_after(
+                    settings
+                        .jobs
+                        .max_retry_after_secs
+                        .max(super::vendors::profile(d.vendor).min_retry_after_cap_secs),
+                );
                 connectors.insert((d.slug.as_str().to_owned(), *env), Arc::new(connector));
             }
         }

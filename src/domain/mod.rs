@@ -10,6 +10,7 @@ pub mod params;
 mod resource_type;
 mod scope;
 pub mod secret;
+mod vendor;
 
 pub use destination::{DestinationSlug, EnvironmentFlag};
 pub use fhir_id::FhirId;
@@ -19,3 +20,4 @@ pub use kickoff::{ExportKickoff, ExportKind, ExportLevel, KickoffParams, Param};
 pub use output_format::OutputFormat;
 pub use resource_type::{R4_RESOURCE_TYPES, ResourceType, ResourceTypes, shorten};
 pub use scope::{Permissions, ScopeError, ScopeVersion, Scopes, SystemScope};
+pub use vendor::Vendor;

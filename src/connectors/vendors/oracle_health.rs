@@ -1,8 +1,17 @@
 //! `oracle-health` (seeds 002/003): Group export only, three parameters, a fixed list of resource types,
 //! and rules joining `_type` and `includeAssociatedData`.
 
-use super::capabilities::Capabilities;
+use super::Profile;
+use crate::connectors::capabilities::Capabilities;
 use crate::domain::{ExportKind, Issue, IssueCode, KickoffParams, OutputFormat, Param};
+
+/// The profile: seed 003's table, its rules joining parameters, and its documented 600 s wait after a
+/// 429, honoured whatever `[jobs] max_retry_after_secs` says.
+pub const PROFILE: Profile = Profile {
+    capabilities,
+    check,
+    min_retry_after_cap_secs: 600,
+};
 
 /// The `_type` values seed 003 lists.
 pub const RESOURCE_TYPES: &[&str] = &[

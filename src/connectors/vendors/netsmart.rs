@@ -2,9 +2,18 @@
 //! `$export-poll-status?_id=`, files at `Binary/{id}/$binary-access-read` (both reached through the URLs
 //! the server hands out, so no code differs for them here).
 
-use super::capabilities::Capabilities;
+use super::Profile;
+use crate::connectors::capabilities::Capabilities;
 use crate::domain::{ExportKind, OutputFormat, Param};
 
+/// The profile: seed 001's table, no rules beyond it.
+pub const PROFILE: Profile = Profile {
+    capabilities,
+    check: super::no_rules,
+    min_retry_after_cap_secs: 0,
+};
+
+/// Seed 001's table.
 pub fn capabilities() -> Capabilities {
     Capabilities {
         kinds: vec![ExportKind::Group],
