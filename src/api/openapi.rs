@@ -7,7 +7,7 @@
 //! tests already hold every envelope the gateway reads or writes against. OpenAPI 3.1 speaks JSON
 //! Schema 2020-12, so they are embedded as they are.
 
-use crate::api::admin::{AttemptView, JobDetail, JobPage, JobView, LogDetail, LogPage};
+use crate::api::admin::views::{AttemptView, JobDetail, JobPage, JobView, LogDetail, LogPage};
 use crate::observe::msglog::{LogRecord, RecordKind};
 use serde_json::{Map, Value, json};
 use utoipa::ToSchema;

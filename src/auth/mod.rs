@@ -3,6 +3,7 @@
 //! (`issuer`, SMART Backend Services). Each source reaches only the destinations granted to it, and reads
 //! only the resource types its scopes grant.
 
+pub mod admin;
 pub mod issuer;
 pub mod oauth;
 

@@ -180,3 +180,57 @@ where
     }
     qb
 }
+
+/// `(job_id, upstream_status, source)` of each job's newest upstream call (`source` 0) and of its last
+/// kick-off attempt that had a status (`source` 1): the admin job list's "last EHR status" for a whole
+/// page in one query.
+pub(crate) fn last_upstream_statuses<'a, DB>(job_ids: &[Uuid]) -> QueryBuilder<'a, DB>
+where
+    DB: FilterValues,
+{
+    let mut qb = QueryBuilder::new(
+        "SELECT job_id, upstream_status, 0 AS source, seq AS ord FROM message_log WHERE seq IN \
+         (SELECT MAX(seq) FROM message_log WHERE kind = 'upstream' AND job_id IN (",
+    );
+    push_ids(&mut qb, job_ids);
+    qb.push(
+        ") GROUP BY job_id) UNION ALL SELECT job_id, upstream_status, 1 AS source, 0 AS ord \
+             FROM job_attempts a WHERE upstream_status IS NOT NULL AND started_at = \
+             (SELECT MAX(started_at) FROM job_attempts b WHERE b.job_id = a.job_id \
+              AND b.upstream_status IS NOT NULL) AND job_id IN (",
+    );
+    push_ids(&mut qb, job_ids);
+    qb.push(")");
+    qb
+}
+
+fn push_ids<DB: FilterValues>(qb: &mut QueryBuilder<'_, DB>, ids: &[Uuid]) {
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            qb.push(", ");
+        }
+        DB::bind_uuid(qb, *id);
+    }
+}
+
+/// Folds the rows of [`last_upstream_statuses`]: the newest upstream call's status where it has one,
+/// else the last kick-off attempt's.
+pub(crate) fn fold_last_statuses(
+    rows: impl IntoIterator<Item = (Uuid, Option<u16>, i64)>,
+) -> std::collections::HashMap<Uuid, u16> {
+    let mut from_calls = std::collections::HashMap::new();
+    let mut from_attempts = std::collections::HashMap::new();
+    for (job, status, source) in rows {
+        if let Some(s) = status {
+            if source == 0 {
+                from_calls.insert(job, s);
+            } else {
+                from_attempts.insert(job, s);
+            }
+        }
+    }
+    for (job, s) in from_attempts {
+        from_calls.entry(job).or_insert(s);
+    }
+    from_calls
+}

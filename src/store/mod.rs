@@ -285,6 +285,12 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
     ) -> Result<Vec<Job>, StoreError>;
     /// A job's kick-off attempts, oldest first.
     async fn job_attempts(&self, job_id: Uuid) -> Result<Vec<AttemptRecord>, StoreError>;
+    /// Each job's last status from the EHR (its newest upstream call's, else its last kick-off
+    /// attempt's), for a page of jobs at once.
+    async fn last_upstream_statuses(
+        &self,
+        job_ids: &[Uuid],
+    ) -> Result<std::collections::HashMap<Uuid, u16>, StoreError>;
     /// Jobs by state and the oldest due poll, for metrics.
     async fn job_stats(&self) -> Result<JobStats, StoreError>;
 }

@@ -416,6 +416,29 @@ impl JobStore for PostgresStore {
             .collect()
     }
 
+    async fn last_upstream_statuses(
+        &self,
+        job_ids: &[Uuid],
+    ) -> Result<std::collections::HashMap<Uuid, u16>, StoreError> {
+        if job_ids.is_empty() {
+            return Ok(Default::default());
+        }
+        let rows = super::filters::last_upstream_statuses::<Postgres>(job_ids)
+            .build()
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let status: Option<i32> = row.try_get("upstream_status")?;
+            out.push((
+                row.try_get::<Uuid, _>("job_id")?,
+                status.and_then(|s| u16::try_from(s).ok()),
+                i64::from(row.try_get::<i32, _>("source")?),
+            ));
+        }
+        Ok(super::filters::fold_last_statuses(out))
+    }
+
     async fn job_stats(&self) -> Result<JobStats, StoreError> {
         let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
             .fetch_all(&self.pool)

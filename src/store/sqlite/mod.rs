@@ -670,6 +670,30 @@ impl JobStore for SqliteStore {
             .collect()
     }
 
+    async fn last_upstream_statuses(
+        &self,
+        job_ids: &[Uuid],
+    ) -> Result<std::collections::HashMap<Uuid, u16>, StoreError> {
+        if job_ids.is_empty() {
+            return Ok(Default::default());
+        }
+        let rows = super::filters::last_upstream_statuses::<Sqlite>(job_ids)
+            .build()
+            .fetch_all(&self.reader)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let job: String = row.try_get("job_id")?;
+            let status: Option<i64> = row.try_get("upstream_status")?;
+            out.push((
+                uuid(&job)?,
+                status.and_then(|s| u16::try_from(s).ok()),
+                row.try_get::<i64, _>("source")?,
+            ));
+        }
+        Ok(super::filters::fold_last_statuses(out))
+    }
+
     async fn job_stats(&self) -> Result<JobStats, StoreError> {
         let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
             .fetch_all(&self.reader)

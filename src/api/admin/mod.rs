@@ -1,0 +1,271 @@
+//! The operators' API: the message log and the jobs, on the `[admin] api_key_sha256` credential only
+//! (`auth::admin`). Metadata only: no envelope bodies, manifests, patient references, tokens or
+//! upstream URLs.
+
+mod query;
+pub mod views;
+
+use crate::auth::admin::Admin;
+use crate::service::error::GatewayError;
+use crate::state::AppState;
+use crate::store::{JobFilter, JobState, LogFilter, RecordKind, StoreError};
+use actix_web::{HttpRequest, HttpResponse, web};
+use query::{MAX_LIMIT, Params, next_link, path_uuid};
+use serde::Serialize;
+use views::{AttemptView, JobDetail, JobPage, JobView, LogDetail, LogPage};
+
+fn store_error(e: StoreError) -> GatewayError {
+    e.into()
+}
+
+/// The operators' views of `jobs`, their last EHR statuses read for all of them in one query.
+async fn job_views(
+    state: &AppState,
+    jobs: Vec<crate::store::Job>,
+) -> Result<Vec<JobView>, GatewayError> {
+    let ids: Vec<uuid::Uuid> = jobs.iter().map(|j| j.id).collect();
+    let last = state
+        .store
+        .last_upstream_statuses(&ids)
+        .await
+        .map_err(store_error)?;
+    Ok(jobs
+        .into_iter()
+        .map(|job| {
+            let status = last.get(&job.id).copied();
+            JobView::new(job, status)
+        })
+        .collect())
+}
+
+fn json<T: Serialize>(body: &T) -> HttpResponse {
+    HttpResponse::Ok().json(body)
+}
+
+/// `GET /admin/logs`
+pub async fn logs(
+    _: Admin,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, GatewayError> {
+    let mut p = Params::parse(
+        &req,
+        &[
+            &["source"],
+            &["destination"],
+            &["environment"],
+            &["eventType", "event_type"],
+            &["status", "statusClass", "status_class"],
+            &["since", "from"],
+            &["until", "to"],
+            &["logId", "log_id"],
+            &["jobId", "job_id"],
+            &["kind"],
+            &["limit", "_count", "count"],
+            &["offset"],
+        ],
+    );
+    let kind = p
+        .parsed("kind", "request, upstream or all", |s| match s {
+            "all" => Some(None),
+            other => RecordKind::parse(other).map(Some),
+        })
+        .unwrap_or(Some(RecordKind::Request));
+    let mut filter = LogFilter {
+        kind,
+        source: p.text("source"),
+        destination: p.text("destination"),
+        environment: p.text("environment"),
+        event_type: p.text("eventType"),
+        status_class: None,
+        status: None,
+        since: p.time("since"),
+        until: p.time("until"),
+        log_id: p.uuid("logId"),
+        job_id: p.uuid("jobId"),
+    };
+    // `status` is a class (4xx) or one status (404).
+    if let Some((class, exact)) = p.parsed(
+        "status",
+        "a status class (2xx, 3xx, 4xx, 5xx) or a status such as 404",
+        |s| {
+            let class = s.strip_suffix("xx").or_else(|| s.strip_suffix("XX"));
+            match class {
+                Some(d) => d
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|d| (1..=5).contains(d))
+                    .map(|d| (Some(d), None)),
+                None => s
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|n| (100..=599).contains(n))
+                    .map(|n| (None, Some(n))),
+            }
+        },
+    ) {
+        filter.status_class = class;
+        filter.status = exact;
+    }
+    let (limit, offset) = p.page();
+    p.finish()?;
+    state.log.flush().await;
+    let total = state.store.count_logs(&filter).await.map_err(store_error)?;
+    let mut entries = state
+        .store
+        .query_logs(&filter, limit + 1, offset)
+        .await
+        .map_err(store_error)?;
+    let more = entries.len() > limit as usize;
+    entries.truncate(limit as usize);
+    Ok(json(&LogPage {
+        entries,
+        total,
+        limit,
+        offset,
+        next: next_link(&req, limit, offset, more),
+    }))
+}
+
+/// `GET /admin/logs/{logId}`
+pub async fn log(
+    _: Admin,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, GatewayError> {
+    let log_id = path_uuid(&path, "logId")?;
+    state.log.flush().await;
+    let mut records = state
+        .store
+        .query_logs(
+            &LogFilter {
+                log_id: Some(log_id),
+                ..LogFilter::default()
+            },
+            10_000,
+            0,
+        )
+        .await
+        .map_err(store_error)?;
+    records.reverse();
+    let jobs = state
+        .store
+        .list_jobs(
+            &JobFilter {
+                log_id: Some(log_id),
+                ..JobFilter::default()
+            },
+            MAX_LIMIT,
+            0,
+        )
+        .await
+        .map_err(store_error)?;
+    if records.is_empty() && jobs.is_empty() {
+        return Err(GatewayError::NotFound(
+            "Nothing is recorded under this Log ID (it may be older than the retention period)."
+                .into(),
+        ));
+    }
+    let views = job_views(&state, jobs).await?;
+    let (requests, attempts) = records
+        .into_iter()
+        .partition(|r| r.kind == RecordKind::Request);
+    Ok(json(&LogDetail {
+        log_id,
+        requests,
+        attempts,
+        jobs: views,
+    }))
+}
+
+/// `GET /admin/jobs`
+pub async fn jobs(
+    _: Admin,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, GatewayError> {
+    let mut p = Params::parse(
+        &req,
+        &[
+            &["state"],
+            &["source"],
+            &["destination"],
+            &["environment"],
+            &["logId", "log_id"],
+            &["limit", "_count", "count"],
+            &["offset"],
+        ],
+    );
+    let filter = JobFilter {
+        state: p.parsed(
+            "state",
+            "one of pending, kickoff-unknown, accepted, failed, completed, export-failed, expired, deleted",
+            JobState::parse,
+        ),
+        source: p.text("source"),
+        destination: p.text("destination"),
+        environment: p.text("environment"),
+        log_id: p.uuid("logId"),
+    };
+    let (limit, offset) = p.page();
+    p.finish()?;
+    let mut found = state
+        .store
+        .list_jobs(&filter, limit + 1, offset)
+        .await
+        .map_err(store_error)?;
+    let more = found.len() > limit as usize;
+    found.truncate(limit as usize);
+    let jobs = job_views(&state, found).await?;
+    Ok(json(&JobPage {
+        jobs,
+        limit,
+        offset,
+        next: next_link(&req, limit, offset, more),
+    }))
+}
+
+/// `GET /admin/jobs/{jobId}`
+pub async fn job(
+    _: Admin,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, GatewayError> {
+    let job_id = path_uuid(&path, "jobId")?;
+    let job = state
+        .store
+        .get(job_id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| GatewayError::NotFound("No job with this id.".into()))?;
+    state.log.flush().await;
+    let kickoff_attempts = state
+        .store
+        .job_attempts(job_id)
+        .await
+        .map_err(store_error)?
+        .into_iter()
+        .map(AttemptView::from)
+        .collect();
+    let upstream_calls = state
+        .store
+        .query_logs(
+            &LogFilter {
+                kind: Some(RecordKind::Upstream),
+                job_id: Some(job_id),
+                ..LogFilter::default()
+            },
+            100,
+            0,
+        )
+        .await
+        .map_err(store_error)?;
+    Ok(json(&JobDetail {
+        job: job_views(&state, vec![job])
+            .await?
+            .pop()
+            .ok_or_else(|| GatewayError::Internal("job view lost".into()))?,
+        kickoff_attempts,
+        upstream_calls,
+    }))
+}
