@@ -8,6 +8,7 @@ pub mod config;
 pub mod connectors;
 pub mod domain;
 pub mod envelope;
+pub mod error;
 pub mod fhir;
 pub mod observe;
 pub mod sandbox;

@@ -212,6 +212,7 @@ fn run(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
         let sandbox = sandbox.clone();
         App::new()
             .app_data(data.clone())
+            .app_data(api::path_config())
             .configure(move |cfg| {
                 if let Some(sandbox) = sandbox {
                     cfg.app_data(sandbox).configure(crate::sandbox::routes);

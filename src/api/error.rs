@@ -4,8 +4,8 @@
 
 use crate::connectors::UpstreamError;
 use crate::domain::{Issue, IssueCode};
+pub use crate::error::{Failure, GatewayError};
 use crate::fhir::OperationOutcome;
-pub use crate::service::error::{Failure, GatewayError};
 use actix_web::http::StatusCode;
 use actix_web::http::header::{CONTENT_TYPE, RETRY_AFTER};
 use actix_web::{HttpResponse, ResponseError};

@@ -23,17 +23,16 @@ const PASSED_BACK: [&str; 6] = [
 pub async fn file(
     caller: Caller,
     req: HttpRequest,
+    path: web::Path<super::FilePath>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Failure> {
-    let info = req.match_info();
-    let (slug, env) = (
-        info.get("slug").unwrap_or_default(),
-        info.get("env").unwrap_or_default(),
-    );
-    let (job, file) = (
-        info.get("job_id").unwrap_or_default(),
-        info.get("file_id").unwrap_or_default(),
-    );
+    let super::FilePath {
+        slug,
+        env,
+        job_id: job,
+        file_id: file,
+    } = path.into_inner();
+    let (slug, env, job, file) = (slug.as_str(), env.as_str(), job.as_str(), file.as_str());
     let convert = |name| {
         req.headers()
             .get(name)

@@ -6,9 +6,9 @@ use crate::auth::Caller;
 use crate::domain::ExportKind;
 use crate::domain::{Issue, IssueCode};
 use crate::envelope::SystemExportResponse;
+use crate::error::{Failure, GatewayError};
 use crate::fhir::OperationOutcome;
 use crate::fhir::parameters::read_parameters;
-use crate::service::error::{Failure, GatewayError};
 use crate::service::kickoff::{Accepted, KickoffForm, KickoffRequest, ScopedTypes, kick_off};
 use crate::state::AppState;
 use actix_web::http::header::{CONTENT_LOCATION, CONTENT_TYPE};
@@ -18,33 +18,60 @@ use serde_json::Value;
 pub async fn group_export(
     caller: Caller,
     req: HttpRequest,
+    path: web::Path<super::GroupPath>,
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Failure> {
-    handle(caller, req, body, state, ExportKind::Group).await
+    let p = path.into_inner();
+    let target = (p.slug, p.env, Some(p.group_id));
+    handle(caller, req, target, body, state, ExportKind::Group).await
 }
 
 pub async fn patient_export(
     caller: Caller,
     req: HttpRequest,
+    path: web::Path<super::DestinationPath>,
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Failure> {
-    handle(caller, req, body, state, ExportKind::Patient).await
+    let p = path.into_inner();
+    handle(
+        caller,
+        req,
+        (p.slug, p.env, None),
+        body,
+        state,
+        ExportKind::Patient,
+    )
+    .await
 }
 
 pub async fn system_export(
     caller: Caller,
     req: HttpRequest,
+    path: web::Path<super::DestinationPath>,
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Failure> {
-    handle(caller, req, body, state, ExportKind::System).await
+    let p = path.into_inner();
+    handle(
+        caller,
+        req,
+        (p.slug, p.env, None),
+        body,
+        state,
+        ExportKind::System,
+    )
+    .await
 }
+
+/// The route's destination, environment and group id.
+type Target = (String, String, Option<String>);
 
 async fn handle(
     caller: Caller,
     req: HttpRequest,
+    (slug, environment, path_group_id): Target,
     body: web::Payload,
     state: web::Data<AppState>,
     kind: ExportKind,
@@ -57,12 +84,11 @@ async fn handle(
     } else {
         require_json_accept(&req)?;
     }
-    let info = req.match_info();
     let request = KickoffRequest {
-        slug: info.get("slug").unwrap_or_default().to_owned(),
-        environment: info.get("env").unwrap_or_default().to_owned(),
+        slug,
+        environment,
         kind,
-        path_group_id: info.get("group_id").map(str::to_owned),
+        path_group_id,
         form,
         lenient: prefer_tokens(&req).any(|t| t == "handling=lenient"),
         retry_unknown: prefer_tokens(&req).any(|t| t == "retry-unknown-kickoff"),

@@ -10,10 +10,52 @@ pub mod openapi;
 pub mod status;
 pub mod token;
 
-use crate::service::error::GatewayError;
+use crate::error::GatewayError;
 use actix_web::http::header::{ACCEPT, CONTENT_LENGTH};
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt;
+use serde::Deserialize;
+
+/// `/fhir/R4/{slug}/{env}`: which destination and environment (checked against the registry by the
+/// service, so an unknown one is the same 404 whatever the route).
+#[derive(Debug, Deserialize)]
+pub struct DestinationPath {
+    pub slug: String,
+    pub env: String,
+}
+
+/// `…/export-status/{job_id}`.
+#[derive(Debug, Deserialize)]
+pub struct JobPath {
+    pub slug: String,
+    pub env: String,
+    pub job_id: String,
+}
+
+/// `…/export-file/{job_id}/{file_id}`.
+#[derive(Debug, Deserialize)]
+pub struct FilePath {
+    pub slug: String,
+    pub env: String,
+    pub job_id: String,
+    pub file_id: String,
+}
+
+/// `…/Group/{group_id}/$export`.
+#[derive(Debug, Deserialize)]
+pub struct GroupPath {
+    pub slug: String,
+    pub env: String,
+    pub group_id: String,
+}
+
+/// A path segment that cannot be read (not UTF-8 once decoded) names no resource: 404, as an
+/// OperationOutcome like every other error.
+pub fn path_config() -> web::PathConfig {
+    web::PathConfig::default().error_handler(|_, _| {
+        GatewayError::NotFound("No such route on this gateway.".into()).into()
+    })
+}
 
 /// Reads the body up to `body_limit_bytes` (413 beyond, before reading more) within `body_timeout_secs`
 /// (408 after, so a slow client cannot hold a worker).

@@ -1,30 +1,22 @@
 //! `GET` and `DELETE /fhir/R4/{slug}/{env}/export-status/{jobId}`.
 
+use super::JobPath;
 use crate::api::error::{FHIR_JSON, Failure};
 use crate::auth::Caller;
 use crate::fhir::OperationOutcome;
 use crate::service::export::{StatusView, delete_export, export_status};
 use crate::state::AppState;
 use actix_web::http::header::{CONTENT_TYPE, EXPIRES, RETRY_AFTER};
-use actix_web::{HttpRequest, HttpResponse, web};
-
-fn keys(req: &HttpRequest) -> (&str, &str, &str) {
-    let info = req.match_info();
-    (
-        info.get("slug").unwrap_or_default(),
-        info.get("env").unwrap_or_default(),
-        info.get("job_id").unwrap_or_default(),
-    )
-}
+use actix_web::{HttpResponse, web};
 
 pub async fn status(
     caller: Caller,
-    req: HttpRequest,
+    path: web::Path<JobPath>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Failure> {
-    let (slug, env, job) = keys(&req);
+    let p = path.into_inner();
     Ok(
-        match export_status(&state, &caller, slug, env, job).await? {
+        match export_status(&state, &caller, &p.slug, &p.env, &p.job_id).await? {
             StatusView::InProgress {
                 progress,
                 retry_after,
@@ -50,11 +42,11 @@ pub async fn status(
 
 pub async fn delete(
     caller: Caller,
-    req: HttpRequest,
+    path: web::Path<JobPath>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Failure> {
-    let (slug, env, job) = keys(&req);
-    let log_id = delete_export(&state, &caller, slug, env, job).await?;
+    let p = path.into_inner();
+    let log_id = delete_export(&state, &caller, &p.slug, &p.env, &p.job_id).await?;
     Ok(HttpResponse::Accepted()
         .insert_header((CONTENT_TYPE, FHIR_JSON))
         .insert_header(("X-Request-ID", log_id.to_string()))

@@ -4,7 +4,7 @@
 use super::read_body;
 use crate::auth::issuer::{ACCESS_TOKEN_SECS, TokenForm, TokenIssuer};
 use crate::auth::oauth::OAuthError;
-use crate::service::error::GatewayError;
+use crate::error::GatewayError;
 use crate::state::AppState;
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, PRAGMA};
 use actix_web::{HttpRequest, HttpResponse, web};

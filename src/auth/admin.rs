@@ -3,7 +3,7 @@
 //! opens the admin API; the admin key opens no partner route.
 
 use crate::domain::{Issue, IssueCode};
-use crate::service::error::GatewayError;
+use crate::error::GatewayError;
 use crate::state::AppState;
 use actix_web::dev::Payload;
 use actix_web::http::header::AUTHORIZATION;

@@ -9,7 +9,7 @@ pub mod oauth;
 
 use crate::config::{Settings, SourceSettings};
 use crate::domain::{EnvironmentFlag, Scopes};
-use crate::service::error::GatewayError;
+use crate::error::GatewayError;
 use crate::state::AppState;
 use actix_web::dev::Payload;
 use actix_web::http::header::AUTHORIZATION;

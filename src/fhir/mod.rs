@@ -1,6 +1,5 @@
 //! The few FHIR R4 structures the gateway reads and writes, by hand.
 
-pub mod capability;
 pub mod manifest;
 mod operation_outcome;
 pub mod parameters;

@@ -1,14 +1,15 @@
 //! After kick-off: status (answered from the store until the EHR may be asked again), file download
 //! through the gateway, and delete. Partner requests and the background poller share `refresh`.
 
+use super::backoff::backoff_secs;
 use crate::auth::Caller;
 use crate::connectors::files::{FileError, FileRequestHeaders};
 use crate::connectors::http::{TransportError, retry_after_secs};
 use crate::connectors::{Connector, UpstreamError, classify_failure};
 use crate::domain::{Issue, IssueCode};
+use crate::error::{Failure, GatewayError};
 use crate::fhir::OperationOutcome;
 use crate::fhir::manifest;
-use crate::service::error::{Failure, GatewayError};
 use crate::state::AppState;
 use crate::store::{Job, JobState, StatusUpdate};
 use chrono::{DateTime, Utc};
@@ -299,7 +300,7 @@ pub async fn refresh(
 /// with jitter. Each wait is half the time elapsed so far, so waits grow geometrically.
 fn no_retry_after_wait(job: &Job, now: DateTime<Utc>, base: u64, max: u64) -> u64 {
     let age = (now - job.created_at).num_seconds().max(0) as u64;
-    crate::service::poller::jitter((age / 2).clamp(base, max.max(base)))
+    super::backoff::jitter((age / 2).clamp(base, max.max(base)))
 }
 
 /// Records a failed poll: the next one waits `wait` (the EHR's Retry-After) or backs off exponentially.
@@ -384,14 +385,6 @@ fn recorded_failure(job: &Job) -> GatewayError {
                 job.error_code.as_deref().unwrap_or("no reason given")
             )))
         })
-}
-
-/// Exponential backoff from `base` seconds after `failures` failed polls, capped at `max`.
-pub fn backoff_secs(base: u64, failures: i64, max: u64) -> u64 {
-    let exp = failures.clamp(0, 20) as u32;
-    base.max(1)
-        .saturating_mul(2u64.saturating_pow(exp))
-        .min(max)
 }
 
 /// `DELETE …/export-status/{jobId}`: the upstream job first, then the gateway's.
@@ -521,14 +514,6 @@ fn file_error(e: FileError) -> GatewayError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_from_the_base_and_stops_at_the_cap() {
-        assert_eq!(backoff_secs(5, 0, 600), 5);
-        assert_eq!(backoff_secs(5, 1, 600), 10);
-        assert_eq!(backoff_secs(5, 3, 600), 40);
-        assert_eq!(backoff_secs(5, 30, 600), 600);
-    }
 
     #[test]
     fn progress_is_cut_to_100_characters_without_control_characters() {

@@ -4,7 +4,7 @@ use crate::connectors::Connector;
 use crate::domain::{ExportKickoff, ExportKind, Issue};
 use crate::envelope::reader::Reader;
 use crate::envelope::{Meta, RouteTarget, normalise_native, parse_envelope, read_params};
-use crate::service::error::{Failure, GatewayError};
+use crate::error::{Failure, GatewayError};
 use crate::state::AppState;
 use crate::store::{AttemptOutcome, Claim, NewJob};
 use serde_json::Value;

@@ -1,8 +1,8 @@
 //! The use cases, between the HTTP layer and the EHRs: kick-off, the export's status, files and delete,
-//! and the background poller with its notifications. Speaks domain errors (`error::GatewayError`); the
+//! and the background poller with its notifications. Speaks domain errors; the
 //! HTTP status of each is known only to `api::error`.
 
-pub mod error;
+pub mod backoff;
 pub mod export;
 pub mod kickoff;
 pub mod poller;

@@ -7,7 +7,8 @@
 use crate::envelope::{LogRef, OutboundMeta, Party};
 use crate::fhir::manifest;
 use crate::observe::context::RequestContext;
-use crate::service::export::{backoff_secs, refresh};
+use crate::service::backoff::{backoff_secs, jitter};
+use crate::service::export::refresh;
 use crate::state::AppState;
 use crate::store::{Job, JobState, NotifyUpdate, StoreError};
 use chrono::{DateTime, Utc};
@@ -297,26 +298,5 @@ impl Poller {
             tracing::warn!(message = "Could not release the poller's claims.", error = %e);
         }
         tracing::info!(message = "Background poller stopped.", poller = %self.id);
-    }
-}
-
-/// ±20% so many jobs or replicas do not retry in step.
-pub fn jitter(secs: u64) -> u64 {
-    let spread = (secs / 5).max(1);
-    let r = (Uuid::new_v4().as_u128() % u128::from(2 * spread + 1)) as u64;
-    (secs + r).saturating_sub(spread).max(1)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::jitter;
-
-    #[test]
-    fn jitter_stays_within_a_fifth() {
-        for _ in 0..200 {
-            let j = jitter(100);
-            assert!((80..=120).contains(&j), "{j}");
-        }
-        assert!(jitter(1) >= 1);
     }
 }

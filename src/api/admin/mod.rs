@@ -6,7 +6,7 @@ mod query;
 pub mod views;
 
 use crate::auth::admin::Admin;
-use crate::service::error::GatewayError;
+use crate::error::GatewayError;
 use crate::state::AppState;
 use crate::store::{JobFilter, JobState, LogFilter, RecordKind, StoreError};
 use actix_web::{HttpRequest, HttpResponse, web};

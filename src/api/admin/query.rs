@@ -2,7 +2,7 @@
 //! filter never silently returns everything), values parsed or a 400 naming the parameter; paging links.
 
 use crate::domain::{Issue, IssueCode};
-use crate::service::error::GatewayError;
+use crate::error::GatewayError;
 use actix_web::HttpRequest;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;

@@ -1,4 +1,4 @@
-//! `GatewayError`: what went wrong, as the service layer says it. Nothing here knows HTTP; the one table
+//! `GatewayError`: what went wrong, in domain terms (service, auth and connectors say it this way). Nothing here knows HTTP; the one table
 //! that gives each error its status, stable code and OperationOutcome is `api::error`.
 
 use crate::connectors::UpstreamError;
