@@ -2,7 +2,6 @@
 //! appear in any log line, response body, response header or committed snapshot.
 
 use crate::helpers::*;
-use crate::lifecycle::{UPSTREAM_STATUS, local};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::io::Write;
@@ -44,7 +43,7 @@ async fn no_canary_secret_or_patient_id_reaches_a_log_line_a_response_or_a_snaps
     let key_hash = hex::encode(Sha256::digest(API_KEY.as_bytes()));
     let app = TestApp::spawn_with(&format!(
         "{}\n[[sources]]\nid = \"7ce6f387-c33c-417d-8682-81e83628cbd9\"\nname = \"Canary source\"\napi_key_sha256 = \"{key_hash}\"\ndestinations = [\"spec-ehr\"]\n",
-        crate::observability::admin_toml()
+        admin_toml()
     ))
     .await;
     let file_host = MockServer::start().await;
@@ -107,26 +106,10 @@ async fn no_canary_secret_or_patient_id_reaches_a_log_line_a_response_or_a_snaps
     let (status, text) = record(kick).await;
     assert_eq!(status, 202, "{text}");
     seen.push(text);
-    let (_, text) = record(
-        app.client
-            .get(local(&app, &location))
-            .bearer_auth(API_KEY)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, text) = record(app.get_as(API_KEY, local(&app, &location)).await).await;
     seen.push(text);
     let file = local(&app, &location).replace("export-status", "export-file") + "/0";
-    let (status, text) = record(
-        app.client
-            .get(file)
-            .bearer_auth(API_KEY)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, text) = record(app.get_as(API_KEY, file).await).await;
     assert_eq!(status, 200, "{text}");
     seen.push(text);
     let mut bad = seed();
@@ -161,11 +144,11 @@ async fn no_canary_secret_or_patient_id_reaches_a_log_line_a_response_or_a_snaps
         format!("/admin/logs/{SEED_LOG_ID}"),
         "/admin/jobs".to_owned(),
     ] {
-        let (status, body) = crate::observability::admin_get(&app, &route).await;
+        let (status, body) = admin_get(&app, &route).await;
         assert_eq!(status, 200, "{route}");
         seen.push(body.to_string());
     }
-    let (_, all) = crate::observability::admin_get(&app, "/admin/logs?kind=all&limit=500").await;
+    let (_, all) = admin_get(&app, "/admin/logs?kind=all&limit=500").await;
     assert!(
         all["entries"].as_array().unwrap().len() >= 8,
         "requests and upstream calls were logged: {all}"

@@ -24,27 +24,18 @@ async fn each_destination_publishes_the_parameters_its_profile_and_config_allow(
     let app = TestApp::spawn().await;
 
     let oracle = json_body(
-        app.client
-            .get(app.url("/fhir/R4/oracle/Production/metadata"))
-            .send()
-            .await
-            .unwrap(),
+        app.get(app.url("/fhir/R4/oracle/Production/metadata"))
+            .await,
     )
     .await;
     let narrow = json_body(
-        app.client
-            .get(app.url("/fhir/R4/narrow-oracle/Development/metadata"))
-            .send()
-            .await
-            .unwrap(),
+        app.get(app.url("/fhir/R4/narrow-oracle/Development/metadata"))
+            .await,
     )
     .await;
     let spec = json_body(
-        app.client
-            .get(app.url("/fhir/R4/spec-ehr/Development/metadata"))
-            .send()
-            .await
-            .unwrap(),
+        app.get(app.url("/fhir/R4/spec-ehr/Development/metadata"))
+            .await,
     )
     .await;
 
@@ -72,12 +63,7 @@ async fn each_destination_publishes_the_parameters_its_profile_and_config_allow(
 async fn metadata_of_an_unknown_destination_is_404() {
     let app = TestApp::spawn().await;
 
-    let response = app
-        .client
-        .get(app.url("/fhir/R4/nope/Production/metadata"))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get(app.url("/fhir/R4/nope/Production/metadata")).await;
 
     assert_eq!(response.status(), 404);
 }

@@ -1,6 +1,6 @@
 //! The command line: validate envelopes offline, check a configuration.
 
-use crate::helpers::repo;
+use crate::helpers::{ADMIN_KEY, admin_toml, kicked_off, repo};
 use std::process::Command;
 
 fn fhirgate() -> Command {
@@ -215,9 +215,8 @@ async fn run(args: Vec<String>) -> std::process::Output {
 
 #[tokio::test]
 async fn logs_and_jobs_show_the_message_log_and_jobs_as_tables_through_the_admin_api() {
-    use crate::observability::{ADMIN_KEY, admin_toml};
     let app = crate::helpers::TestApp::spawn_with(&admin_toml()).await;
-    let location = crate::lifecycle::kicked_off(&app).await;
+    let location = kicked_off(&app).await;
     let job_id = location.rsplit('/').next().unwrap().to_owned();
     let admin = |cmd: &[&str]| {
         let mut args: Vec<String> = cmd.iter().map(|s| s.to_string()).collect();

@@ -3,8 +3,6 @@
 //! `WWW-Authenticate`, and the FHIR-native `Accept`.
 
 use crate::helpers::*;
-use crate::lifecycle::{local, manifest, upstream_status};
-use crate::source_tokens::{Partner, SOURCE, claims, jwk, partner_with, sign, token_url};
 use p384::pkcs8::{EncodePrivateKey, LineEnding};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -378,13 +376,7 @@ async fn a_file_of_a_type_outside_the_scopes_is_403_and_the_ehr_is_not_asked_for
         .to_str()
         .unwrap()
         .to_owned();
-    let status = app
-        .client
-        .get(local(&app, &location))
-        .bearer_auth(PARTNER_KEY)
-        .send()
-        .await
-        .unwrap();
+    let status = app.get_as(PARTNER_KEY, local(&app, &location)).await;
     assert_eq!(status.status(), 200);
 
     // Narrow the source's scopes (as an operator would) and restart on the same store: the export's
@@ -487,11 +479,8 @@ async fn metadata_is_public_and_names_the_token_endpoint_when_credentials_are_co
 
     let response = p
         .app
-        .client
         .get(p.app.url("/fhir/R4/spec-ehr/Development/metadata"))
-        .send()
-        .await
-        .unwrap();
+        .await;
 
     assert_eq!(response.status(), 200);
     let statement = json_body(response).await;
@@ -534,11 +523,8 @@ async fn an_open_gateways_metadata_has_no_security_section() {
     let app = TestApp::spawn().await;
 
     let statement = json_body(
-        app.client
-            .get(app.url("/fhir/R4/spec-ehr/Development/metadata"))
-            .send()
-            .await
-            .unwrap(),
+        app.get(app.url("/fhir/R4/spec-ehr/Development/metadata"))
+            .await,
     )
     .await;
 
@@ -675,14 +661,7 @@ async fn a_download_with_a_token_reauthorized_for_another_type_is_refused() {
         .to_str()
         .unwrap()
         .to_owned();
-    let status = p
-        .app
-        .client
-        .get(local(&p.app, &location))
-        .bearer_auth(&full)
-        .send()
-        .await
-        .unwrap();
+    let status = p.app.get_as(&full, local(&p.app, &location)).await;
     assert_eq!(status.status(), 200);
     let first_file = json_body(status).await["output"][0]["url"]
         .as_str()

@@ -1,8 +1,7 @@
 //! `kill -9` while the EHR holds a kick-off open: after the restart, the partner's retry makes no second
 //! export at the EHR and gets a documented answer; a new export goes only when the partner asks for it.
 
-use crate::helpers::seed;
-use crate::shutdown::spawn_serve;
+use crate::helpers::{seed, spawn_serve};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;

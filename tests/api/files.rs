@@ -2,7 +2,6 @@
 //! only where it belongs.
 
 use crate::helpers::*;
-use crate::lifecycle::{completed, local, manifest, upstream_status};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wiremock::matchers::{header, method, path};
@@ -29,12 +28,7 @@ async fn a_file_is_streamed_with_the_upstream_credential_on_the_upstreams_own_or
         .await;
     let location = completed(&app, manifest(&app.upstream.uri(), None)).await;
 
-    let response = app
-        .client
-        .get(file_url(&app, &location, 0))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get(file_url(&app, &location, 0)).await;
 
     assert_eq!(response.status(), 200);
     assert_eq!(
@@ -67,12 +61,7 @@ async fn a_307_to_the_file_host_is_followed_without_authorization() {
         .await;
     let location = completed(&app, manifest(&app.upstream.uri(), None)).await;
 
-    let response = app
-        .client
-        .get(file_url(&app, &location, 0))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get(file_url(&app, &location, 0)).await;
 
     assert_eq!(response.status(), 200);
     assert_eq!(
@@ -97,21 +86,16 @@ async fn a_307_to_the_file_host_is_followed_without_authorization() {
 #[tokio::test]
 async fn no_authorization_is_sent_when_the_manifest_does_not_require_a_token() {
     let app = TestApp::spawn().await;
-    Mock::given(method("GET"))
-        .and(path("/files/patient.ndjson"))
-        .respond_with(ResponseTemplate::new(200).set_body_string("x\n"))
-        .mount(&app.upstream)
-        .await;
+    app.upstream_get(
+        "/files/patient.ndjson",
+        ResponseTemplate::new(200).set_body_string("x\n"),
+    )
+    .await;
     let mut m = manifest(&app.upstream.uri(), None);
     m["requiresAccessToken"] = json!(false);
     let location = completed(&app, m).await;
 
-    let response = app
-        .client
-        .get(file_url(&app, &location, 0))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get(file_url(&app, &location, 0)).await;
 
     assert_eq!(response.status(), 200);
     let seen: Vec<Request> = app
@@ -135,12 +119,7 @@ async fn a_redirect_to_a_host_that_is_not_allowed_is_refused_with_502() {
         .await;
     let location = completed(&app, manifest(&app.upstream.uri(), None)).await;
 
-    let response = app
-        .client
-        .get(file_url(&app, &location, 0))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get(file_url(&app, &location, 0)).await;
 
     assert_eq!(response.status(), 502);
     let outcome = json_body(response).await;
@@ -165,12 +144,7 @@ async fn more_than_three_redirects_are_refused() {
     m["output"][0]["url"] = json!(format!("{}/files/hop0", app.upstream.uri()));
     let location = completed(&app, m).await;
 
-    let response = app
-        .client
-        .get(file_url(&app, &location, 0))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get(file_url(&app, &location, 0)).await;
 
     assert_eq!(response.status(), 502);
     assert_eq!(
@@ -202,15 +176,10 @@ async fn a_file_on_a_private_address_is_refused_unless_the_destination_allows_it
         .to_str()
         .unwrap()
         .to_owned();
-    let status = app.client.get(local(&app, &location)).send().await.unwrap();
+    let status = app.get(local(&app, &location)).await;
     assert_eq!(status.status(), 200);
 
-    let response = app
-        .client
-        .get(file_url(&app, &location, 0))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get(file_url(&app, &location, 0)).await;
 
     assert_eq!(response.status(), 502);
     assert_eq!(codes(&json_body(response).await), ["security"]);
@@ -256,20 +225,12 @@ async fn range_and_accept_encoding_are_passed_through_so_a_partner_can_resume() 
 #[tokio::test]
 async fn an_upstream_404_for_a_file_is_a_404_and_the_job_is_expired() {
     let app = TestApp::spawn().await;
-    Mock::given(method("GET"))
-        .and(path("/files/patient.ndjson"))
-        .respond_with(ResponseTemplate::new(404))
-        .mount(&app.upstream)
+    app.upstream_get("/files/patient.ndjson", ResponseTemplate::new(404))
         .await;
     let location = completed(&app, manifest(&app.upstream.uri(), None)).await;
 
-    let response = app
-        .client
-        .get(file_url(&app, &location, 0))
-        .send()
-        .await
-        .unwrap();
-    let status = app.client.get(local(&app, &location)).send().await.unwrap();
+    let response = app.get(file_url(&app, &location, 0)).await;
+    let status = app.get(local(&app, &location)).await;
 
     assert_eq!(response.status(), 404);
     assert_eq!(status.status(), 404);
@@ -282,11 +243,7 @@ async fn an_unknown_file_number_is_404() {
 
     for n in ["4", "99", "-1", "x"] {
         let url = local(&app, &location).replace("export-status", "export-file") + "/" + n;
-        assert_eq!(
-            app.client.get(url).send().await.unwrap().status(),
-            404,
-            "{n}"
-        );
+        assert_eq!(app.get(url).await.status(), 404, "{n}");
     }
 }
 
@@ -316,12 +273,7 @@ async fn an_upstream_that_fails_mid_stream_aborts_the_download_instead_of_passin
     m["output"][0]["url"] = json!(format!("{broken}/file.ndjson"));
     let location = completed(&app, m).await;
 
-    let response = app
-        .client
-        .get(file_url(&app, &location, 0))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get(file_url(&app, &location, 0)).await;
     let body = response.bytes().await;
 
     assert!(

@@ -271,12 +271,7 @@ async fn malformed_json_is_a_400_structure_error_that_does_not_echo_the_body() {
 async fn unknown_routes_and_methods_answer_with_an_operation_outcome() {
     let app = TestApp::spawn().await;
 
-    let missing = app
-        .client
-        .get(app.url("/fhir/R4/spec-ehr/Development/Nope"))
-        .send()
-        .await
-        .unwrap();
+    let missing = app.get(app.url("/fhir/R4/spec-ehr/Development/Nope")).await;
     let wrong_method = app
         .client
         .delete(app.url(&spec_group_route()))
@@ -316,24 +311,8 @@ async fn an_invalid_envelope_lists_every_problem_at_once() {
 async fn health_and_readiness_answer_without_credentials() {
     let app = TestApp::spawn().await;
 
-    assert_eq!(
-        app.client
-            .get(app.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        app.client
-            .get(app.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(app.get(app.url("/healthz")).await.status(), 200);
+    assert_eq!(app.get(app.url("/readyz")).await.status(), 200);
 }
 
 #[tokio::test]

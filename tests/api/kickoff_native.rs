@@ -120,11 +120,8 @@ async fn a_native_kickoff_without_prefer_respond_async_is_refused() {
     expect_kickoffs(&app, 0).await;
 
     let response = app
-        .client
         .get(app.url("/fhir/R4/spec-ehr/Development/$export?_type=Patient"))
-        .send()
-        .await
-        .unwrap();
+        .await;
 
     assert_eq!(response.status(), 400);
     assert_eq!(expressions(&json_body(response).await), ["Prefer"]);

@@ -6,63 +6,6 @@ use std::time::Duration;
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, ResponseTemplate};
 
-pub const UPSTREAM_STATUS: &str = "/bulk-export/jobs/upstream-job-1";
-
-/// Kicks off the seed envelope on spec-ehr; returns the gateway's status URL.
-pub async fn kicked_off(app: &TestApp) -> String {
-    if app.upstream_kickoffs().await.is_empty() {
-        app.upstream_accepts_kickoffs().await;
-    }
-    let response = app.post_envelope(&spec_group_route(), &seed()).await;
-    assert_eq!(response.status(), 202);
-    response.headers()["Content-Location"]
-        .to_str()
-        .unwrap()
-        .to_owned()
-}
-
-/// The gateway path of a status URL (the public URL is not where the test server listens).
-pub fn local(app: &TestApp, public: &str) -> String {
-    app.url(public.strip_prefix(PUBLIC_URL).expect("a gateway URL"))
-}
-
-/// A completion manifest whose files are on the upstream (and one on a file host).
-pub fn manifest(upstream: &str, file_host: Option<&str>) -> Value {
-    let mut output = vec![
-        json!({"type": "Patient", "url": format!("{upstream}/files/patient.ndjson"), "count": 2}),
-        json!({"type": "Observation", "url": format!("{upstream}/files/observation.ndjson"), "count": 5}),
-    ];
-    if let Some(host) = file_host {
-        output.push(json!({"type": "Condition", "url": format!("{host}/presigned/condition.ndjson?X-Amz-Signature=abc"), "count": 1}));
-    }
-    json!({
-        "transactionTime": "2025-07-22T23:59:59.000Z",
-        "request": format!("{upstream}/fhir/r4/Group/example-group-id/$export?_type=Patient,Observation"),
-        "requiresAccessToken": true,
-        "output": output,
-        "error": [{"type": "OperationOutcome", "url": format!("{upstream}/files/errors.ndjson")}],
-        "deleted": [{"type": "Bundle", "url": format!("{upstream}/files/deleted.ndjson")}]
-    })
-}
-
-/// Mounts an upstream status answer.
-pub async fn upstream_status(app: &TestApp, template: ResponseTemplate) {
-    Mock::given(method("GET"))
-        .and(path(UPSTREAM_STATUS))
-        .respond_with(template)
-        .mount(&app.upstream)
-        .await;
-}
-
-/// Kicks off and drives the job to completion with `manifest`; returns the status URL.
-pub async fn completed(app: &TestApp, manifest: Value) -> String {
-    upstream_status(app, ResponseTemplate::new(200).set_body_json(manifest)).await;
-    let location = kicked_off(app).await;
-    let response = app.client.get(local(app, &location)).send().await.unwrap();
-    assert_eq!(response.status(), 200);
-    location
-}
-
 #[tokio::test]
 async fn an_export_in_progress_answers_202_with_x_progress_and_retry_after() {
     let app = TestApp::spawn().await;
@@ -83,8 +26,8 @@ async fn an_export_in_progress_answers_202_with_x_progress_and_retry_after() {
         .await;
     let location = kicked_off(&app).await;
 
-    let first = app.client.get(local(&app, &location)).send().await.unwrap();
-    let second = app.client.get(local(&app, &location)).send().await.unwrap();
+    let first = app.get(local(&app, &location)).await;
+    let second = app.get(local(&app, &location)).await;
 
     assert_eq!(first.status(), 202);
     assert_eq!(first.headers()["X-Progress"], "50% complete");
@@ -119,7 +62,7 @@ async fn a_long_x_progress_is_cut_to_100_characters_and_an_http_date_retry_after
     .await;
     let location = kicked_off(&app).await;
 
-    let response = app.client.get(local(&app, &location)).send().await.unwrap();
+    let response = app.get(local(&app, &location)).await;
 
     assert_eq!(response.headers()["X-Progress"].len(), 100);
     let wait: u64 = response.headers()["Retry-After"]
@@ -149,19 +92,11 @@ async fn a_completed_export_answers_with_a_manifest_of_gateway_urls_only_and_nev
         .await;
     let location = kicked_off(&app).await;
 
-    let first = app.client.get(local(&app, &location)).send().await.unwrap();
+    let first = app.get(local(&app, &location)).await;
     assert_eq!(first.status(), 200);
     assert_eq!(first.headers()["Expires"], "Mon, 22 Jul 2030 23:59:59 GMT");
     let body = first.text().await.unwrap();
-    let again = app
-        .client
-        .get(local(&app, &location))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let again = app.get(local(&app, &location)).await.text().await.unwrap();
 
     assert_eq!(body, again);
     assert!(
@@ -186,7 +121,7 @@ async fn a_manifest_that_breaks_the_ig_is_a_502() {
     .await;
     let location = kicked_off(&app).await;
 
-    let response = app.client.get(local(&app, &location)).send().await.unwrap();
+    let response = app.get(local(&app, &location)).await;
 
     assert_eq!(response.status(), 502);
     assert_eq!(codes(&json_body(response).await), ["exception"]);
@@ -198,7 +133,7 @@ async fn upstream_status_failures_answer_like_kickoff_failures() {
     upstream_status(&app, ResponseTemplate::new(503)).await;
     let location = kicked_off(&app).await;
 
-    let response = app.client.get(local(&app, &location)).send().await.unwrap();
+    let response = app.get(local(&app, &location)).await;
 
     assert_eq!(response.status(), 502);
     assert_eq!(codes(&json_body(response).await), ["transient"]);
@@ -214,7 +149,7 @@ async fn an_upstream_status_timeout_is_a_504() {
     .await;
     let location = kicked_off(&app).await;
 
-    let response = app.client.get(local(&app, &location)).send().await.unwrap();
+    let response = app.get(local(&app, &location)).await;
 
     assert_eq!(response.status(), 504);
 }
@@ -230,8 +165,8 @@ async fn an_upstream_404_marks_the_job_expired_and_later_polls_do_not_reach_the_
         .await;
     let location = kicked_off(&app).await;
 
-    let first = app.client.get(local(&app, &location)).send().await.unwrap();
-    let second = app.client.get(local(&app, &location)).send().await.unwrap();
+    let first = app.get(local(&app, &location)).await;
+    let second = app.get(local(&app, &location)).await;
 
     assert_eq!(
         (first.status().as_u16(), second.status().as_u16()),
@@ -264,7 +199,7 @@ async fn unknown_jobs_and_jobs_of_another_destination_are_404_without_an_upstrea
         format!("/fhir/R4/oracle/Production/export-status/{job}"),
         format!("/fhir/R4/spec-ehr/Development/export-file/{job}/0"),
     ] {
-        let response = app.client.get(app.url(&path)).send().await.unwrap();
+        let response = app.get(app.url(&path)).await;
         assert_eq!(response.status(), 404, "{path}");
         assert_eq!(codes(&json_body(response).await), ["not-found"]);
     }
@@ -291,13 +226,10 @@ async fn delete_reaches_the_upstream_and_then_status_and_files_answer_404() {
         .send()
         .await
         .unwrap();
-    let status = app.client.get(local(&app, &location)).send().await.unwrap();
+    let status = app.get(local(&app, &location)).await;
     let file = app
-        .client
         .get(local(&app, &location).replace("export-status", "export-file") + "/0")
-        .send()
-        .await
-        .unwrap();
+        .await;
     let again = app
         .client
         .delete(local(&app, &location))
@@ -327,7 +259,7 @@ async fn a_failed_upstream_delete_leaves_the_job_in_place() {
         .send()
         .await
         .unwrap();
-    let status = app.client.get(local(&app, &location)).send().await.unwrap();
+    let status = app.get(local(&app, &location)).await;
 
     assert_eq!(deleted.status(), 502);
     assert_eq!(status.status(), 200);
@@ -356,18 +288,10 @@ async fn a_job_kicked_off_through_one_replica_is_polled_downloaded_and_deleted_t
     .await;
     let location = kicked_off(&first).await;
 
-    let status = second
-        .client
-        .get(local(&second, &location))
-        .send()
-        .await
-        .unwrap();
+    let status = second.get(local(&second, &location)).await;
     let file = second
-        .client
         .get(local(&second, &location).replace("export-status", "export-file") + "/0")
-        .send()
-        .await
-        .unwrap();
+        .await;
     let file_status = file.status();
     let body = file.text().await.unwrap();
     let deleted = second
@@ -376,12 +300,7 @@ async fn a_job_kicked_off_through_one_replica_is_polled_downloaded_and_deleted_t
         .send()
         .await
         .unwrap();
-    let after = first
-        .client
-        .get(local(&first, &location))
-        .send()
-        .await
-        .unwrap();
+    let after = first.get(local(&first, &location)).await;
 
     assert_eq!(status.status(), 200);
     assert_eq!(file_status, 200);

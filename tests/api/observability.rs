@@ -1,23 +1,16 @@
 //! The message log, the admin API, metrics and readiness.
 
 use crate::helpers::*;
-use crate::lifecycle::{UPSTREAM_STATUS, kicked_off, local};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use wiremock::matchers::path;
 use wiremock::{Mock, ResponseTemplate};
 
-pub const ADMIN_KEY: &str = "admin-key-for-tests-4c1d";
 const PARTNER_KEY: &str = "partner-key-for-tests-9e2a";
 const SOURCE_ID: &str = "7ce6f387-c33c-417d-8682-81e83628cbd9";
 
 fn sha(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
-}
-
-/// TOML giving the gateway an admin key.
-pub fn admin_toml() -> String {
-    format!("\n[admin]\napi_key_sha256 = \"{}\"\n", sha(ADMIN_KEY))
 }
 
 /// TOML giving the gateway an admin key and one partner with an API key.
@@ -27,18 +20,6 @@ fn admin_and_partner_toml() -> String {
         admin_toml(),
         sha(PARTNER_KEY)
     )
-}
-
-pub async fn admin_get(app: &TestApp, path_and_query: &str) -> (u16, Value) {
-    let r = app
-        .client
-        .get(app.url(path_and_query))
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
 }
 
 fn with_log_id(log_id: &str) -> Value {
@@ -125,7 +106,7 @@ async fn status_checks_and_downloads_are_logged_under_the_kickoffs_log_id() {
         .mount(&app.upstream)
         .await;
 
-    let r = app.client.get(local(&app, &location)).send().await.unwrap();
+    let r = app.get(local(&app, &location)).await;
     assert_eq!(r.status(), 202);
     assert_eq!(r.headers()["X-Request-ID"], SEED_LOG_ID);
 
@@ -255,25 +236,13 @@ async fn admin_routes_refuse_partner_credentials_and_partner_routes_refuse_the_a
         "/admin/jobs",
         &format!("/admin/logs/{SEED_LOG_ID}"),
     ] {
-        let as_partner = app
-            .client
-            .get(app.url(route))
-            .bearer_auth(PARTNER_KEY)
-            .send()
-            .await
-            .unwrap();
+        let as_partner = app.get_as(PARTNER_KEY, app.url(route)).await;
         assert_eq!(as_partner.status(), 403, "{route}");
         let outcome = json_body(as_partner).await;
         assert_eq!(codes(&outcome), ["forbidden"]);
-        let anonymous = app.client.get(app.url(route)).send().await.unwrap();
+        let anonymous = app.get(app.url(route)).await;
         assert_eq!(anonymous.status(), 401, "{route}");
-        let wrong = app
-            .client
-            .get(app.url(route))
-            .bearer_auth("not-the-admin-key")
-            .send()
-            .await
-            .unwrap();
+        let wrong = app.get_as("not-the-admin-key", app.url(route)).await;
         assert_eq!(wrong.status(), 401, "{route}");
     }
     let (status, _) = admin_get(&app, "/admin/logs").await;
@@ -325,13 +294,7 @@ async fn admin_jobs_show_state_attempts_last_upstream_status_and_next_poll() {
         )
         .mount(&app.upstream)
         .await;
-    let poll = app
-        .client
-        .get(local(&app, &location))
-        .bearer_auth(PARTNER_KEY)
-        .send()
-        .await
-        .unwrap();
+    let poll = app.get_as(PARTNER_KEY, local(&app, &location)).await;
     assert_eq!(poll.status(), 202);
 
     let (status, page) = admin_get(&app, "/admin/jobs?state=accepted&destination=spec-ehr").await;
@@ -434,7 +397,7 @@ fn metric(text: &str, name_and_labels: &str) -> f64 {
 async fn metrics_move_when_traffic_flows_and_carry_no_ids() {
     let app = TestApp::spawn().await;
     let scrape = || async {
-        let r = app.client.get(app.url("/metrics")).send().await.unwrap();
+        let r = app.get(app.url("/metrics")).await;
         assert_eq!(r.status(), 200);
         assert!(
             r.headers()["content-type"]
@@ -452,10 +415,7 @@ async fn metrics_move_when_traffic_flows_and_carry_no_ids() {
 
     let location = kicked_off(&app).await;
     Mock::given(path(UPSTREAM_STATUS))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(crate::lifecycle::manifest(&app.upstream.uri(), None)),
-        )
+        .respond_with(ResponseTemplate::new(200).set_body_json(manifest(&app.upstream.uri(), None)))
         .mount(&app.upstream)
         .await;
     Mock::given(path("/files/patient.ndjson"))
@@ -464,17 +424,9 @@ async fn metrics_move_when_traffic_flows_and_carry_no_ids() {
         )
         .mount(&app.upstream)
         .await;
-    assert_eq!(
-        app.client
-            .get(local(&app, &location))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(app.get(local(&app, &location)).await.status(), 200);
     let file = local(&app, &location).replace("export-status", "export-file") + "/0";
-    let download = app.client.get(file).send().await.unwrap();
+    let download = app.get(file).await;
     assert_eq!(download.status(), 200);
     let body = download.bytes().await.unwrap();
 
@@ -538,28 +490,12 @@ async fn readiness_turns_503_when_the_store_goes_away_and_200_when_it_returns() 
         s.store.url = url.to_string();
     })
     .await;
-    let ready = || async {
-        app.client
-            .get(app.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
-    };
+    let ready = || async { app.get(app.url("/readyz")).await.status().as_u16() };
     assert_eq!(ready().await, 200);
 
     proxy.cut();
     assert_eq!(ready().await, 503);
-    assert_eq!(
-        app.client
-            .get(app.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(app.get(app.url("/healthz")).await.status(), 200);
 
     proxy.restore();
     let mut status = 0;

@@ -7,11 +7,8 @@ use serde_json::Value;
 async fn the_served_openapi_document_is_the_committed_one() {
     let app = TestApp::spawn().await;
     let served: Value = app
-        .client
         .get(app.url("/openapi.json"))
-        .send()
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();

@@ -2,7 +2,6 @@
 //! claims that expire when a poller dies. Time is a manual clock.
 
 use crate::helpers::*;
-use crate::lifecycle::{UPSTREAM_STATUS, kicked_off, manifest};
 use fhirgate::service::poller::{ManualClock, Poller};
 use fhirgate::store::JobState;
 use serde_json::Value;
@@ -58,11 +57,11 @@ async fn the_poller_waits_for_retry_after_and_then_records_completion() {
         .up_to_n_times(1)
         .mount(&app.upstream)
         .await;
-    Mock::given(method("GET"))
-        .and(path(UPSTREAM_STATUS))
-        .respond_with(ResponseTemplate::new(200).set_body_json(manifest(&app.upstream.uri(), None)))
-        .mount(&app.upstream)
-        .await;
+    app.upstream_get(
+        UPSTREAM_STATUS,
+        ResponseTemplate::new(200).set_body_json(manifest(&app.upstream.uri(), None)),
+    )
+    .await;
     let location = kicked_off(&app).await;
     let clock = Arc::new(ManualClock::new(
         chrono::Utc::now() + chrono::Duration::seconds(1),
@@ -103,12 +102,7 @@ async fn the_poller_waits_for_retry_after_and_then_records_completion() {
         0,
         "completed jobs are not polled"
     );
-    let served = app
-        .client
-        .get(crate::lifecycle::local(&app, &location))
-        .send()
-        .await
-        .unwrap();
+    let served = app.get(local(&app, &location)).await;
     assert_eq!(served.status(), 200);
     assert_eq!(
         status_polls(&app).await,
@@ -120,7 +114,7 @@ async fn the_poller_waits_for_retry_after_and_then_records_completion() {
 #[tokio::test]
 async fn a_source_with_a_notify_url_hears_when_its_job_completes() {
     let app = spawn_notified().await;
-    crate::lifecycle::upstream_status(
+    upstream_status(
         &app,
         ResponseTemplate::new(200).set_body_json(manifest(&app.upstream.uri(), None)),
     )
@@ -175,7 +169,7 @@ async fn a_source_with_a_notify_url_hears_when_its_job_completes() {
 #[tokio::test]
 async fn a_failing_notify_url_is_retried_with_backoff_then_given_up() {
     let app = spawn_notified().await;
-    crate::lifecycle::upstream_status(
+    upstream_status(
         &app,
         ResponseTemplate::new(200).set_body_json(manifest(&app.upstream.uri(), None)),
     )
@@ -234,7 +228,7 @@ async fn a_failing_notify_url_is_retried_with_backoff_then_given_up() {
 #[tokio::test]
 async fn a_crashed_pollers_claim_expires_and_another_poller_takes_the_job() {
     let app = TestApp::spawn().await;
-    crate::lifecycle::upstream_status(
+    upstream_status(
         &app,
         ResponseTemplate::new(202).insert_header("Retry-After", "5"),
     )
@@ -266,7 +260,7 @@ async fn a_crashed_pollers_claim_expires_and_another_poller_takes_the_job() {
 #[tokio::test]
 async fn an_enabled_poller_completes_jobs_in_the_background_and_stops_on_shutdown() {
     let app = TestApp::spawn_with("\n[worker]\nenabled = true\ntick_secs = 0.05\n").await;
-    crate::lifecycle::upstream_status(
+    upstream_status(
         &app,
         ResponseTemplate::new(200).set_body_json(manifest(&app.upstream.uri(), None)),
     )

@@ -27,7 +27,7 @@ async fn the_whole_flow_runs_against_the_sandbox_with_its_redirects_to_a_file_ho
         kickoff.headers()["Content-Location"].to_str().unwrap(),
     );
 
-    let first = app.client.get(&status_url).send().await.unwrap();
+    let first = app.get(&status_url).await;
     assert_eq!(first.status(), 202);
     assert!(
         first.headers()["X-Progress"]
@@ -39,7 +39,7 @@ async fn the_whole_flow_runs_against_the_sandbox_with_its_redirects_to_a_file_ho
     let mut manifest = Value::Null;
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let r = app.client.get(&status_url).send().await.unwrap();
+        let r = app.get(&status_url).await;
         if r.status() == 200 {
             manifest = json_body(r).await;
             break;
@@ -57,12 +57,7 @@ async fn the_whole_flow_runs_against_the_sandbox_with_its_redirects_to_a_file_ho
     );
 
     for file in &output {
-        let response = app
-            .client
-            .get(local(&app, file["url"].as_str().unwrap()))
-            .send()
-            .await
-            .unwrap();
+        let response = app.get(local(&app, file["url"].as_str().unwrap())).await;
         assert_eq!(
             response.status(),
             200,
@@ -82,10 +77,7 @@ async fn the_whole_flow_runs_against_the_sandbox_with_its_redirects_to_a_file_ho
 
     let deleted = app.client.delete(&status_url).send().await.unwrap();
     assert_eq!(deleted.status(), 202);
-    assert_eq!(
-        app.client.get(&status_url).send().await.unwrap().status(),
-        404
-    );
+    assert_eq!(app.get(&status_url).await.status(), 404);
 }
 
 #[tokio::test]

@@ -2,7 +2,6 @@
 //! together with the EHR never being called.
 
 use crate::helpers::*;
-use crate::lifecycle::{UPSTREAM_STATUS, local, manifest, upstream_status};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::time::Duration;
@@ -63,10 +62,6 @@ async fn post_as(app: &TestApp, key: Option<&str>, route: &str, body: &Value) ->
     req.send().await.unwrap()
 }
 
-async fn get_as(app: &TestApp, key: &str, url: String) -> reqwest::Response {
-    app.client.get(url).bearer_auth(key).send().await.unwrap()
-}
-
 #[tokio::test]
 async fn a_request_without_credentials_is_401_and_the_ehr_is_not_called() {
     let app = secured().await;
@@ -96,30 +91,11 @@ async fn a_wrong_api_key_is_401_without_echoing_it() {
 async fn health_readiness_and_metadata_need_no_credentials() {
     let app = secured().await;
 
-    assert_eq!(
-        app.client
-            .get(app.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        app.client
-            .get(app.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(app.get(app.url("/healthz")).await.status(), 200);
+    assert_eq!(app.get(app.url("/readyz")).await.status(), 200);
     let metadata = app
-        .client
         .get(app.url("/fhir/R4/spec-ehr/Development/metadata"))
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(metadata.status(), 200);
 }
 
@@ -175,13 +151,13 @@ async fn another_sources_job_is_404_for_status_files_and_delete_and_the_ehr_is_n
         .mount(&app.upstream)
         .await;
 
-    let status = get_as(&app, KEY_B, local(&app, &location)).await;
-    let file = get_as(
-        &app,
-        KEY_B,
-        local(&app, &location).replace("export-status", "export-file") + "/0",
-    )
-    .await;
+    let status = app.get_as(KEY_B, local(&app, &location)).await;
+    let file = app
+        .get_as(
+            KEY_B,
+            local(&app, &location).replace("export-status", "export-file") + "/0",
+        )
+        .await;
     let delete = app
         .client
         .delete(local(&app, &location))
@@ -216,7 +192,7 @@ async fn the_owner_polls_its_job_as_usual() {
         .to_owned();
 
     assert_eq!(
-        get_as(&app, KEY_A, local(&app, &location)).await.status(),
+        app.get_as(KEY_A, local(&app, &location)).await.status(),
         200
     );
 }
@@ -231,10 +207,10 @@ async fn a_source_over_its_rate_limit_gets_429_with_retry_after() {
         uuid::Uuid::new_v4()
     ));
 
-    let first = get_as(&app, KEY_LIMITED, status.clone()).await;
-    let second = get_as(&app, KEY_LIMITED, status.clone()).await;
-    let third = get_as(&app, KEY_LIMITED, status.clone()).await;
-    let other_source = get_as(&app, KEY_A, status).await;
+    let first = app.get_as(KEY_LIMITED, status.clone()).await;
+    let second = app.get_as(KEY_LIMITED, status.clone()).await;
+    let third = app.get_as(KEY_LIMITED, status.clone()).await;
+    let other_source = app.get_as(KEY_A, status).await;
 
     assert_eq!(
         (first.status().as_u16(), second.status().as_u16()),

@@ -3,8 +3,6 @@
 //! outcome is unknown after a crash, every `Retry-After` within reason, and status answers that hold.
 
 use crate::helpers::*;
-use crate::lifecycle::{UPSTREAM_STATUS, local, upstream_status};
-use crate::observability::{admin_get, admin_toml};
 use serde_json::{Value, json};
 use std::time::Duration;
 use wiremock::matchers::{method, path, path_regex};
@@ -152,19 +150,9 @@ async fn a_log_id_whose_job_was_deleted_starts_a_new_job_when_reused() {
         2,
         "one new upstream kick-off"
     );
-    let old = app
-        .client
-        .get(local(&app, &first_location))
-        .send()
-        .await
-        .unwrap();
+    let old = app.get(local(&app, &first_location)).await;
     assert_eq!(old.status(), 404, "the deleted job stays deleted");
-    let new = app
-        .client
-        .get(local(&app, &again_location))
-        .send()
-        .await
-        .unwrap();
+    let new = app.get(local(&app, &again_location)).await;
     assert_eq!(new.status(), 202, "the new job is alive");
     // And the new job is idempotent in its turn.
     let third = app.post_envelope(&spec_group_route(), &seed()).await;
@@ -183,7 +171,7 @@ async fn a_log_id_whose_export_failed_starts_a_new_job_when_reused() {
     )
     .await;
     let first = location(&app.post_envelope(&spec_group_route(), &seed()).await);
-    let failed = app.client.get(local(&app, &first)).send().await.unwrap();
+    let failed = app.get(local(&app, &first)).await;
     assert_eq!(failed.status(), 400);
 
     let again = app.post_envelope(&spec_group_route(), &seed()).await;
@@ -208,12 +196,7 @@ async fn an_export_the_ehr_reported_failed_answers_the_same_on_every_later_poll(
 
     let mut answers = Vec::new();
     for _ in 0..3 {
-        let r = app
-            .client
-            .get(local(&app, &status_url))
-            .send()
-            .await
-            .unwrap();
+        let r = app.get(local(&app, &status_url)).await;
         answers.push((r.status().as_u16(), json_body(r).await));
     }
 
@@ -317,12 +300,7 @@ async fn a_wait_longer_than_max_retry_after_secs_is_capped_for_the_partner_and_t
     .await;
     let status_url = location(&app.post_envelope(&spec_group_route(), &seed()).await);
 
-    let response = app
-        .client
-        .get(local(&app, &status_url))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get(local(&app, &status_url)).await;
 
     assert_eq!(response.status(), 202);
     assert_eq!(response.headers()["Retry-After"], "600");
@@ -358,12 +336,7 @@ async fn an_ehr_503_with_retry_after_at_status_is_a_503_with_it() {
     .await;
     let status_url = location(&app.post_envelope(&spec_group_route(), &seed()).await);
 
-    let response = app
-        .client
-        .get(local(&app, &status_url))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get(local(&app, &status_url)).await;
 
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["Retry-After"], "45");
@@ -407,19 +380,9 @@ async fn a_200_that_is_not_a_manifest_is_a_failed_poll_backed_off_and_eventually
     let status_url = location(&app.post_envelope(&spec_group_route(), &seed()).await);
     let job_id = uuid::Uuid::parse_str(status_url.rsplit('/').next().unwrap()).unwrap();
 
-    let first = app
-        .client
-        .get(local(&app, &status_url))
-        .send()
-        .await
-        .unwrap();
+    let first = app.get(local(&app, &status_url)).await;
     assert_eq!(first.status(), 502);
-    let soon = app
-        .client
-        .get(local(&app, &status_url))
-        .send()
-        .await
-        .unwrap();
+    let soon = app.get(local(&app, &status_url)).await;
     assert_eq!(
         soon.status(),
         202,
@@ -454,23 +417,13 @@ async fn a_200_that_is_not_a_manifest_is_a_failed_poll_backed_off_and_eventually
                 + 50,
         ))
         .await;
-        let _ = app
-            .client
-            .get(local(&app, &status_url))
-            .send()
-            .await
-            .unwrap();
+        let _ = app.get(local(&app, &status_url)).await;
     }
     let job = app.state().store.get(job_id).await.unwrap().unwrap();
     assert_eq!(job.state, fhirgate::store::JobState::ExportFailed);
     assert_eq!(job.error_code.as_deref(), Some("upstream-poll-failed"));
     assert_eq!(polls().await, 3);
-    let after = app
-        .client
-        .get(local(&app, &status_url))
-        .send()
-        .await
-        .unwrap();
+    let after = app.get(local(&app, &status_url)).await;
     assert_eq!(after.status(), 502);
     assert_eq!(polls().await, 3, "a failed job is not polled again");
 }
@@ -604,15 +557,7 @@ async fn the_window_between_the_ehrs_answer_and_its_record_is_measured() {
         202
     );
 
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.get(app.url("/metrics")).await.text().await.unwrap();
     assert!(
         metrics.contains("fhirgate_kickoff_unrecorded_window_seconds_count 1\n"),
         "one upstream kick-off, one window (the replay made none): {metrics}"

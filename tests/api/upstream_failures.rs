@@ -205,6 +205,6 @@ async fn a_job_store_that_is_unreachable_is_a_503_and_the_upstream_is_not_called
 
     assert_eq!(response.status(), 503);
     assert_eq!(codes(&json_body(response).await), ["transient"]);
-    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    let ready = app.get(app.url("/readyz")).await;
     assert_eq!(ready.status(), 503);
 }

@@ -1,5 +1,14 @@
 //! Spawning the gateway on port 0 against a wiremock upstream, and reading what it answers.
 
+mod admin;
+mod binary;
+mod export;
+mod tokens;
+pub use admin::*;
+pub use binary::*;
+pub use export::*;
+pub use tokens::*;
+
 use fhirgate::config::Settings;
 use fhirgate::startup::Application;
 use serde_json::Value;
@@ -263,6 +272,34 @@ allow_private_addresses = true
     }
 
     /// POSTs an envelope to a kick-off route.
+    /// `GET url` with no credentials (`url` is a full URL: `app.url(…)` or a gateway URL made local).
+    pub async fn get(&self, url: impl reqwest::IntoUrl) -> reqwest::Response {
+        self.client
+            .get(url)
+            .send()
+            .await
+            .expect("the gateway answers")
+    }
+
+    /// `GET url` with a bearer credential.
+    pub async fn get_as(&self, credential: &str, url: impl reqwest::IntoUrl) -> reqwest::Response {
+        self.client
+            .get(url)
+            .bearer_auth(credential)
+            .send()
+            .await
+            .expect("the gateway answers")
+    }
+
+    /// Mounts a plain `GET path` answer on the mock upstream.
+    pub async fn upstream_get(&self, path: &str, template: ResponseTemplate) {
+        Mock::given(method("GET"))
+            .and(wiremock::matchers::path(path))
+            .respond_with(template)
+            .mount(&self.upstream)
+            .await;
+    }
+
     pub async fn post_envelope(&self, path: &str, body: &Value) -> reqwest::Response {
         self.client
             .post(self.url(path))
