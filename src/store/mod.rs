@@ -6,6 +6,7 @@ pub mod postgres;
 pub mod sqlite;
 
 mod log;
+mod rows;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 pub use log::{LogFilter, LogRecord, RecordKind};

@@ -6,7 +6,7 @@ use super::filters::{
 use super::{
     AssertionStore, AttemptOutcome, AttemptRecord, Claim, Decision, FailureCount, Job, JobFilter,
     JobState, JobStats, JobStore, LogFilter, LogRecord, MessageLogStore, NewJob, NotifyUpdate,
-    RecordKind, StatusColumns, StatusUpdate, Store, StoreError, parse_state,
+    StatusColumns, StatusUpdate, Store, StoreError,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -18,6 +18,28 @@ use uuid::Uuid;
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+}
+
+impl super::rows::ReadRow for PgRow {
+    fn text(&self, col: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.try_get(col)?)
+    }
+    fn uuid(&self, col: &str) -> Result<Option<Uuid>, StoreError> {
+        Ok(self.try_get(col)?)
+    }
+    fn time(&self, col: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(self.try_get(col)?)
+    }
+    fn int(&self, col: &str) -> Result<Option<i64>, StoreError> {
+        // BIGINT columns, and INTEGER ones (statuses, literals).
+        match self.try_get::<Option<i64>, _>(col) {
+            Ok(v) => Ok(v),
+            Err(_) => Ok(self.try_get::<Option<i32>, _>(col)?.map(i64::from)),
+        }
+    }
+    fn float(&self, col: &str) -> Result<f64, StoreError> {
+        Ok(self.try_get(col)?)
+    }
 }
 
 impl PostgresStore {
@@ -72,63 +94,8 @@ impl PostgresStore {
         Ok(PostgresStore { pool })
     }
 
-    fn row_to_log(row: &PgRow) -> Result<LogRecord, StoreError> {
-        let kind: String = row.try_get("kind")?;
-        let status = |col: &str| -> Result<Option<u16>, StoreError> {
-            Ok(row
-                .try_get::<Option<i32>, _>(col)?
-                .and_then(|s| u16::try_from(s).ok()))
-        };
-        Ok(LogRecord {
-            kind: RecordKind::parse(&kind)
-                .ok_or_else(|| StoreError::Corrupt(format!("kind {kind}")))?,
-            log_id: row.try_get("log_id")?,
-            attempt_id: row.try_get("attempt_id")?,
-            time: row.try_get("at")?,
-            source: row.try_get("source")?,
-            destination: row.try_get("destination")?,
-            environment: row.try_get("environment")?,
-            event_type: row.try_get("event_type")?,
-            method: row.try_get("method")?,
-            route: row.try_get("route")?,
-            gateway_status: status("gateway_status")?,
-            upstream_status: status("upstream_status")?,
-            error_code: row.try_get("error_code")?,
-            duration_ms: row.try_get("duration_ms")?,
-            job_id: row.try_get("job_id")?,
-            upstream_request_id: row.try_get("upstream_request_id")?,
-        })
-    }
-
     fn row_to_job(row: &PgRow) -> Result<Job, StoreError> {
-        let state: String = row.try_get("state")?;
-        Ok(Job {
-            id: row.try_get("id")?,
-            source_key: row.try_get("source_key")?,
-            log_id: row.try_get("log_id")?,
-            attempt_id: row.try_get("attempt_id")?,
-            attempts: row.try_get("attempts")?,
-            destination: row.try_get("destination")?,
-            environment: row.try_get("environment")?,
-            event_type: row.try_get("event_type")?,
-            group_id: row.try_get("group_id")?,
-            fingerprint: row.try_get("fingerprint")?,
-            state: parse_state(&state)?,
-            upstream_status_url: row.try_get("upstream_status_url")?,
-            error_code: row.try_get("error_code")?,
-            created_at: row.try_get("created_at")?,
-            updated_at: row.try_get("updated_at")?,
-            progress: row.try_get("progress")?,
-            retry_after_secs: row.try_get("retry_after_secs")?,
-            next_poll_at: row.try_get("next_poll_at")?,
-            last_polled_at: row.try_get("last_polled_at")?,
-            poll_failures: row.try_get("poll_failures")?,
-            manifest: row.try_get("manifest")?,
-            expires: row.try_get("expires")?,
-            failure: row.try_get("failure")?,
-            notify_state: row.try_get("notify_state")?,
-            notify_attempts: row.try_get("notify_attempts")?,
-        })
+        super::rows::job(row)
     }
 }
 
@@ -400,20 +367,7 @@ impl JobStore for PostgresStore {
         .bind(job_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(AttemptRecord {
-                    attempt_id: row.try_get("attempt_id")?,
-                    started_at: row.try_get("started_at")?,
-                    finished_at: row.try_get("finished_at")?,
-                    outcome: row.try_get("outcome")?,
-                    upstream_status: row
-                        .try_get::<Option<i32>, _>("upstream_status")?
-                        .and_then(|s| u16::try_from(s).ok()),
-                    error_code: row.try_get("error_code")?,
-                })
-            })
-            .collect()
+        rows.iter().map(super::rows::attempt).collect()
     }
 
     async fn last_upstream_statuses(
@@ -427,15 +381,10 @@ impl JobStore for PostgresStore {
             .build()
             .fetch_all(&self.pool)
             .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let status: Option<i32> = row.try_get("upstream_status")?;
-            out.push((
-                row.try_get::<Uuid, _>("job_id")?,
-                status.and_then(|s| u16::try_from(s).ok()),
-                i64::from(row.try_get::<i32, _>("source")?),
-            ));
-        }
+        let out = rows
+            .iter()
+            .map(super::rows::last_status)
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(super::filters::fold_last_statuses(out))
     }
 
@@ -484,7 +433,7 @@ impl MessageLogStore for PostgresStore {
         push_log_filter(&mut qb, filter);
         push_page(&mut qb, "at DESC, seq DESC", limit, offset);
         let rows = qb.build().fetch_all(&self.pool).await?;
-        rows.iter().map(Self::row_to_log).collect()
+        rows.iter().map(super::rows::log_record).collect()
     }
 
     async fn count_logs(&self, filter: &LogFilter) -> Result<u64, StoreError> {

@@ -12,7 +12,7 @@ use super::filters::{
 use super::{
     AssertionStore, AttemptOutcome, AttemptRecord, Claim, Decision, FailureCount, Job, JobFilter,
     JobState, JobStats, JobStore, LogFilter, LogRecord, MessageLogStore, NewJob, NotifyUpdate,
-    RecordKind, StatusColumns, StatusUpdate, Store, StoreError, parse_state,
+    StatusColumns, StatusUpdate, Store, StoreError,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -85,64 +85,29 @@ fn opt_time(s: Option<String>) -> Result<Option<DateTime<Utc>>, StoreError> {
     s.as_deref().map(time).transpose()
 }
 
-fn row_to_log(row: &SqliteRow) -> Result<LogRecord, StoreError> {
-    let kind: String = row.try_get("kind")?;
-    let job_id: Option<String> = row.try_get("job_id")?;
-    let status = |col: &str| -> Result<Option<u16>, StoreError> {
-        Ok(row
-            .try_get::<Option<i64>, _>(col)?
-            .and_then(|s| u16::try_from(s).ok()))
-    };
-    Ok(LogRecord {
-        kind: RecordKind::parse(&kind)
-            .ok_or_else(|| StoreError::Corrupt(format!("kind {kind}")))?,
-        log_id: uuid(row.try_get("log_id")?)?,
-        attempt_id: uuid(row.try_get("attempt_id")?)?,
-        time: time(row.try_get("at")?)?,
-        source: row.try_get("source")?,
-        destination: row.try_get("destination")?,
-        environment: row.try_get("environment")?,
-        event_type: row.try_get("event_type")?,
-        method: row.try_get("method")?,
-        route: row.try_get("route")?,
-        gateway_status: status("gateway_status")?,
-        upstream_status: status("upstream_status")?,
-        error_code: row.try_get("error_code")?,
-        duration_ms: row.try_get("duration_ms")?,
-        job_id: job_id.as_deref().map(uuid).transpose()?,
-        upstream_request_id: row.try_get("upstream_request_id")?,
-    })
+impl super::rows::ReadRow for SqliteRow {
+    fn text(&self, col: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.try_get(col)?)
+    }
+    fn uuid(&self, col: &str) -> Result<Option<Uuid>, StoreError> {
+        self.try_get::<Option<String>, _>(col)?
+            .as_deref()
+            .map(uuid)
+            .transpose()
+    }
+    fn time(&self, col: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        opt_time(self.try_get(col)?)
+    }
+    fn int(&self, col: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self.try_get(col)?)
+    }
+    fn float(&self, col: &str) -> Result<f64, StoreError> {
+        Ok(self.try_get(col)?)
+    }
 }
 
 fn row_to_job(row: &SqliteRow) -> Result<Job, StoreError> {
-    let state: String = row.try_get("state")?;
-    Ok(Job {
-        id: uuid(row.try_get("id")?)?,
-        source_key: row.try_get("source_key")?,
-        log_id: uuid(row.try_get("log_id")?)?,
-        attempt_id: uuid(row.try_get("attempt_id")?)?,
-        attempts: row.try_get("attempts")?,
-        destination: row.try_get("destination")?,
-        environment: row.try_get("environment")?,
-        event_type: row.try_get("event_type")?,
-        group_id: row.try_get("group_id")?,
-        fingerprint: row.try_get("fingerprint")?,
-        state: parse_state(&state)?,
-        upstream_status_url: row.try_get("upstream_status_url")?,
-        error_code: row.try_get("error_code")?,
-        created_at: time(row.try_get("created_at")?)?,
-        updated_at: time(row.try_get("updated_at")?)?,
-        progress: row.try_get("progress")?,
-        retry_after_secs: row.try_get("retry_after_secs")?,
-        next_poll_at: opt_time(row.try_get("next_poll_at")?)?,
-        last_polled_at: opt_time(row.try_get("last_polled_at")?)?,
-        poll_failures: row.try_get("poll_failures")?,
-        manifest: row.try_get("manifest")?,
-        expires: row.try_get("expires")?,
-        failure: row.try_get("failure")?,
-        notify_state: row.try_get("notify_state")?,
-        notify_attempts: row.try_get("notify_attempts")?,
-    })
+    super::rows::job(row)
 }
 
 impl SqliteStore {
@@ -654,20 +619,7 @@ impl JobStore for SqliteStore {
         .bind(job_id.to_string())
         .fetch_all(&self.reader)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(AttemptRecord {
-                    attempt_id: uuid(row.try_get("attempt_id")?)?,
-                    started_at: time(row.try_get("started_at")?)?,
-                    finished_at: opt_time(row.try_get("finished_at")?)?,
-                    outcome: row.try_get("outcome")?,
-                    upstream_status: row
-                        .try_get::<Option<i64>, _>("upstream_status")?
-                        .and_then(|s| u16::try_from(s).ok()),
-                    error_code: row.try_get("error_code")?,
-                })
-            })
-            .collect()
+        rows.iter().map(super::rows::attempt).collect()
     }
 
     async fn last_upstream_statuses(
@@ -681,16 +633,10 @@ impl JobStore for SqliteStore {
             .build()
             .fetch_all(&self.reader)
             .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let job: String = row.try_get("job_id")?;
-            let status: Option<i64> = row.try_get("upstream_status")?;
-            out.push((
-                uuid(&job)?,
-                status.and_then(|s| u16::try_from(s).ok()),
-                row.try_get::<i64, _>("source")?,
-            ));
-        }
+        let out = rows
+            .iter()
+            .map(super::rows::last_status)
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(super::filters::fold_last_statuses(out))
     }
 
@@ -730,7 +676,7 @@ impl MessageLogStore for SqliteStore {
         push_log_filter(&mut qb, filter);
         push_page(&mut qb, "at DESC, seq DESC", limit, offset);
         let rows = qb.build().fetch_all(&self.reader).await?;
-        rows.iter().map(row_to_log).collect()
+        rows.iter().map(super::rows::log_record).collect()
     }
 
     async fn count_logs(&self, filter: &LogFilter) -> Result<u64, StoreError> {
