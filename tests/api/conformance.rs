@@ -342,11 +342,7 @@ async fn keyed(scopes: &str) -> TestApp {
 async fn a_file_of_a_type_outside_the_scopes_is_403_and_the_ehr_is_not_asked_for_it() {
     let app = keyed(r#"["system/Patient.read", "system/Observation.read"]"#).await;
     app.upstream_accepts_kickoffs().await;
-    upstream_status(
-        &app,
-        ResponseTemplate::new(200).set_body_json(manifest(&app.upstream.uri(), None)),
-    )
-    .await;
+    upstream_completes(&app).await;
     Mock::given(method("GET"))
         .and(path("/files/patient.ndjson"))
         .respond_with(
@@ -635,11 +631,7 @@ async fn an_envelope_may_still_accept_plain_json() {
 async fn a_download_with_a_token_reauthorized_for_another_type_is_refused() {
     let p = partner_with("").await;
     p.app.upstream_accepts_kickoffs().await;
-    upstream_status(
-        &p.app,
-        ResponseTemplate::new(200).set_body_json(manifest(&p.app.upstream.uri(), None)),
-    )
-    .await;
+    upstream_completes(&p.app).await;
     Mock::given(method("GET"))
         .and(path("/files/patient.ndjson"))
         .respond_with(ResponseTemplate::new(200).set_body_string("{}\n"))

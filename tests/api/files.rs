@@ -160,11 +160,7 @@ async fn more_than_three_redirects_are_refused() {
 #[tokio::test]
 async fn a_file_on_a_private_address_is_refused_unless_the_destination_allows_it() {
     let app = TestApp::spawn().await;
-    upstream_status(
-        &app,
-        ResponseTemplate::new(200).set_body_json(manifest(&app.upstream.uri(), None)),
-    )
-    .await;
+    upstream_completes(&app).await;
     app.upstream_accepts_kickoffs().await;
     let kick = app
         .post_envelope(

@@ -281,11 +281,7 @@ async fn a_job_kicked_off_through_one_replica_is_polled_downloaded_and_deleted_t
         .respond_with(ResponseTemplate::new(202))
         .mount(&first.upstream)
         .await;
-    upstream_status(
-        &first,
-        ResponseTemplate::new(200).set_body_json(manifest(&first.upstream.uri(), None)),
-    )
-    .await;
+    upstream_completes(&first).await;
     let location = kicked_off(&first).await;
 
     let status = second.get(local(&second, &location)).await;

@@ -70,13 +70,7 @@ async fn the_poller_waits_for_retry_after_and_then_records_completion() {
 
     assert_eq!(poller.tick().await.unwrap(), 1);
     assert_eq!(status_polls(&app).await, 1);
-    let job = app
-        .state()
-        .store
-        .get(job_id(&location))
-        .await
-        .unwrap()
-        .unwrap();
+    let job = stored_job(&app, &location).await;
     assert_eq!(job.progress.as_deref(), Some("10%"));
 
     clock.advance(Duration::from_secs(29));
@@ -89,13 +83,7 @@ async fn the_poller_waits_for_retry_after_and_then_records_completion() {
 
     clock.advance(Duration::from_secs(2));
     assert_eq!(poller.tick().await.unwrap(), 1);
-    let job = app
-        .state()
-        .store
-        .get(job_id(&location))
-        .await
-        .unwrap()
-        .unwrap();
+    let job = stored_job(&app, &location).await;
     assert_eq!(job.state, JobState::Completed);
     assert_eq!(
         poller.tick().await.unwrap(),
@@ -114,11 +102,7 @@ async fn the_poller_waits_for_retry_after_and_then_records_completion() {
 #[tokio::test]
 async fn a_source_with_a_notify_url_hears_when_its_job_completes() {
     let app = spawn_notified().await;
-    upstream_status(
-        &app,
-        ResponseTemplate::new(200).set_body_json(manifest(&app.upstream.uri(), None)),
-    )
-    .await;
+    upstream_completes(&app).await;
     Mock::given(method("POST"))
         .and(path("/notify"))
         .respond_with(ResponseTemplate::new(204))
@@ -150,13 +134,7 @@ async fn a_source_with_a_notify_url_hears_when_its_job_completes() {
         !text.contains(&format!("{}/files", app.upstream.uri())),
         "only gateway URLs"
     );
-    let job = app
-        .state()
-        .store
-        .get(job_id(&location))
-        .await
-        .unwrap()
-        .unwrap();
+    let job = stored_job(&app, &location).await;
     assert_eq!(job.notify_state.as_deref(), Some("sent"));
     let redacted: Value =
         serde_json::from_str(&text.replace(&job.id.to_string(), "[job-id]")).unwrap();
@@ -169,11 +147,7 @@ async fn a_source_with_a_notify_url_hears_when_its_job_completes() {
 #[tokio::test]
 async fn a_failing_notify_url_is_retried_with_backoff_then_given_up() {
     let app = spawn_notified().await;
-    upstream_status(
-        &app,
-        ResponseTemplate::new(200).set_body_json(manifest(&app.upstream.uri(), None)),
-    )
-    .await;
+    upstream_completes(&app).await;
     Mock::given(method("POST"))
         .and(path("/notify"))
         .respond_with(ResponseTemplate::new(500))
@@ -187,13 +161,7 @@ async fn a_failing_notify_url_is_retried_with_backoff_then_given_up() {
     let poller = Poller::new(app.state().clone(), clock.clone());
 
     poller.tick().await.unwrap();
-    let after_first = app
-        .state()
-        .store
-        .get(job_id(&location))
-        .await
-        .unwrap()
-        .unwrap();
+    let after_first = stored_job(&app, &location).await;
     assert_eq!(
         poller.tick().await.unwrap(),
         0,
@@ -201,13 +169,7 @@ async fn a_failing_notify_url_is_retried_with_backoff_then_given_up() {
     );
     clock.advance(Duration::from_secs(10));
     poller.tick().await.unwrap();
-    let after_second = app
-        .state()
-        .store
-        .get(job_id(&location))
-        .await
-        .unwrap()
-        .unwrap();
+    let after_second = stored_job(&app, &location).await;
 
     assert_eq!(
         (
@@ -260,22 +222,12 @@ async fn a_crashed_pollers_claim_expires_and_another_poller_takes_the_job() {
 #[tokio::test]
 async fn an_enabled_poller_completes_jobs_in_the_background_and_stops_on_shutdown() {
     let app = TestApp::spawn_with("\n[worker]\nenabled = true\ntick_secs = 0.05\n").await;
-    upstream_status(
-        &app,
-        ResponseTemplate::new(200).set_body_json(manifest(&app.upstream.uri(), None)),
-    )
-    .await;
+    upstream_completes(&app).await;
     let location = kicked_off(&app).await;
 
     let mut state = None;
     for _ in 0..100 {
-        let job = app
-            .state()
-            .store
-            .get(job_id(&location))
-            .await
-            .unwrap()
-            .unwrap();
+        let job = stored_job(&app, &location).await;
         state = Some(job.state);
         if job.state == JobState::Completed {
             break;

@@ -180,11 +180,7 @@ async fn another_sources_job_is_404_for_status_files_and_delete_and_the_ehr_is_n
 async fn the_owner_polls_its_job_as_usual() {
     let app = secured().await;
     app.upstream_accepts_kickoffs().await;
-    upstream_status(
-        &app,
-        ResponseTemplate::new(200).set_body_json(manifest(&app.upstream.uri(), None)),
-    )
-    .await;
+    upstream_completes(&app).await;
     let kick = post_as(&app, Some(KEY_A), &spec_group_route(), &seed()).await;
     let location = kick.headers()["Content-Location"]
         .to_str()

@@ -61,3 +61,24 @@ pub async fn completed(app: &TestApp, manifest: Value) -> String {
     assert_eq!(response.status(), 200);
     location
 }
+
+/// The upstream's status URL answers 200 with [`manifest`]'s files on the upstream itself.
+pub async fn upstream_completes(app: &TestApp) {
+    upstream_status(
+        app,
+        ResponseTemplate::new(200).set_body_json(manifest(&app.upstream.uri(), None)),
+    )
+    .await;
+}
+
+/// The job behind a gateway status URL, as stored.
+pub async fn stored_job(app: &TestApp, status_url: &str) -> fhirgate::store::Job {
+    let id =
+        uuid::Uuid::parse_str(status_url.rsplit('/').next().expect("a job id")).expect("a job id");
+    app.state()
+        .store
+        .get(id)
+        .await
+        .expect("the store answers")
+        .expect("the job exists")
+}
