@@ -92,13 +92,8 @@ async fn no_canary_secret_or_patient_id_reaches_a_log_line_a_response_or_a_snaps
     let mut envelope = seed();
     envelope["patient"] = json!([format!("Patient/{PATIENT}")]);
     let kick = app
-        .client
-        .post(app.url(&spec_group_route()))
-        .bearer_auth(API_KEY)
-        .json(&envelope)
-        .send()
-        .await
-        .unwrap();
+        .post_envelope_as(API_KEY, &spec_group_route(), &envelope)
+        .await;
     let location = kick.headers()["Content-Location"]
         .to_str()
         .unwrap()
@@ -115,25 +110,15 @@ async fn no_canary_secret_or_patient_id_reaches_a_log_line_a_response_or_a_snaps
     let mut bad = seed();
     bad["patient"] = json!([format!("Patient/{PATIENT} x")]);
     let (status, text) = record(
-        app.client
-            .post(app.url(&spec_group_route()))
-            .bearer_auth(API_KEY)
-            .json(&bad)
-            .send()
-            .await
-            .unwrap(),
+        app.post_envelope_as(API_KEY, &spec_group_route(), &bad)
+            .await,
     )
     .await;
     assert_eq!(status, 400);
     seen.push(text);
     let (_, text) = record(
-        app.client
-            .post(app.url(&spec_group_route()))
-            .bearer_auth(format!("{API_KEY}x"))
-            .json(&seed())
-            .send()
-            .await
-            .unwrap(),
+        app.post_envelope_as(&format!("{API_KEY}x"), &spec_group_route(), &seed())
+            .await,
     )
     .await;
     seen.push(text);

@@ -239,13 +239,8 @@ async fn a_kickoff_whose_type_is_outside_the_tokens_scopes_is_403_naming_type_an
     // The seed asks for Patient, Encounter and Observation.
     let response = p
         .app
-        .client
-        .post(p.app.url(&spec_group_route()))
-        .bearer_auth(&token)
-        .json(&seed())
-        .send()
-        .await
-        .unwrap();
+        .post_envelope_as(&token, &spec_group_route(), &seed())
+        .await;
 
     assert_eq!(response.status(), 403);
     let outcome = json_body(response).await;
@@ -268,13 +263,8 @@ async fn a_kickoff_without_type_is_narrowed_to_the_granted_types_and_the_partner
 
     let response = p
         .app
-        .client
-        .post(p.app.url(&spec_group_route()))
-        .bearer_auth(&token)
-        .json(&envelope)
-        .send()
-        .await
-        .unwrap();
+        .post_envelope_as(&token, &spec_group_route(), &envelope)
+        .await;
 
     assert_eq!(response.status(), 202);
     let body = json_body(response).await;
@@ -360,13 +350,8 @@ async fn a_file_of_a_type_outside_the_scopes_is_403_and_the_ehr_is_not_asked_for
     let mut envelope = seed();
     envelope["_type"] = json!("Patient,Observation");
     let kick = app
-        .client
-        .post(app.url(&spec_group_route()))
-        .bearer_auth(PARTNER_KEY)
-        .json(&envelope)
-        .send()
-        .await
-        .unwrap();
+        .post_envelope_as(PARTNER_KEY, &spec_group_route(), &envelope)
+        .await;
     assert_eq!(kick.status(), 202);
     let location = kick.headers()["Content-Location"]
         .to_str()
@@ -571,13 +556,8 @@ async fn a_401_for_an_api_key_source_talks_about_api_keys() {
     let app = keyed(r#"["system/*.read"]"#).await;
 
     let response = app
-        .client
-        .post(app.url(&spec_group_route()))
-        .bearer_auth("canary-not-the-key")
-        .json(&seed())
-        .send()
-        .await
-        .unwrap();
+        .post_envelope_as("canary-not-the-key", &spec_group_route(), &seed())
+        .await;
 
     assert_eq!(response.status(), 401);
     assert_eq!(
@@ -641,13 +621,8 @@ async fn a_download_with_a_token_reauthorized_for_another_type_is_refused() {
     let full = token_for(&p, "system/*.read").await;
     let kick = p
         .app
-        .client
-        .post(p.app.url(&spec_group_route()))
-        .bearer_auth(&full)
-        .json(&seed())
-        .send()
-        .await
-        .unwrap();
+        .post_envelope_as(&full, &spec_group_route(), &seed())
+        .await;
     assert_eq!(kick.status(), 202);
     let location = kick.headers()["Content-Location"]
         .to_str()

@@ -1,7 +1,7 @@
 //! `kill -9` while the EHR holds a kick-off open: after the restart, the partner's retry makes no second
 //! export at the EHR and gets a documented answer; a new export goes only when the partner asks for it.
 
-use crate::helpers::{seed, spawn_serve};
+use crate::helpers::{binary_config, seed, spawn_serve};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -51,34 +51,13 @@ async fn holding_ehr() -> (u16, Arc<AtomicUsize>) {
 async fn a_gateway_killed_while_the_ehr_answers_a_kickoff_never_sends_it_twice_unasked() {
     let (ehr_port, kickoffs) = holding_ehr().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("fhirgate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[server]
-listen = "127.0.0.1:0"
-public_url = "https://gateway.example"
-workers = 1
-[store]
-url = "sqlite://{store}"
-[upstream]
-request_timeout_secs = 30.0
-[log]
-format = "json"
-level = "info"
-[[destinations]]
-slug = "slow-ehr"
-name = "An EHR that takes its time to accept"
-vendor = "bulk-data"
-[destinations.environments.Development]
-base_url = "http://127.0.0.1:{ehr_port}"
-allow_private_addresses = true
-"#,
-            store = dir.path().join("jobs.db").display()
-        ),
-    )
-    .unwrap();
+    // Long enough that the EHR, not the gateway's timeout, ends the held kick-off.
+    let config = binary_config(
+        dir.path(),
+        ehr_port,
+        "",
+        "[upstream]\nrequest_timeout_secs = 30.0",
+    );
     let route = "/fhir/R4/slow-ehr/Development/Group/example-group-id/$export";
     let client = reqwest::Client::new();
 

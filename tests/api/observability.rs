@@ -249,13 +249,8 @@ async fn admin_routes_refuse_partner_credentials_and_partner_routes_refuse_the_a
     assert_eq!(status, 200);
 
     let admin_as_partner = app
-        .client
-        .post(app.url(&spec_group_route()))
-        .bearer_auth(ADMIN_KEY)
-        .json(&seed())
-        .send()
-        .await
-        .unwrap();
+        .post_envelope_as(ADMIN_KEY, &spec_group_route(), &seed())
+        .await;
     assert_eq!(admin_as_partner.status(), 401);
     expect_kickoffs(&app, 0).await;
 }
@@ -273,13 +268,8 @@ async fn admin_jobs_show_state_attempts_last_upstream_status_and_next_poll() {
     let app = TestApp::spawn_with(&admin_and_partner_toml()).await;
     app.upstream_accepts_kickoffs().await;
     let kick = app
-        .client
-        .post(app.url(&spec_group_route()))
-        .bearer_auth(PARTNER_KEY)
-        .json(&seed())
-        .send()
-        .await
-        .unwrap();
+        .post_envelope_as(PARTNER_KEY, &spec_group_route(), &seed())
+        .await;
     assert_eq!(kick.status(), 202);
     let location = kick.headers()["Content-Location"]
         .to_str()

@@ -1,7 +1,7 @@
 //! Graceful shutdown of the real binary: SIGTERM (or SIGINT) mid-download lets the download finish
 //! within `[server] shutdown_grace_secs`, refuses new connections, and exits 0.
 
-use crate::helpers::{seed, spawn_serve};
+use crate::helpers::{binary_config, seed, spawn_serve};
 use std::process::{Child, Command};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -83,33 +83,12 @@ impl Drop for Gateway {
 /// Starts the fhirgate binary against `ehr_port`; learns its port from its JSON log.
 fn start_gateway(ehr_port: u16, grace_secs: f64) -> Gateway {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("fhirgate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[server]
-listen = "127.0.0.1:0"
-public_url = "https://gateway.example"
-shutdown_grace_secs = {grace_secs}
-workers = 1
-[store]
-url = "sqlite://{store}"
-[log]
-format = "json"
-level = "info"
-[[destinations]]
-slug = "slow-ehr"
-name = "An EHR whose files arrive slowly"
-vendor = "bulk-data"
-[destinations.environments.Development]
-base_url = "http://127.0.0.1:{ehr_port}"
-allow_private_addresses = true
-"#,
-            store = dir.path().join("jobs.db").display()
-        ),
-    )
-    .unwrap();
+    let config = binary_config(
+        dir.path(),
+        ehr_port,
+        &format!("shutdown_grace_secs = {grace_secs}"),
+        "",
+    );
     let (child, port, stderr) = spawn_serve(&config);
     Gateway {
         child,

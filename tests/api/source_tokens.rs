@@ -56,13 +56,8 @@ async fn a_valid_assertion_buys_a_five_minute_token_that_opens_the_partner_route
 
     let kick = p
         .app
-        .client
-        .post(p.app.url(&spec_group_route()))
-        .bearer_auth(token)
-        .json(&seed())
-        .send()
-        .await
-        .unwrap();
+        .post_envelope_as(token, &spec_group_route(), &seed())
+        .await;
     let without = p.app.post_envelope(&spec_group_route(), &seed()).await;
 
     assert_eq!(kick.status(), 202);

@@ -39,3 +39,42 @@ pub fn spawn_serve(config: &std::path::Path) -> (Child, u16, std::sync::mpsc::Re
     };
     (child, port, rx)
 }
+
+/// Writes a config for the binary in `dir`: a SQLite store there, JSON logs, one `slow-ehr` destination
+/// on `ehr_port`; `server_extra` and `extra` go at the end of `[server]` and of the file.
+pub fn binary_config(
+    dir: &std::path::Path,
+    ehr_port: u16,
+    server_extra: &str,
+    extra: &str,
+) -> std::path::PathBuf {
+    let config = dir.join("fhirgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+public_url = "https://gateway.example"
+workers = 1
+{server_extra}
+[store]
+url = "sqlite://{store}"
+[log]
+format = "json"
+level = "info"
+[[destinations]]
+slug = "slow-ehr"
+name = "A local EHR"
+vendor = "bulk-data"
+[destinations.environments.Development]
+base_url = "http://127.0.0.1:{ehr_port}"
+allow_private_addresses = true
+{extra}
+"#,
+            store = dir.join("jobs.db").display()
+        ),
+    )
+    .expect("write the config");
+    config
+}

@@ -300,6 +300,22 @@ allow_private_addresses = true
             .await;
     }
 
+    /// Posts an envelope to `path` with a bearer credential.
+    pub async fn post_envelope_as(
+        &self,
+        credential: &str,
+        path: &str,
+        body: &Value,
+    ) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(credential)
+            .json(body)
+            .send()
+            .await
+            .expect("the gateway answers")
+    }
+
     pub async fn post_envelope(&self, path: &str, body: &Value) -> reqwest::Response {
         self.client
             .post(self.url(path))
