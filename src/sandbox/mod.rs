@@ -238,10 +238,14 @@ fn find(sandbox: &Sandbox, id: &str) -> Option<SandboxJob> {
     jobs.get(id).cloned()
 }
 
-async fn status(req: HttpRequest, sandbox: web::Data<Sandbox>) -> HttpResponse {
+async fn status(
+    req: HttpRequest,
+    job: web::Path<String>,
+    sandbox: web::Data<Sandbox>,
+) -> HttpResponse {
     use crate::domain::IssueCode;
     use actix_web::http::StatusCode;
-    let id = req.match_info().get("job").unwrap_or_default();
+    let id = job.as_str();
     let Some(job) = find(&sandbox, id) else {
         return outcome(
             StatusCode::NOT_FOUND,
@@ -280,8 +284,8 @@ async fn status(req: HttpRequest, sandbox: web::Data<Sandbox>) -> HttpResponse {
         .json(manifest)
 }
 
-async fn delete(req: HttpRequest, sandbox: web::Data<Sandbox>) -> HttpResponse {
-    let id = req.match_info().get("job").unwrap_or_default();
+async fn delete(job: web::Path<String>, sandbox: web::Data<Sandbox>) -> HttpResponse {
+    let id = job.as_str();
     let removed = match sandbox.jobs.lock() {
         Ok(mut j) => j.remove(id),
         Err(poisoned) => poisoned.into_inner().remove(id),
@@ -305,11 +309,12 @@ fn ndjson_of(sandbox: &Sandbox, job: &str, file: &str) -> Option<Vec<u8>> {
     Some(data::ndjson(rtype, &job.patients, job.since).0)
 }
 
-async fn file(req: HttpRequest, sandbox: web::Data<Sandbox>) -> HttpResponse {
-    let (job, file) = (
-        req.match_info().get("job").unwrap_or_default(),
-        req.match_info().get("file").unwrap_or_default(),
-    );
+async fn file(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    sandbox: web::Data<Sandbox>,
+) -> HttpResponse {
+    let (job, file) = (path.0.as_str(), path.1.as_str());
     let Some(body) = ndjson_of(&sandbox, job, file) else {
         return outcome(
             actix_web::http::StatusCode::NOT_FOUND,
@@ -340,7 +345,11 @@ async fn file(req: HttpRequest, sandbox: web::Data<Sandbox>) -> HttpResponse {
         .body(body)
 }
 
-async fn presigned_file(req: HttpRequest, sandbox: web::Data<Sandbox>) -> HttpResponse {
+async fn presigned_file(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    sandbox: web::Data<Sandbox>,
+) -> HttpResponse {
     use crate::domain::IssueCode;
     use actix_web::http::StatusCode;
     if req.headers().contains_key(AUTHORIZATION) {
@@ -351,10 +360,7 @@ async fn presigned_file(req: HttpRequest, sandbox: web::Data<Sandbox>) -> HttpRe
             "Only one auth mechanism allowed",
         );
     }
-    let (job, file) = (
-        req.match_info().get("job").unwrap_or_default(),
-        req.match_info().get("file").unwrap_or_default(),
-    );
+    let (job, file) = (path.0.as_str(), path.1.as_str());
     let signed = url::form_urlencoded::parse(req.query_string().as_bytes())
         .any(|(k, v)| k == "X-Amz-Signature" && v == sandbox.signature(job, file));
     if !signed {
