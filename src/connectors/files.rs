@@ -16,7 +16,8 @@ pub const MAX_REDIRECTS: usize = 3;
 /// Why a file could not be fetched.
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
-    #[error("the file host {0} is neither the destination's origin nor in its file_hosts")]
+    /// The host is kept for the log; the partner is told what happened without it.
+    #[error("the file host is neither the destination's origin nor in its file_hosts")]
     HostNotAllowed(String),
     #[error("the file URL resolves to a loopback, private or link-local address")]
     PrivateAddress,
@@ -37,27 +38,107 @@ pub struct FileRequestHeaders {
     pub accept_encoding: Option<HeaderValue>,
 }
 
-/// Loopback, private, link-local, unspecified and other non-public addresses.
+/// Every address of the IANA special-purpose registries (IPv4 and IPv6) counts as non-public: loopback,
+/// private, shared (CGN), link-local, unspecified, broadcast, multicast, documentation, benchmarking,
+/// reserved and protocol-assignment ranges; and in IPv6 the unique-local, link-local and site-local
+/// ranges plus every form that carries an IPv4 address inside (IPv4-mapped and -compatible, NAT64
+/// `64:ff9b::/96` and `64:ff9b:1::/48`, 6to4 `2002::/16`, Teredo `2001::/32`), judged by that address.
 pub fn is_non_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
+            let [a, b, c, _] = v4.octets();
             v4.is_loopback()
                 || v4.is_private()
                 || v4.is_link_local()
                 || v4.is_unspecified()
                 || v4.is_broadcast()
-                || (a == 100 && (64..128).contains(&b))
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || a == 0                                   // 0.0.0.0/8 "this network"
+                || (a == 100 && (64..128).contains(&b))     // 100.64.0.0/10 shared address space
+                || (a == 192 && b == 0 && c == 0)           // 192.0.0.0/24 protocol assignments
+                || (a == 192 && b == 88 && c == 99)         // 192.88.99.0/24 6to4 relay anycast
+                || (a == 198 && (b & 0xfe) == 18)           // 198.18.0.0/15 benchmarking
+                || a >= 240 // 240.0.0.0/4 reserved
         }
         IpAddr::V6(v6) => {
-            let seg0 = v6.segments()[0];
+            let seg = v6.segments();
             v6.is_loopback()
                 || v6.is_unspecified()
-                || (seg0 & 0xfe00) == 0xfc00
-                || (seg0 & 0xffc0) == 0xfe80
-                || v6
-                    .to_ipv4_mapped()
-                    .is_some_and(|v4| is_non_public(IpAddr::V4(v4)))
+                || v6.is_multicast()
+                || seg[0..5] == [0, 0, 0, 0, 0]                    // ::/80: IPv4-compatible, -mapped
+                || (seg[0] & 0xfe00) == 0xfc00                     // fc00::/7 unique local
+                || (seg[0] & 0xffc0) == 0xfe80                     // fe80::/10 link-local
+                || (seg[0] & 0xffc0) == 0xfec0                     // fec0::/10 site-local
+                || (seg[0] == 0x0064 && seg[1] == 0xff9b)          // 64:ff9b::/96, 64:ff9b:1::/48 NAT64
+                || (seg[0] == 0x0100 && seg[1..4] == [0, 0, 0])    // 100::/64 discard
+                || (seg[0] == 0x2001 && seg[1] < 0x0200)           // 2001::/23 IETF: Teredo, benchmarking, ORCHID
+                || (seg[0] == 0x2001 && seg[1] == 0x0db8)          // 2001:db8::/32 documentation
+                || seg[0] == 0x2002                                // 2002::/16 6to4
+                || (seg[0] == 0x3fff && seg[1] < 0x1000)           // 3fff::/20 documentation
+                || seg[0] == 0x5f00 // 5f00::/16 segment routing
+        }
+    }
+}
+
+#[cfg(test)]
+mod address_tests {
+    use super::is_non_public;
+    use std::net::IpAddr;
+
+    #[test]
+    fn every_special_purpose_range_is_non_public_and_public_addresses_are_not() {
+        for text in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "0.1.2.3",
+            "100.64.0.1",
+            "192.0.0.8",
+            "192.0.2.1",
+            "198.18.0.1",
+            "198.51.100.99",
+            "203.0.113.5",
+            "224.0.0.1",
+            "240.0.0.1",
+            "255.255.255.255",
+            "192.88.99.1",
+            "::1",
+            "::",
+            "::ffff:169.254.169.254",
+            "::ffff:8.8.8.8",
+            "::169.254.169.254",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b::808:808",
+            "64:ff9b:1::1",
+            "2002:a9fe:a9fe::1",
+            "2001::1",
+            "2001:2::1",
+            "2001:db8::1",
+            "3fff::1",
+            "fc00::1",
+            "fd12::1",
+            "fe80::1",
+            "fec0::1",
+            "ff02::1",
+            "100::1",
+            "5f00::1",
+        ] {
+            let ip: IpAddr = text.parse().unwrap();
+            assert!(is_non_public(ip), "{text} must be refused");
+        }
+        for text in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "151.101.1.69",
+            "2606:4700::1111",
+            "2a00:1450:4001::1",
+        ] {
+            let ip: IpAddr = text.parse().unwrap();
+            assert!(!is_non_public(ip), "{text} is public");
         }
     }
 }
@@ -144,9 +225,9 @@ impl Connector {
         };
         for hop in 0..=MAX_REDIRECTS {
             if !self.file_host_allowed(&url) {
-                return Err(FileError::HostNotAllowed(
-                    url.host_str().unwrap_or_default().to_owned(),
-                ));
+                let host = url.host_str().unwrap_or_default().to_owned();
+                tracing::warn!(message = "File host not allowed.", log_id = %log_id, destination = %self.slug, host = %host);
+                return Err(FileError::HostNotAllowed(host));
             }
             self.check_address(&url).await?;
             let mut headers = HeaderMap::new();

@@ -227,13 +227,15 @@ impl TryFrom<&str> for ResourceTypes {
     }
 }
 
-/// Cuts an echoed value so an error body never carries a long attacker-chosen string.
+/// Cuts an echoed value so an error body or a log record never carries a long attacker-chosen string,
+/// and drops control characters (a NUL cannot be stored in PostgreSQL text, nor belongs in a message).
 pub fn shorten(value: &str) -> String {
     const MAX: usize = 40;
-    if value.chars().count() <= MAX {
-        value.to_owned()
+    let clean: String = value.chars().filter(|c| !c.is_control()).collect();
+    if clean.chars().count() <= MAX {
+        clean
     } else {
-        let cut: String = value.chars().take(MAX).collect();
+        let cut: String = clean.chars().take(MAX).collect();
         format!("{cut}…")
     }
 }

@@ -21,4 +21,19 @@ pub fn init(settings: &LogSettings) {
             .try_init(),
         LogFormat::Pretty => builder.compact().try_init(),
     };
+    // A panic anywhere (a worker, a task, a dependency) is one log line through the subscriber, in the
+    // configured format, with where it happened; never a multi-line dump on stderr.
+    std::panic::set_hook(Box::new(|info| {
+        let what = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".to_owned());
+        let at = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        tracing::error!(message = "Panic.", panic = %what.replace('\n', " "), at = %at);
+    }));
 }

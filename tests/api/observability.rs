@@ -498,3 +498,35 @@ async fn readiness_turns_503_when_the_store_goes_away_and_200_when_it_returns() 
     }
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn a_nul_in_an_admin_filter_is_a_400_naming_it_and_never_reaches_the_store() {
+    let app = TestApp::spawn_with(&admin_toml()).await;
+
+    for (route, name) in [
+        ("/admin/logs?source=%00", "source"),
+        ("/admin/logs?destination=a%00b", "destination"),
+        ("/admin/logs?environment=%00", "environment"),
+        ("/admin/logs?eventType=%00", "eventType"),
+        ("/admin/jobs?source=%00", "source"),
+        ("/admin/jobs?destination=%00", "destination"),
+    ] {
+        let (status, outcome) = admin_get(&app, route).await;
+        assert_eq!(status, 400, "{route}: {outcome}");
+        assert_eq!(expressions(&outcome), [name], "{route}");
+    }
+}
+
+#[tokio::test]
+async fn a_nul_in_a_partner_path_is_logged_without_it() {
+    let app = TestApp::spawn_with(&admin_toml()).await;
+
+    let response = app
+        .post_envelope("/fhir/R4/no%00ehr/Development/Group/g/$export", &seed())
+        .await;
+
+    assert_eq!(response.status(), 404);
+    let (status, page) = admin_get(&app, "/admin/logs?status=404").await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["entries"][0]["destination"], "noehr");
+}

@@ -32,6 +32,16 @@ impl Params {
                 continue;
             };
             let canonical = canonical[0].to_owned();
+            // Checked here, at the boundary: a NUL or other control character cannot be stored or
+            // searched for (PostgreSQL refuses NUL in text), so it is the caller's 400, not a 503.
+            if value.chars().any(char::is_control) {
+                issues.push(Issue::at(
+                    IssueCode::Value,
+                    canonical,
+                    "may not contain control characters",
+                ));
+                continue;
+            }
             if pairs.iter().any(|(n, _)| *n == canonical) {
                 issues.push(Issue::at(IssueCode::Value, canonical, "may be given once"));
                 continue;
