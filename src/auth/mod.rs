@@ -204,19 +204,21 @@ fn authenticate(req: &HttpRequest) -> Result<Caller, GatewayError> {
     if !auth_required(&state.settings) {
         return Ok(Caller::Open);
     }
-    let kinds = CredentialKinds::of(&state.settings);
-    let token_url = issuer::TokenIssuer::token_url(&state.settings);
+    // What to tell a caller is worked out only when it is refused.
+    let how = || {
+        CredentialKinds::of(&state.settings).how(&issuer::TokenIssuer::token_url(&state.settings))
+    };
     let header = req
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| GatewayError::Unauthorized(kinds.how(&token_url)))?;
+        .ok_or_else(|| GatewayError::Unauthorized(how()))?;
     let (scheme, credential) = header.trim().split_once(' ').unwrap_or((header, ""));
     let credential = credential.trim();
     if !scheme.eq_ignore_ascii_case("bearer") || credential.is_empty() {
         return Err(GatewayError::Unauthorized(format!(
             "The Authorization header must use the Bearer scheme. {}",
-            kinds.how(&token_url)
+            how()
         )));
     }
     // A token this gateway issued at /auth/token, or else an API key.
@@ -224,7 +226,12 @@ fn authenticate(req: &HttpRequest) -> Result<Caller, GatewayError> {
         Some((source, scopes)) => (source.clone(), scopes),
         None => source_for_key(&state.settings, credential)
             .map(|source| (source.clone(), source.allowed_scopes()))
-            .ok_or_else(|| GatewayError::InvalidToken(kinds.invalid(&token_url)))?,
+            .ok_or_else(|| {
+                GatewayError::InvalidToken(
+                    CredentialKinds::of(&state.settings)
+                        .invalid(&issuer::TokenIssuer::token_url(&state.settings)),
+                )
+            })?,
     };
     crate::observe::context::set_source(&source.id.to_string());
     state

@@ -100,12 +100,7 @@ fn upstream_issues(answer: &UpstreamAnswer) -> Result<Vec<Issue>, UpstreamError>
         Ok(oo) if oo.resource_type == "OperationOutcome" && !oo.issue.is_empty() => Ok(oo
             .issue
             .iter()
-            .map(|i| Issue {
-                severity: crate::domain::Severity::Error,
-                code: IssueCode::from_wire(&i.code),
-                diagnostics: prefix(i.diagnostics.as_deref().unwrap_or("(no diagnostics)")),
-                expression: i.expression.first().cloned(),
-            })
+            .map(|i| i.to_issue(|d| prefix(d.unwrap_or("(no diagnostics)"))))
             .collect()),
         _ => Ok(vec![Issue::general(
             IssueCode::from_wire(default_code(answer.status)),

@@ -41,6 +41,18 @@ impl From<&Issue> for OutcomeIssue {
     }
 }
 
+impl OutcomeIssue {
+    /// This issue read back as the gateway's own (an error), its diagnostics passed through `say`.
+    pub fn to_issue(&self, say: impl Fn(Option<&str>) -> String) -> Issue {
+        Issue {
+            severity: Severity::Error,
+            code: IssueCode::from_wire(&self.code),
+            diagnostics: say(self.diagnostics.as_deref()),
+            expression: self.expression.first().cloned(),
+        }
+    }
+}
+
 impl OperationOutcome {
     pub fn from_issues(issues: &[Issue]) -> Self {
         OperationOutcome {

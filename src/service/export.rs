@@ -313,7 +313,12 @@ async fn poll_failed(
     error: &UpstreamError,
 ) -> Result<(), GatewayError> {
     let failures = job.poll_failures.saturating_add(1);
-    if failures >= i64::from(state.settings.worker.max_poll_failures) {
+    // An EHR that says "not now" (429, or 503 with Retry-After) is waited for, never given up on.
+    let asked_to_wait = matches!(
+        error,
+        UpstreamError::Throttled { .. } | UpstreamError::Unavailable { .. }
+    );
+    if !asked_to_wait && failures >= i64::from(state.settings.worker.max_poll_failures) {
         tracing::warn!(message = "Giving the export up: its status polls keep failing.",
             log_id = %job.log_id, job_id = %job.id, failures, last = %error);
         let failure = failure_record(
@@ -360,12 +365,7 @@ fn recorded(text: &str) -> Option<GatewayError> {
     let issues = outcome
         .issue
         .iter()
-        .map(|i| Issue {
-            severity: crate::domain::Severity::Error,
-            code: IssueCode::from_wire(&i.code),
-            diagnostics: i.diagnostics.clone().unwrap_or_default(),
-            expression: i.expression.first().cloned(),
-        })
+        .map(|i| i.to_issue(|d| d.unwrap_or_default().to_owned()))
         .collect();
     Some(GatewayError::Upstream(UpstreamError::Rejected {
         status,

@@ -216,6 +216,18 @@ async fn run(args: Vec<String>) -> std::process::Output {
 #[tokio::test]
 async fn logs_and_jobs_show_the_message_log_and_jobs_as_tables_through_the_admin_api() {
     let app = crate::helpers::TestApp::spawn_with(&admin_toml()).await;
+    // The EHR names its own request id, for the operator to quote to its support.
+    wiremock::Mock::given(wiremock::matchers::path_regex(r"\$export$"))
+        .respond_with(
+            wiremock::ResponseTemplate::new(202)
+                .insert_header(
+                    "Content-Location",
+                    format!("{}/bulk-export/jobs/upstream-job-1", app.upstream.uri()),
+                )
+                .insert_header("X-Request-ID", "ehr-req-77"),
+        )
+        .mount(&app.upstream)
+        .await;
     let location = kicked_off(&app).await;
     let job_id = location.rsplit('/').next().unwrap().to_owned();
     let admin = |cmd: &[&str]| {
@@ -253,6 +265,10 @@ async fn logs_and_jobs_show_the_message_log_and_jobs_as_tables_through_the_admin
     assert_eq!(out.status.code(), Some(0), "{detail}");
     assert!(
         detail.contains("Upstream calls") && detail.contains("kickoff"),
+        "{detail}"
+    );
+    assert!(
+        detail.contains("EHR REQUEST ID") && detail.contains("ehr-req-77"),
         "{detail}"
     );
 

@@ -563,3 +563,32 @@ async fn the_window_between_the_ehrs_answer_and_its_record_is_measured() {
         "one upstream kick-off, one window (the replay made none): {metrics}"
     );
 }
+
+#[tokio::test]
+async fn an_ehr_that_keeps_throttling_status_polls_is_waited_for_not_given_up_on() {
+    let app = TestApp::spawn_configured("", |s| s.worker.max_poll_failures = 2).await;
+    app.upstream_accepts_kickoffs().await;
+    upstream_status(
+        &app,
+        ResponseTemplate::new(429).insert_header("Retry-After", "1"),
+    )
+    .await;
+    let status_url = location(&app.post_envelope(&spec_group_route(), &seed()).await);
+
+    for _ in 0..4 {
+        let job = stored_job(&app, &status_url).await;
+        if let Some(next) = job.next_poll_at {
+            let wait = (next - chrono::Utc::now()).num_milliseconds().max(0) as u64;
+            tokio::time::sleep(Duration::from_millis(wait + 50)).await;
+        }
+        assert_eq!(app.get(local(&app, &status_url)).await.status(), 429);
+    }
+
+    let job = stored_job(&app, &status_url).await;
+    assert_eq!(
+        job.state,
+        fhirgate::store::JobState::Accepted,
+        "still waiting"
+    );
+    assert!(job.poll_failures >= 4);
+}
