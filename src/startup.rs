@@ -184,6 +184,11 @@ pub fn fhir_routes(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(api::method_not_allowed)),
     )
     .service(
+        web::resource("/export-manifest/{job_id}/{page}")
+            .route(web::get().to(api::status::page))
+            .default_service(web::to(api::method_not_allowed)),
+    )
+    .service(
         web::resource("/export-file/{job_id}/{file_id}")
             .route(web::get().to(api::files::file))
             .default_service(web::to(api::method_not_allowed)),
@@ -291,6 +296,8 @@ fn event_type(method: &actix_web::http::Method, path: &str) -> &'static str {
         } else {
             "status-check"
         }
+    } else if path.contains("/export-manifest/") {
+        "manifest-page"
     } else if path.contains("/export-file/") {
         "file-download"
     } else if last == "metadata" {

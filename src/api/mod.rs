@@ -41,6 +41,15 @@ pub struct FilePath {
     pub file_id: String,
 }
 
+/// `…/export-manifest/{job_id}/{page}`.
+#[derive(Debug, Deserialize)]
+pub struct PagePath {
+    pub slug: String,
+    pub env: String,
+    pub job_id: String,
+    pub page: String,
+}
+
 /// `…/Group/{group_id}/$export`.
 #[derive(Debug, Deserialize)]
 pub struct GroupPath {

@@ -144,8 +144,31 @@ mod address_tests {
 }
 
 impl Connector {
+    /// Whether a text names the EHR: an http(s) URL on its origin or a file host, or any text holding
+    /// the origin's host (with its port, when the base URL gives one) or a file host's name. Such text
+    /// never reaches the partner as the EHR sent it.
+    pub fn names_ehr(&self, text: &str) -> bool {
+        if let Ok(url) = Url::parse(text)
+            && matches!(url.scheme(), "http" | "https")
+            && self.file_host_allowed(&url)
+        {
+            return true;
+        }
+        let lower = text.to_ascii_lowercase();
+        let origin_host = match (self.base_url.host_str(), self.base_url.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_owned(),
+            (None, _) => return false,
+        };
+        lower.contains(&origin_host.to_ascii_lowercase())
+            || self
+                .file_hosts
+                .iter()
+                .any(|h| !h.is_empty() && lower.contains(&h.to_ascii_lowercase()))
+    }
+
     /// Whether files may be fetched from `url`'s host.
-    fn file_host_allowed(&self, url: &Url) -> bool {
+    pub fn file_host_allowed(&self, url: &Url) -> bool {
         self.same_origin(url)
             || url.host_str().is_some_and(|h| {
                 self.file_hosts

@@ -61,6 +61,27 @@ pub fn operation_url(base: &Url, plan: &KickoffPlan) -> String {
     )
 }
 
+/// The partner's kick-off as the gateway accepted it, relative to the FHIR base: the operation and
+/// the parameters sent on, in the query. `patient` is left out (it names patients; a manifest's
+/// `request` must not).
+pub fn partner_request(plan: &KickoffPlan) -> String {
+    let mut out = plan.kickoff.level.operation_path();
+    let mut first = true;
+    for param in plan.kickoff.params.present() {
+        if param == Param::Patient {
+            continue;
+        }
+        for value in plan.kickoff.params.wire_values(param) {
+            out.push(if first { '?' } else { '&' });
+            first = false;
+            out.push_str(param.as_str());
+            out.push('=');
+            out.extend(utf8_percent_encode(&value, QUERY_VALUE));
+        }
+    }
+    out
+}
+
 /// Builds the kick-off: GET with the parameters in the query, or POST with a `Parameters` body when
 /// the destination takes `patient` that way and the plan has patients.
 pub fn kickoff_request(

@@ -14,16 +14,18 @@ use crate::state::AppState;
 use crate::store::{Job, JobState, StatusUpdate};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use std::collections::HashMap;
 use std::sync::Arc;
 use uuid::Uuid;
 
 /// What a status request answers.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StatusView {
-    /// 202: still running.
+    /// 202: still running; with the partial manifest page when the EHR sent one (Bulk Data v3).
     InProgress {
         progress: Option<String>,
         retry_after: u64,
+        manifest: Option<Value>,
     },
     /// 200: the manifest, every URL the gateway's.
     Complete {
@@ -94,22 +96,71 @@ pub async fn export_status(
     let fail = |e: GatewayError| Failure::new(e, Some(job.log_id));
     let now = Utc::now();
     match job.state {
-        JobState::Completed => completed_view(state, &connector, &job).map_err(fail),
+        JobState::Completed => page_view(state, &connector, &job, 0, now).map_err(fail),
         // The same answer on every poll: what the EHR said when it reported the failure.
         JobState::ExportFailed => Err(fail(recorded_failure(&job))),
         JobState::Pending => Ok(StatusView::InProgress {
             progress: None,
             retry_after: 1,
+            manifest: None,
         }),
         _ => match job.next_poll_at {
             // The EHR asked for patience: answer from the store, however many partners or replicas ask.
-            Some(next) if next > now => Ok(StatusView::InProgress {
-                progress: job.progress.clone(),
-                retry_after: remaining_secs(next, now),
-            }),
+            Some(next) if next > now => page_view(state, &connector, &job, 0, now).map_err(fail),
             _ => refresh(state, &connector, &job, now).await.map_err(fail),
         },
     }
+}
+
+/// `GET …/export-manifest/{jobId}/{page}`: a further page of the manifest (page 0 is the status
+/// answer). While the export runs, a page the EHR has listed so far answers 202 with it; a page not
+/// there yet answers 202 without a body (the partner polls again), or 404 once the export is done.
+pub async fn export_page(
+    state: &AppState,
+    caller: &Caller,
+    slug: &str,
+    env: &str,
+    job_id: &str,
+    page: &str,
+) -> Result<StatusView, Failure> {
+    let (connector, job) = find_job(state, caller, slug, env, job_id).await?;
+    let fail = |e: GatewayError| Failure::new(e, Some(job.log_id));
+    let page: usize = page
+        .parse()
+        .map_err(|_| fail(GatewayError::NotFound("No such manifest page.".into())))?;
+    match job.state {
+        JobState::ExportFailed => Err(fail(recorded_failure(&job))),
+        _ => page_view(state, &connector, &job, page, Utc::now()).map_err(fail),
+    }
+}
+
+/// Page `page` of what the store holds for `job`, as the partner sees it.
+fn page_view(
+    state: &AppState,
+    connector: &Connector,
+    job: &Job,
+    page: usize,
+    now: DateTime<Utc>,
+) -> Result<StatusView, GatewayError> {
+    let pages = match job.manifest.as_deref() {
+        Some(stored) => manifest::pages(stored).map_err(GatewayError::Internal)?,
+        None => Vec::new(),
+    };
+    let rewritten = (page < pages.len()).then(|| partner_page(state, connector, job, &pages, page));
+    if job.state == JobState::Completed {
+        return match rewritten {
+            Some(manifest) => Ok(StatusView::Complete {
+                manifest,
+                expires: job.expires.clone(),
+            }),
+            None => Err(GatewayError::NotFound("No such manifest page.".into())),
+        };
+    }
+    Ok(StatusView::InProgress {
+        progress: job.progress.clone(),
+        retry_after: job.next_poll_at.map_or(1, |next| remaining_secs(next, now)),
+        manifest: rewritten,
+    })
 }
 
 fn remaining_secs(next: DateTime<Utc>, now: DateTime<Utc>) -> u64 {
@@ -117,38 +168,57 @@ fn remaining_secs(next: DateTime<Utc>, now: DateTime<Utc>) -> u64 {
     ms.div_ceil(1000).max(1)
 }
 
-fn completed_view(
+/// Page `k` of `pages` with every URL pointing at the gateway and nothing naming the EHR.
+pub fn partner_page(
     state: &AppState,
     connector: &Connector,
     job: &Job,
-) -> Result<StatusView, GatewayError> {
-    let raw = job.manifest.as_deref().unwrap_or("{}");
-    let stored: Value = serde_json::from_str(raw)
-        .map_err(|e| GatewayError::Internal(format!("stored manifest unreadable: {e}")))?;
-    Ok(StatusView::Complete {
-        manifest: partner_manifest(state, connector, job, &stored),
-        expires: job.expires.clone(),
-    })
+    pages: &[Value],
+    k: usize,
+) -> Value {
+    let base = state.fhir_base(connector.slug.as_str(), connector.environment);
+    let file_url = |n: usize| format!("{base}/export-file/{}/{n}", job.id);
+    let page_url = |p: usize| format!("{base}/export-manifest/{}/{p}", job.id);
+    let mut known = HashMap::new();
+    if let Some(status) = &job.upstream_status_url {
+        known.insert(
+            status.clone(),
+            state.status_url(connector.slug.as_str(), connector.environment, job.id),
+        );
+    }
+    for (n, file) in manifest::files(pages).into_iter().enumerate() {
+        known.insert(file.url, file_url(n));
+    }
+    for (p, page) in pages.iter().enumerate() {
+        if let Some(next) = manifest::next_link(page) {
+            known.insert(next.to_owned(), page_url(p + 1));
+        }
+    }
+    let first_file = pages[..k].iter().map(manifest::file_count).sum();
+    let request = format!("{base}/{}", partner_request(job));
+    manifest::Rewrite {
+        request: &request,
+        requires_access_token: crate::auth::auth_required(&state.settings),
+        first_file,
+        file_url: &file_url,
+        next: (k + 1 < pages.len()).then(|| page_url(k + 1)),
+        names_ehr: &|text| connector.names_ehr(text),
+        known: &known,
+    }
+    .page(&pages[k])
 }
 
-/// The manifest with every URL pointing at the gateway.
-fn partner_manifest(state: &AppState, connector: &Connector, job: &Job, upstream: &Value) -> Value {
-    let base = state.fhir_base(connector.slug.as_str(), connector.environment);
-    let operation = match job.group_id.as_deref() {
+/// The partner's kick-off relative to the FHIR base: as recorded, or (jobs accepted before it was)
+/// the operation alone.
+fn partner_request(job: &Job) -> String {
+    if let Some(request) = &job.request {
+        return request.clone();
+    }
+    match job.group_id.as_deref() {
         Some(g) => format!("Group/{g}/$export"),
         None if job.event_type == "patient-export" => "Patient/$export".to_owned(),
         None => "$export".to_owned(),
-    };
-    let query = upstream
-        .get("request")
-        .and_then(Value::as_str)
-        .and_then(|r| r.split_once('?'))
-        .map(|(_, q)| format!("?{q}"))
-        .unwrap_or_default();
-    let request = format!("{base}/{operation}{query}");
-    manifest::rewrite(upstream, &request, |n| {
-        format!("{base}/export-file/{}/{n}", job.id)
-    })
+    }
 }
 
 fn clean_progress(raw: &str) -> String {
@@ -200,36 +270,52 @@ pub async fn refresh(
                         state.settings.worker.max_backoff_secs,
                     )
                 });
-            state
-                .store
-                .record_status(
-                    job.id,
-                    &StatusUpdate::InProgress {
-                        progress: progress.clone(),
-                        retry_after_secs: wait,
-                    },
-                    now,
-                )
-                .await?;
+            // A partial manifest (Bulk Data v3) and the pages it links to so far; a body that is not
+            // one is the plain 202 it is for every other EHR.
+            let partial = match partial_manifest(&answer.body) {
+                Some(first) => match follow_pages(connector, first, job.log_id, true).await {
+                    Ok(pages) => Some(pages),
+                    Err(error) => {
+                        poll_failed(state, job, None, now, &error).await?;
+                        return Err(GatewayError::Upstream(error));
+                    }
+                },
+                None => None,
+            };
+            let update = StatusUpdate::InProgress {
+                progress: progress.clone(),
+                retry_after_secs: wait,
+                manifest: partial.as_ref().map(|p| Value::from(p.clone()).to_string()),
+            };
+            state.store.record_status(job.id, &update, now).await?;
+            let manifest = partial
+                .filter(|p| !p.is_empty())
+                .map(|pages| partner_page(state, connector, job, &pages, 0));
             Ok(StatusView::InProgress {
                 progress: progress.or(job.progress.clone()),
                 retry_after: wait.max(1),
+                manifest,
             })
         }
         200 => {
-            // A 200 that is not a usable manifest is a failed poll like a 5xx: backed off, counted,
-            // and after `max_poll_failures` the job fails; it is not re-polled at every tick.
+            // A 200 that is not a usable manifest, or whose further pages cannot be had, is a failed
+            // poll like a 5xx: backed off, counted, and after `max_poll_failures` the job fails; it is
+            // not re-polled at every tick.
             let usable = serde_json::from_slice::<Value>(&answer.body)
                 .map_err(|_| "a completion manifest that is not JSON".to_owned())
                 .and_then(|v| {
                     manifest::check(&v).map(|()| v).map_err(|why| {
                         format!("a completion manifest the gateway cannot use: {why}")
                     })
-                });
-            let upstream = match usable {
-                Ok(v) => v,
-                Err(why) => {
-                    let error = UpstreamError::BadAnswer(why);
+                })
+                .map_err(UpstreamError::BadAnswer);
+            let pages = match usable {
+                Ok(first) => follow_pages(connector, first, job.log_id, false).await,
+                Err(e) => Err(e),
+            };
+            let pages = match pages {
+                Ok(pages) => pages,
+                Err(error) => {
                     poll_failed(state, job, None, now, &error).await?;
                     return Err(GatewayError::Upstream(error));
                 }
@@ -244,7 +330,7 @@ pub async fn refresh(
                 .record_status(
                     job.id,
                     &StatusUpdate::Completed {
-                        manifest: upstream.to_string(),
+                        manifest: Value::from(pages.clone()).to_string(),
                         expires: expires.clone(),
                         notify: notify_wanted(state, job),
                     },
@@ -252,9 +338,9 @@ pub async fn refresh(
                 )
                 .await?;
             tracing::info!(message = "Export completed.", log_id = %job.log_id, job_id = %job.id,
-                files = manifest::files(&upstream).len());
+                pages = pages.len(), files = manifest::files(&pages).len());
             Ok(StatusView::Complete {
-                manifest: partner_manifest(state, connector, job, &upstream),
+                manifest: partner_page(state, connector, job, &pages, 0),
                 expires,
             })
         }
@@ -294,6 +380,73 @@ pub async fn refresh(
             Err(GatewayError::Upstream(error))
         }
     }
+}
+
+/// The partial manifest a 202 carries, when it carries a usable one.
+fn partial_manifest(body: &[u8]) -> Option<Value> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return None;
+    }
+    let value: Value = serde_json::from_slice(body).ok()?;
+    match manifest::check(&value) {
+        Ok(()) => Some(value),
+        Err(why) => {
+            tracing::debug!(message = "A 202 body that is not a usable partial manifest; ignored.", why = %why);
+            None
+        }
+    }
+}
+
+/// `first` and every page its `next` links lead to, in order, fetched from the EHR with the
+/// destination's credentials (the links must be on its origin). For a complete manifest every page
+/// must answer 200 with a usable manifest; for a partial one, a page the EHR has not made yet (a 202
+/// without one) ends the list for now.
+async fn follow_pages(
+    connector: &Connector,
+    first: Value,
+    log_id: Uuid,
+    partial: bool,
+) -> Result<Vec<Value>, UpstreamError> {
+    let mut seen = std::collections::HashSet::new();
+    let mut pages = vec![first];
+    while let Some(next) = pages
+        .last()
+        .and_then(manifest::next_link)
+        .map(str::to_owned)
+    {
+        if !seen.insert(next.clone()) || pages.len() >= manifest::MAX_PAGES {
+            return Err(UpstreamError::BadAnswer(format!(
+                "manifest pages that loop or run past {}",
+                manifest::MAX_PAGES
+            )));
+        }
+        let answer = connector.status(&next, log_id).await?;
+        match answer.status {
+            202 if partial => match partial_manifest(&answer.body) {
+                Some(page) => pages.push(page),
+                None => break,
+            },
+            200 => {
+                let page: Value = serde_json::from_slice(&answer.body).map_err(|_| {
+                    UpstreamError::BadAnswer("a manifest page that is not JSON".into())
+                })?;
+                manifest::check(&page).map_err(|why| {
+                    UpstreamError::BadAnswer(format!(
+                        "a manifest page the gateway cannot use: {why}"
+                    ))
+                })?;
+                pages.push(page);
+            }
+            _ => {
+                return Err(classify_failure(
+                    &answer,
+                    "a manifest page request",
+                    connector.max_retry_after_secs,
+                ));
+            }
+        }
+    }
+    Ok(pages)
 }
 
 /// The wait when the EHR gives no Retry-After: half the job's age, at least `base`, at most `max`,
@@ -429,17 +582,13 @@ pub async fn open_export_file(
             "No such file in this export.".into(),
         ))
     };
-    if job.state != JobState::Completed {
+    // Files of a complete manifest, and of a partial one while the export runs.
+    let Some(stored) = job.manifest.as_deref() else {
         return Err(no_file());
-    }
-    let stored: Value =
-        serde_json::from_str(job.manifest.as_deref().unwrap_or("{}")).map_err(|e| {
-            fail(GatewayError::Internal(format!(
-                "stored manifest unreadable: {e}"
-            )))
-        })?;
+    };
+    let pages = manifest::pages(stored).map_err(|e| fail(GatewayError::Internal(e)))?;
     let index: usize = file_id.parse().map_err(|_| no_file())?;
-    let file = manifest::files(&stored)
+    let file = manifest::files(&pages)
         .into_iter()
         .nth(index)
         .ok_or_else(no_file)?;
@@ -459,7 +608,7 @@ pub async fn open_export_file(
         )));
     }
     let response = connector
-        .open_file(&file.url, manifest::requires_access_token(&stored), pass_on, job.log_id)
+        .open_file(&file.url, manifest::requires_access_token(&pages), pass_on, job.log_id)
         .await
         .map_err(|e| {
             tracing::warn!(message = "File download refused or failed.", log_id = %job.log_id, job_id = %job.id, error = %e);

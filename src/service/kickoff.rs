@@ -282,6 +282,7 @@ pub async fn kick_off(state: &AppState, req: KickoffRequest) -> Result<Accepted,
         event_type: req.kind.event_type().to_owned(),
         group_id: plan.kickoff.level.group_id().map(|g| g.as_str().to_owned()),
         fingerprint: upstream.fingerprint(&format!("{}/{}", connector.slug, connector.environment)),
+        request: Some(crate::connectors::request::partner_request(&plan)),
         retry_unknown: req.retry_unknown,
     };
     let accepted = |job_id: Uuid, replayed: bool| Accepted {

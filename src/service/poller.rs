@@ -216,16 +216,20 @@ impl Poller {
         let content_location = self.state.status_url(&job.destination, env, job.id);
         let (status, output) = match job.state {
             JobState::Completed => {
-                let stored: Value = serde_json::from_str(job.manifest.as_deref().unwrap_or("{}"))
-                    .unwrap_or_default();
-                let base = self.state.fhir_base(&job.destination, env);
-                let rewritten = manifest::rewrite(&stored, "", |n| {
-                    format!("{base}/export-file/{}/{n}", job.id)
-                });
-                (
-                    200,
-                    rewritten["output"].as_array().cloned().unwrap_or_default(),
-                )
+                // Every file of every page: the notification is sent once the whole set is known.
+                let connector = self
+                    .state
+                    .registry
+                    .get(&job.destination, &job.environment)?;
+                let pages = manifest::pages(job.manifest.as_deref().unwrap_or("[]")).ok()?;
+                let output = (0..pages.len())
+                    .flat_map(|k| {
+                        let page =
+                            super::export::partner_page(&self.state, &connector, job, &pages, k);
+                        page["output"].as_array().cloned().unwrap_or_default()
+                    })
+                    .collect();
+                (200, output)
             }
             _ => {
                 let status = job

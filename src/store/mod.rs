@@ -102,6 +102,8 @@ pub struct Job {
     pub failure: Option<String>,
     pub notify_state: Option<String>,
     pub notify_attempts: i64,
+    /// The partner's kick-off, relative to the destination's FHIR base.
+    pub request: Option<String>,
 }
 
 /// What a kick-off asks the store for before calling upstream.
@@ -116,6 +118,9 @@ pub struct NewJob {
     pub event_type: String,
     pub group_id: Option<String>,
     pub fingerprint: String,
+    /// The partner's kick-off, relative to the destination's FHIR base (`Group/g/$export?_type=…`),
+    /// for the manifest's `request`.
+    pub request: Option<String>,
     /// The partner asked explicitly to send a kick-off whose earlier outcome is unknown again
     /// (`Prefer: retry-unknown-kickoff`).
     pub retry_unknown: bool,
@@ -157,6 +162,8 @@ pub enum StatusUpdate {
     InProgress {
         progress: Option<String>,
         retry_after_secs: u64,
+        /// A partial manifest the EHR sent with its 202 (Bulk Data v3), as received.
+        manifest: Option<String>,
     },
     /// The poll itself failed (upstream down): back off until `retry_after_secs` from now.
     PollFailed {
@@ -332,6 +339,9 @@ pub trait AssertionStore: Send + Sync + std::fmt::Debug {
 pub trait Store: JobStore + MessageLogStore + AssertionStore {
     /// Cheap round trip, for readiness.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// The secret kept under `name`: `fresh` is stored the first time, and every later call (from any
+    /// replica) gets what was stored.
+    async fn shared_secret(&self, name: &str, fresh: &str) -> Result<String, StoreError>;
     /// Closes the connections; later calls fail with `Unavailable` (shutdown, and tests of an outage).
     async fn close(&self);
 }
@@ -394,8 +404,10 @@ impl StatusColumns {
             StatusUpdate::InProgress {
                 progress,
                 retry_after_secs,
+                manifest,
             } => StatusColumns {
                 progress: progress.clone(),
+                manifest: manifest.clone(),
                 retry_after_secs: Some(*retry_after_secs as i64),
                 next_poll_at: Some(later(*retry_after_secs)),
                 ..base

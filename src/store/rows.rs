@@ -55,6 +55,7 @@ pub(crate) fn job<R: ReadRow>(r: &R) -> Result<Job, StoreError> {
         failure: r.text("failure")?,
         notify_state: r.text("notify_state")?,
         notify_attempts: int("notify_attempts")?,
+        request: r.text("request")?,
     })
 }
 

@@ -5,6 +5,7 @@ mod capability;
 mod cli;
 mod conformance;
 mod crash;
+mod fidelity;
 mod files;
 mod fixtures;
 mod helpers;

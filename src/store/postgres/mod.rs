@@ -107,8 +107,8 @@ impl JobStore for PostgresStore {
             let now = Utc::now();
             let inserted = sqlx::query(
                 "INSERT INTO jobs (id, source_key, log_id, attempt_id, attempts, destination, environment, event_type,
-                                   group_id, fingerprint, state, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, 1, $5, $6, $7, $8, $9, 'pending', $10, $10)
+                                   group_id, fingerprint, state, created_at, updated_at, request)
+                 VALUES ($1, $2, $3, $4, 1, $5, $6, $7, $8, $9, 'pending', $10, $10, $11)
                  ON CONFLICT (source_key, log_id, fingerprint) DO NOTHING",
             )
             .bind(job.id)
@@ -121,6 +121,7 @@ impl JobStore for PostgresStore {
             .bind(&job.group_id)
             .bind(&job.fingerprint)
             .bind(now)
+            .bind(&job.request)
             .execute(&self.pool)
             .await?;
             if inserted.rows_affected() == 1 {
@@ -478,6 +479,22 @@ impl AssertionStore for PostgresStore {
 
 #[async_trait]
 impl Store for PostgresStore {
+    async fn shared_secret(&self, name: &str, fresh: &str) -> Result<String, StoreError> {
+        sqlx::query(
+            "INSERT INTO gateway_keys (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(fresh)
+        .execute(&self.pool)
+        .await?;
+        Ok(
+            sqlx::query_scalar("SELECT value FROM gateway_keys WHERE name = $1")
+                .bind(name)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())

@@ -50,6 +50,7 @@ enum Op {
     AppendLog(Vec<LogRecord>),
     PruneLogs(DateTime<Utc>),
     MarkUnknown(DateTime<Utc>),
+    Secret(String, String),
 }
 
 #[derive(Debug)]
@@ -58,6 +59,7 @@ enum Done {
     Jobs(Vec<Job>),
     Fresh(bool),
     Count(u64),
+    Text(String),
     Nothing,
 }
 
@@ -239,6 +241,21 @@ async fn apply(conn: &mut SqliteConnection, op: &Op) -> Result<Done, StoreError>
             .await?;
             Done::Fresh(inserted.rows_affected() == 1)
         }
+        Op::Secret(name, fresh) => {
+            sqlx::query(
+                "INSERT INTO gateway_keys (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(name)
+            .bind(fresh)
+            .execute(&mut *conn)
+            .await?;
+            let value: String =
+                sqlx::query_scalar("SELECT value FROM gateway_keys WHERE name = ?1")
+                    .bind(name)
+                    .fetch_one(&mut *conn)
+                    .await?;
+            Done::Text(value)
+        }
         Op::AppendLog(records) => {
             for chunk in records.chunks(LOG_ROWS_PER_INSERT) {
                 log_insert::<Sqlite>(chunk)
@@ -285,8 +302,8 @@ async fn claim(
         let now = ts(Utc::now());
         let inserted = sqlx::query(
             "INSERT INTO jobs (id, source_key, log_id, attempt_id, attempts, destination, environment, event_type,
-                               group_id, fingerprint, state, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7, ?8, ?9, 'pending', ?10, ?10)
+                               group_id, fingerprint, state, created_at, updated_at, request)
+             VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7, ?8, ?9, 'pending', ?10, ?10, ?11)
              ON CONFLICT (source_key, log_id, fingerprint) DO NOTHING",
         )
         .bind(job.id.to_string())
@@ -299,6 +316,7 @@ async fn claim(
         .bind(&job.group_id)
         .bind(&job.fingerprint)
         .bind(&now)
+        .bind(&job.request)
         .execute(&mut *conn)
         .await?;
         if inserted.rows_affected() == 1 {
@@ -725,6 +743,18 @@ impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.reader).await?;
         Ok(())
+    }
+
+    async fn shared_secret(&self, name: &str, fresh: &str) -> Result<String, StoreError> {
+        match self
+            .write(Op::Secret(name.to_owned(), fresh.to_owned()))
+            .await?
+        {
+            Done::Text(value) => Ok(value),
+            other => Err(StoreError::Corrupt(format!(
+                "unexpected writer answer {other:?}"
+            ))),
+        }
     }
 
     async fn close(&self) {

@@ -1,0 +1,306 @@
+//! Nothing lost between the EHR and the partner: manifest pages, partial manifests, organized output and
+//! every manifest field, with no EHR URL ever reaching the partner.
+
+use crate::helpers::*;
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use wiremock::matchers::{method, path, query_param};
+use wiremock::{Mock, ResponseTemplate};
+
+/// The upstream's host and port: no answer the partner gets may hold it.
+fn ehr_origin(app: &TestApp) -> String {
+    app.upstream.uri().trim_start_matches("http://").to_owned()
+}
+
+/// A response's headers and body as text, to look for the EHR's origin in.
+async fn whole_answer(response: reqwest::Response) -> (u16, String) {
+    let status = response.status().as_u16();
+    let mut text = format!("{:?}\n", response.headers());
+    text.push_str(&response.text().await.unwrap());
+    (status, text)
+}
+
+fn page_of_files(upstream: &str, page: usize, next: Option<String>) -> Value {
+    let mut m = json!({
+        "transactionTime": "2025-07-22T23:59:59.000Z",
+        "request": format!("{upstream}/fhir/r4/Group/example-group-id/$export?_type=Patient"),
+        "requiresAccessToken": true,
+        "output": [
+            {"type": "Patient", "url": format!("{upstream}/files/p{page}-patient.ndjson"), "count": 1},
+            {"type": "Observation", "url": format!("{upstream}/files/p{page}-observation.ndjson"), "count": 1}
+        ],
+        "error": []
+    });
+    if let Some(next) = next {
+        m["link"] = json!([{"relation": "next", "url": next}]);
+    }
+    m
+}
+
+/// Mounts page `page` (1-based, as the EHR counts) at the status URL with `?page=`.
+async fn upstream_page(app: &TestApp, page: usize, status: u16, body: Value) {
+    Mock::given(method("GET"))
+        .and(path(UPSTREAM_STATUS))
+        .and(query_param("page", page.to_string()))
+        .respond_with(ResponseTemplate::new(status).set_body_json(body))
+        .with_priority(1)
+        .mount(&app.upstream)
+        .await;
+}
+
+/// Every file named in `pages` is served once by the upstream, its body naming the file.
+async fn upstream_serves_files_once(app: &TestApp, pages: &[Value]) {
+    for page in pages {
+        for item in page["output"].as_array().unwrap() {
+            let url = item["url"].as_str().unwrap();
+            let file_path = url.strip_prefix(&app.upstream.uri()).unwrap().to_owned();
+            Mock::given(method("GET"))
+                .and(path(file_path.clone()))
+                .respond_with(ResponseTemplate::new(200).set_body_string(format!(
+                    "{{\"resourceType\":\"Basic\",\"id\":\"{file_path}\"}}\n"
+                )))
+                .expect(1)
+                .mount(&app.upstream)
+                .await;
+        }
+    }
+}
+
+fn redacted(page: &Value, job: &str) -> Value {
+    serde_json::from_str(&page.to_string().replace(job, "[job-id]")).unwrap()
+}
+
+#[tokio::test]
+async fn a_manifest_in_three_pages_reaches_a_client_that_follows_next_and_every_file_downloads_once()
+ {
+    let app = TestApp::spawn().await;
+    let up = app.upstream.uri();
+    let next = |p: usize| Some(format!("{up}{UPSTREAM_STATUS}?page={p}"));
+    let pages = [
+        page_of_files(&up, 1, next(2)),
+        page_of_files(&up, 2, next(3)),
+        page_of_files(&up, 3, None),
+    ];
+    upstream_page(&app, 2, 200, pages[1].clone()).await;
+    upstream_page(&app, 3, 200, pages[2].clone()).await;
+    upstream_status(&app, ResponseTemplate::new(200).set_body_json(&pages[0])).await;
+    upstream_serves_files_once(&app, &pages).await;
+    let location = kicked_off(&app).await;
+    let job = location.rsplit('/').next().unwrap().to_owned();
+
+    // The client: status, then every `next` link, downloading every file it is given.
+    let mut url = Some(location.clone());
+    let mut seen_pages = Vec::new();
+    let mut files = BTreeSet::new();
+    let mut downloaded = Vec::new();
+    while let Some(page_url) = url.take() {
+        let (status, text) = whole_answer(app.get(local(&app, &page_url)).await).await;
+        assert_eq!(status, 200, "{text}");
+        assert!(!text.contains(&ehr_origin(&app)), "{text}");
+        let body: Value = serde_json::from_str(text.split_once('\n').unwrap().1).unwrap();
+        for item in body["output"].as_array().unwrap() {
+            let file = item["url"].as_str().unwrap().to_owned();
+            assert!(
+                files.insert(file.clone()),
+                "file ids are unique across pages"
+            );
+            let response = app.get(local(&app, &file)).await;
+            assert_eq!(response.status(), 200);
+            downloaded.push(response.text().await.unwrap());
+        }
+        url = body["link"][0]["url"].as_str().map(str::to_owned);
+        seen_pages.push(redacted(&body, &job));
+    }
+
+    assert_eq!(seen_pages.len(), 3);
+    assert_eq!(files.len(), 6);
+    for page in 1..=3 {
+        for kind in ["patient", "observation"] {
+            let name = format!("/files/p{page}-{kind}.ndjson");
+            assert!(
+                downloaded.iter().any(|d| d.contains(&name)),
+                "{name} arrived"
+            );
+        }
+    }
+    insta::assert_json_snapshot!("manifest_pages", seen_pages);
+}
+
+#[tokio::test]
+async fn a_deleted_jobs_manifest_pages_answer_404() {
+    let app = TestApp::spawn().await;
+    let up = app.upstream.uri();
+    upstream_page(&app, 2, 200, page_of_files(&up, 2, None)).await;
+    upstream_status(
+        &app,
+        ResponseTemplate::new(200).set_body_json(page_of_files(
+            &up,
+            1,
+            Some(format!("{up}{UPSTREAM_STATUS}?page=2")),
+        )),
+    )
+    .await;
+    Mock::given(method("DELETE"))
+        .and(path(UPSTREAM_STATUS))
+        .respond_with(ResponseTemplate::new(202))
+        .mount(&app.upstream)
+        .await;
+    let location = kicked_off(&app).await;
+    let first: Value = json_body(app.get(local(&app, &location)).await).await;
+    let second = first["link"][0]["url"].as_str().unwrap().to_owned();
+    assert_eq!(app.get(local(&app, &second)).await.status(), 200);
+
+    let deleted = app
+        .client
+        .delete(local(&app, &location))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 202);
+
+    let (status, text) = whole_answer(app.get(local(&app, &second)).await).await;
+    assert_eq!(status, 404);
+    assert!(!text.contains(&ehr_origin(&app)), "{text}");
+}
+
+#[tokio::test]
+async fn a_manifest_page_that_does_not_exist_is_a_404() {
+    let app = TestApp::spawn().await;
+    upstream_completes(&app).await;
+    let location = kicked_off(&app).await;
+    assert_eq!(app.get(local(&app, &location)).await.status(), 200);
+    let page = location.replace("/export-status/", "/export-manifest/");
+    for beyond in ["/1", "/99", "/x"] {
+        let response = app.get(local(&app, &format!("{page}{beyond}"))).await;
+        assert_eq!(response.status(), 404, "{beyond}");
+    }
+}
+
+#[tokio::test]
+async fn a_partial_manifest_in_a_202_reaches_the_partner_as_a_202_and_its_files_download() {
+    let app = TestApp::spawn().await;
+    let up = app.upstream.uri();
+    let partial = page_of_files(&up, 1, None);
+    upstream_status(
+        &app,
+        ResponseTemplate::new(202)
+            .insert_header("Retry-After", "30")
+            .insert_header("X-Progress", "40% complete")
+            .set_body_json(&partial),
+    )
+    .await;
+    upstream_serves_files_once(&app, std::slice::from_ref(&partial)).await;
+    let location = kicked_off(&app).await;
+    let job = location.rsplit('/').next().unwrap().to_owned();
+
+    let first = app.get(local(&app, &location)).await;
+    assert_eq!(first.status(), 202);
+    assert_eq!(first.headers()["X-Progress"], "40% complete");
+    let (_, text) = whole_answer(first).await;
+    assert!(!text.contains(&ehr_origin(&app)), "{text}");
+    let body: Value = serde_json::from_str(text.split_once('\n').unwrap().1).unwrap();
+    // The next poll is answered from the store, with the same partial manifest.
+    let again: Value = json_body(app.get(local(&app, &location)).await).await;
+    assert_eq!(again, body);
+    for item in body["output"].as_array().unwrap() {
+        let response = app.get(local(&app, item["url"].as_str().unwrap())).await;
+        assert_eq!(response.status(), 200);
+    }
+    insta::assert_json_snapshot!("partial_manifest", redacted(&body, &job));
+}
+
+#[tokio::test]
+async fn organized_output_without_types_reaches_the_partner_and_its_files_stream_unchanged() {
+    let app = TestApp::spawn().await;
+    let up = app.upstream.uri();
+    let organized = json!({
+        "transactionTime": "2025-07-22T23:59:59.000Z",
+        "request": format!("{up}/fhir/r4/Group/example-group-id/$export?organizeOutputBy=Patient"),
+        "requiresAccessToken": true,
+        "outputFormat": "application/fhir+ndjson",
+        "outputOrganizedBy": "Patient",
+        "outputOrganizedByDetail": "each file holds one patient's resources",
+        "output": [
+            {"url": format!("{up}/files/p1-patient.ndjson")},
+            {"url": format!("{up}/files/p1-observation.ndjson"), "count": 2}
+        ],
+        "error": [{"url": format!("{up}/files/errors.ndjson")}]
+    });
+    let body = "{\"resourceType\":\"Patient\",\"id\":\"a\"}\n{\"resourceType\":\"Observation\",\"id\":\"b\"}\n";
+    app.upstream_get(
+        "/files/p1-patient.ndjson",
+        ResponseTemplate::new(200).set_body_string(body),
+    )
+    .await;
+    let location = completed(&app, organized).await;
+    let job = location.rsplit('/').next().unwrap().to_owned();
+
+    let (status, text) = whole_answer(app.get(local(&app, &location)).await).await;
+    assert_eq!(status, 200);
+    assert!(!text.contains(&ehr_origin(&app)), "{text}");
+    let manifest: Value = serde_json::from_str(text.split_once('\n').unwrap().1).unwrap();
+    assert_eq!(manifest["outputOrganizedBy"], "Patient");
+    let file = app
+        .get(local(&app, manifest["output"][0]["url"].as_str().unwrap()))
+        .await;
+    assert_eq!(file.status(), 200);
+    assert_eq!(file.text().await.unwrap(), body);
+    insta::assert_json_snapshot!("organized_manifest", redacted(&manifest, &job));
+}
+
+#[tokio::test]
+async fn the_ehr_origin_hidden_in_extensions_unknown_keys_and_request_never_reaches_the_partner() {
+    let app = TestApp::spawn().await;
+    let up = app.upstream.uri();
+    let status_url = format!("{up}{UPSTREAM_STATUS}");
+    let mut m = manifest(&up, None);
+    m["request"] = json!(format!(
+        "{up}/fhir/r4/Group/g/$export?_type=Patient&_secret=internal"
+    ));
+    m["manifestType"] =
+        json!("http://hl7.org/fhir/uv/bulkdata/StructureDefinition/BulkDataManifest");
+    m["extension"] = json!([
+        {"url": format!("{up}/fhir/StructureDefinition/internal-job"), "valueString": "job-7"},
+        {"url": "http://example.org/fhir/StructureDefinition/status", "valueUrl": status_url},
+        {"url": "http://example.org/fhir/StructureDefinition/region", "valueString": "east"}
+    ]);
+    m["output"][0]["extension"] = json!({
+        format!("{up}/fhir/StructureDefinition/shard"): 3,
+        "http://example.org/fhir/StructureDefinition/checksum": "sha256:abc"
+    });
+    m["vendorDetails"] = json!({
+        "statusUrl": status_url,
+        "console": format!("see {up}/console for details"),
+        "retention": "7d"
+    });
+    let location = completed(&app, m).await;
+    let job = location.rsplit('/').next().unwrap().to_owned();
+
+    let (status, text) = whole_answer(app.get(local(&app, &location)).await).await;
+    assert_eq!(status, 200);
+    assert!(!text.contains(&ehr_origin(&app)), "{text}");
+    let manifest: Value = serde_json::from_str(text.split_once('\n').unwrap().1).unwrap();
+    assert_eq!(manifest["vendorDetails"]["retention"], "7d");
+    assert_eq!(manifest["extension"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        manifest["vendorDetails"]["statusUrl"],
+        location.as_str(),
+        "the EHR's status URL becomes the gateway's"
+    );
+    assert!(
+        manifest["request"]
+            .as_str()
+            .unwrap()
+            .starts_with(PUBLIC_URL)
+    );
+
+    // An error answer (the EHR has let the file go) names no EHR either.
+    let (status, text) = whole_answer(
+        app.get(local(&app, manifest["output"][0]["url"].as_str().unwrap()))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert!(!text.contains(&ehr_origin(&app)), "{text}");
+    insta::assert_json_snapshot!("scrubbed_manifest", redacted(&manifest, &job));
+}
