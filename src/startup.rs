@@ -53,6 +53,7 @@ impl Application {
         let issuer = crate::auth::issuer::TokenIssuer::new(&settings, &http)?;
         crate::observe::msglog::prune_now(store.as_ref(), settings.log.retention_days).await;
         mark_unknown_kickoffs(store.as_ref(), &settings).await;
+        let links = crate::service::attachments::LinkSealer::from_store(store.as_ref()).await?;
         let (log, log_task) =
             MessageLog::start(store.clone(), metrics.clone(), settings.log.retention_days);
         let state = AppState {
@@ -61,6 +62,7 @@ impl Application {
             store,
             limits: Arc::new(limits),
             issuer: Arc::new(issuer),
+            links: Arc::new(links),
             metrics,
             log,
             http,
@@ -189,6 +191,11 @@ pub fn fhir_routes(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(api::method_not_allowed)),
     )
     .service(
+        web::resource("/export-attachment/{job_id}/{link}")
+            .route(web::get().to(api::files::attachment))
+            .default_service(web::to(api::method_not_allowed)),
+    )
+    .service(
         web::resource("/export-file/{job_id}/{file_id}")
             .route(web::get().to(api::files::file))
             .default_service(web::to(api::method_not_allowed)),
@@ -300,6 +307,8 @@ fn event_type(method: &actix_web::http::Method, path: &str) -> &'static str {
         "manifest-page"
     } else if path.contains("/export-file/") {
         "file-download"
+    } else if path.contains("/export-attachment/") {
+        "attachment-download"
     } else if last == "metadata" {
         "capability"
     } else if last == "smart-configuration" {

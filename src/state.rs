@@ -23,6 +23,8 @@ pub struct AppState {
     pub log: crate::observe::msglog::MessageLog,
     /// The one outbound client policy (EHRs, files, token endpoints, JWKS, notifications).
     pub http: crate::connectors::http::UpstreamClient,
+    /// Seals the EHR's attachment URLs into gateway links.
+    pub links: Arc<crate::service::attachments::LinkSealer>,
 }
 
 impl AppState {

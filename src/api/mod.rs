@@ -41,6 +41,15 @@ pub struct FilePath {
     pub file_id: String,
 }
 
+/// `…/export-attachment/{job_id}/{link}`.
+#[derive(Debug, Deserialize)]
+pub struct AttachmentPath {
+    pub slug: String,
+    pub env: String,
+    pub job_id: String,
+    pub link: String,
+}
+
 /// `…/export-manifest/{job_id}/{page}`.
 #[derive(Debug, Deserialize)]
 pub struct PagePath {

@@ -34,6 +34,8 @@ pub enum FileError {
 /// What the partner sends that the gateway passes on.
 #[derive(Debug, Clone, Default)]
 pub struct FileRequestHeaders {
+    /// What the partner accepts (attachments); files ask for NDJSON.
+    pub accept: Option<HeaderValue>,
     pub range: Option<HeaderValue>,
     pub accept_encoding: Option<HeaderValue>,
 }
@@ -254,7 +256,13 @@ impl Connector {
             }
             self.check_address(&url).await?;
             let mut headers = HeaderMap::new();
-            headers.insert(ACCEPT, HeaderValue::from_static("application/fhir+ndjson"));
+            headers.insert(
+                ACCEPT,
+                pass_on
+                    .accept
+                    .clone()
+                    .unwrap_or_else(|| HeaderValue::from_static("application/fhir+ndjson")),
+            );
             if let Ok(v) = HeaderValue::from_str(&log_id.to_string()) {
                 headers.insert("x-request-id", v);
             }

@@ -565,6 +565,17 @@ pub async fn delete_export(
     Ok(job.log_id)
 }
 
+/// A link maker for attachment URLs (see [`super::attachments::link_maker`]).
+pub type LinkMaker = Box<dyn FnMut(&str) -> Option<String> + Send>;
+
+/// An export file, opened upstream.
+pub struct OpenedFile {
+    pub response: reqwest::Response,
+    pub log_id: Uuid,
+    /// Set when the file's attachment URLs are to be rewritten as it streams.
+    pub links: Option<LinkMaker>,
+}
+
 /// `GET …/export-file/{jobId}/{fileId}`: the upstream response, ready to stream.
 pub async fn open_export_file(
     state: &AppState,
@@ -574,7 +585,7 @@ pub async fn open_export_file(
     job_id: &str,
     file_id: &str,
     pass_on: &FileRequestHeaders,
-) -> Result<(reqwest::Response, Uuid), Failure> {
+) -> Result<OpenedFile, Failure> {
     let (connector, job) = find_job(state, caller, slug, env, job_id).await?;
     let fail = |e: GatewayError| Failure::new(e, Some(job.log_id));
     let no_file = || {
@@ -607,6 +618,17 @@ pub async fn open_export_file(
             ),
         )));
     }
+    // A file that may hold attachments is rewritten as it streams: sent whole (a byte range of the
+    // EHR's file is not one of the rewritten file) and unencoded (the rewrite reads the text).
+    let attachments =
+        file.section == "output" && crate::fhir::attachments::may_hold_attachments(resource_type);
+    let rewriting;
+    let pass_on = if attachments {
+        rewriting = FileRequestHeaders::default();
+        &rewriting
+    } else {
+        pass_on
+    };
     let response = connector
         .open_file(&file.url, manifest::requires_access_token(&pages), pass_on, job.log_id)
         .await
@@ -615,7 +637,19 @@ pub async fn open_export_file(
             fail(file_error(e))
         })?;
     match response.status().as_u16() {
-        200 | 206 => Ok((response, job.log_id)),
+        200 | 206 => {
+            let encoded = response
+                .headers()
+                .get(reqwest::header::CONTENT_ENCODING)
+                .is_some_and(|e| e.as_bytes() != b"identity");
+            let links = (attachments && !encoded)
+                .then(|| Box::new(super::attachments::link_maker(state, &connector, job.id)) as _);
+            Ok(OpenedFile {
+                response,
+                log_id: job.log_id,
+                links,
+            })
+        }
         404 | 410 => {
             state
                 .store
@@ -644,7 +678,7 @@ pub async fn open_export_file(
     }
 }
 
-fn file_error(e: FileError) -> GatewayError {
+pub(crate) fn file_error(e: FileError) -> GatewayError {
     match e {
         FileError::HostNotAllowed(_) | FileError::PrivateAddress => {
             GatewayError::FileRefused(e.to_string())

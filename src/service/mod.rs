@@ -2,6 +2,7 @@
 //! and the background poller with its notifications. Speaks domain errors; the
 //! HTTP status of each is known only to `api::error`.
 
+pub mod attachments;
 pub mod backoff;
 pub mod export;
 pub mod kickoff;

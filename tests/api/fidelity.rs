@@ -304,3 +304,162 @@ async fn the_ehr_origin_hidden_in_extensions_unknown_keys_and_request_never_reac
     assert!(!text.contains(&ehr_origin(&app)), "{text}");
     insta::assert_json_snapshot!("scrubbed_manifest", redacted(&manifest, &job));
 }
+
+/// NDJSON whose attachments are on the EHR (absolute and relative), and one elsewhere.
+fn documents(up: &str) -> String {
+    [
+        json!({"resourceType": "DocumentReference", "id": "d1", "status": "current", "content": [
+            {"attachment": {"contentType": "application/pdf", "url": format!("{up}/fhir/r4/Binary/doc-1")}},
+            {"attachment": {"contentType": "text/plain", "url": "Binary/doc-2"}}
+        ]}),
+        json!({"resourceType": "DiagnosticReport", "id": "r1", "status": "final", "code": {"text": "CBC"},
+            "presentedForm": [{"contentType": "application/pdf", "url": format!("{up}/fhir/r4/Binary/report-1")}]}),
+        json!({"resourceType": "Media", "id": "m1", "status": "completed",
+            "content": {"contentType": "image/png", "url": "https://images.example.org/m1.png"}}),
+    ]
+    .iter()
+    .map(|line| format!("{line}\n"))
+    .collect()
+}
+
+#[tokio::test]
+async fn attachments_that_need_the_ehrs_token_download_through_the_gateway_exactly_once() {
+    let app = TestApp::spawn().await;
+    let up = app.upstream.uri();
+    app.upstream_get(
+        "/files/documents.ndjson",
+        ResponseTemplate::new(200).set_body_string(documents(&up)),
+    )
+    .await;
+    for (binary, body) in [
+        ("doc-1", "%PDF one"),
+        ("doc-2", "plain two"),
+        ("report-1", "%PDF report"),
+    ] {
+        Mock::given(method("GET"))
+            .and(path(format!("/fhir/r4/Binary/{binary}")))
+            .and(wiremock::matchers::header(
+                "Authorization",
+                format!("Bearer {UPSTREAM_TOKEN}").as_str(),
+            ))
+            .respond_with(ResponseTemplate::new(200).set_body_raw(body, "application/pdf"))
+            .expect(1)
+            .mount(&app.upstream)
+            .await;
+    }
+    let mut m = manifest(&up, None);
+    m["output"] = json!([{"type": "DocumentReference", "url": format!("{up}/files/documents.ndjson"), "count": 3}]);
+    let location = completed(&app, m).await;
+    let job = location.rsplit('/').next().unwrap().to_owned();
+    let manifest: Value = json_body(app.get(local(&app, &location)).await).await;
+
+    let file = app
+        .get(local(&app, manifest["output"][0]["url"].as_str().unwrap()))
+        .await;
+    assert_eq!(file.status(), 200);
+    assert!(
+        file.headers().get("content-length").is_none() || file.headers()["content-length"] != "0"
+    );
+    let (_, text) = whole_answer(file).await;
+    assert!(!text.contains(&ehr_origin(&app)), "{text}");
+    let ndjson = text.split_once('\n').unwrap().1;
+    let lines: Vec<Value> = ndjson
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let links = [
+        lines[0]["content"][0]["attachment"]["url"]
+            .as_str()
+            .unwrap(),
+        lines[0]["content"][1]["attachment"]["url"]
+            .as_str()
+            .unwrap(),
+        lines[1]["presentedForm"][0]["url"].as_str().unwrap(),
+    ];
+    assert_eq!(
+        lines[2]["content"]["url"], "https://images.example.org/m1.png",
+        "a URL elsewhere is left alone"
+    );
+    let mut bodies = Vec::new();
+    for link in links {
+        assert!(link.starts_with(&format!(
+            "{PUBLIC_URL}/fhir/R4/spec-ehr/Development/export-attachment/{job}/"
+        )));
+        let response = app.get(local(&app, link)).await;
+        assert_eq!(response.status(), 200, "{link}");
+        assert_eq!(response.headers()["content-type"], "application/pdf");
+        bodies.push(response.text().await.unwrap());
+    }
+    assert_eq!(bodies, ["%PDF one", "plain two", "%PDF report"]);
+
+    // A link changed by one character opens nothing, and says nothing of the EHR.
+    let forged = format!("{}x", links[0]);
+    let (status, text) = whole_answer(app.get(local(&app, &forged)).await).await;
+    assert_eq!(status, 404);
+    assert!(!text.contains(&ehr_origin(&app)), "{text}");
+
+    let shown: Vec<Value> = lines
+        .iter()
+        .map(|l| {
+            let mut text = l.to_string().replace(&job, "[job-id]");
+            for link in links {
+                let sealed = link.rsplit('/').next().unwrap();
+                text = text.replace(sealed, "[link]");
+            }
+            serde_json::from_str(&text).unwrap()
+        })
+        .collect();
+    insta::assert_json_snapshot!("rewritten_attachments", shown);
+}
+
+#[tokio::test]
+async fn an_attachment_download_passes_the_partners_range_on_and_is_refused_to_another_destination()
+{
+    let app = TestApp::spawn().await;
+    let up = app.upstream.uri();
+    app.upstream_get(
+        "/files/documents.ndjson",
+        ResponseTemplate::new(200).set_body_string(documents(&up)),
+    )
+    .await;
+    Mock::given(method("GET"))
+        .and(path("/fhir/r4/Binary/report-1"))
+        .and(wiremock::matchers::header("Range", "bytes=0-3"))
+        .respond_with(
+            ResponseTemplate::new(206)
+                .insert_header("Content-Range", "bytes 0-3/11")
+                .set_body_string("%PDF"),
+        )
+        .mount(&app.upstream)
+        .await;
+    let mut m = manifest(&up, None);
+    m["output"] =
+        json!([{"type": "DocumentReference", "url": format!("{up}/files/documents.ndjson")}]);
+    let location = completed(&app, m).await;
+    let manifest: Value = json_body(app.get(local(&app, &location)).await).await;
+    let ndjson = app
+        .get(local(&app, manifest["output"][0]["url"].as_str().unwrap()))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let report: Value = serde_json::from_str(ndjson.lines().nth(1).unwrap()).unwrap();
+    let link = report["presentedForm"][0]["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let partial = app
+        .client
+        .get(local(&app, &link))
+        .header("Range", "bytes=0-3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(partial.status(), 206);
+    assert_eq!(partial.headers()["content-range"], "bytes 0-3/11");
+    assert_eq!(partial.text().await.unwrap(), "%PDF");
+
+    let elsewhere = link.replace("/spec-ehr/Development/", "/strict-ehr/Development/");
+    assert_eq!(app.get(local(&app, &elsewhere)).await.status(), 404);
+}

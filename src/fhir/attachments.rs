@@ -1,0 +1,241 @@
+//! Attachment URLs in NDJSON, rewritten as the file streams through: constant memory, one pass.
+//!
+//! In `DocumentReference`, `DiagnosticReport` and `Media` lines, every `"url"` member whose value the
+//! caller maps (an attachment on the EHR: `content[].attachment.url`, `presentedForm[].url`,
+//! `content.url`) gets the caller's URL instead; every other byte passes unchanged. Lines without
+//! `"url"`, or of other resource types, are copied as they are, so the cost is a byte search for
+//! most of a file.
+
+use memchr::memmem;
+use std::borrow::Cow;
+
+/// Resource types whose attachments the gateway rewrites.
+pub const ATTACHMENT_TYPES: [&str; 3] = ["DocumentReference", "DiagnosticReport", "Media"];
+
+/// Longest line rewritten; a longer one (an attachment inlined as `data`, say) passes unchanged.
+pub const MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Whether a manifest file of `resource_type` may hold attachments: one of [`ATTACHMENT_TYPES`], or
+/// no type at all (organized output mixes types).
+pub fn may_hold_attachments(resource_type: &str) -> bool {
+    resource_type.is_empty() || ATTACHMENT_TYPES.contains(&resource_type)
+}
+
+/// Rewrites attachment URLs in an NDJSON stream fed in chunks of any size.
+pub struct NdjsonRewriter<F> {
+    map: F,
+    /// The current line, while it is shorter than [`MAX_LINE_BYTES`].
+    pending: Vec<u8>,
+    /// The current line grew too long: the rest of it passes unchanged.
+    overflowed: bool,
+    url_key: memmem::Finder<'static>,
+    type_key: memmem::Finder<'static>,
+}
+
+impl<F: FnMut(&str) -> Option<String>> NdjsonRewriter<F> {
+    /// `map` gets each attachment URL (JSON-unescaped) and answers the URL to put instead, or `None`
+    /// to leave it.
+    pub fn new(map: F) -> Self {
+        NdjsonRewriter {
+            map,
+            pending: Vec::new(),
+            overflowed: false,
+            url_key: memmem::Finder::new(b"\"url\""),
+            type_key: memmem::Finder::new(b"\"resourceType\""),
+        }
+    }
+
+    /// Whether a line was too long to rewrite (for the log).
+    pub fn overflowed(&self) -> bool {
+        self.overflowed
+    }
+
+    /// Takes the next chunk; appends to `out` every byte that is ready.
+    pub fn push(&mut self, mut chunk: &[u8], out: &mut Vec<u8>) {
+        while let Some(nl) = memchr::memchr(b'\n', chunk) {
+            let (line, rest) = chunk.split_at(nl + 1);
+            chunk = rest;
+            if self.overflowed {
+                out.extend_from_slice(line);
+                self.overflowed = false;
+            } else if self.pending.is_empty() {
+                self.line(line, out);
+            } else {
+                let mut whole = std::mem::take(&mut self.pending);
+                whole.extend_from_slice(line);
+                self.line(&whole, out);
+                whole.clear();
+                self.pending = whole;
+            }
+        }
+        if self.overflowed {
+            out.extend_from_slice(chunk);
+        } else if self.pending.len() + chunk.len() > MAX_LINE_BYTES {
+            out.append(&mut self.pending);
+            out.extend_from_slice(chunk);
+            self.overflowed = true;
+        } else {
+            self.pending.extend_from_slice(chunk);
+        }
+    }
+
+    /// The end of the stream: the last line, when it has no newline.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        let last = std::mem::take(&mut self.pending);
+        self.line(&last, out);
+    }
+
+    fn line(&mut self, line: &[u8], out: &mut Vec<u8>) {
+        if self.url_key.find(line).is_none() || !self.holds_attachments(line) {
+            out.extend_from_slice(line);
+            return;
+        }
+        let mut copied = 0;
+        let mut from = 0;
+        while let Some(found) = self.url_key.find(&line[from..]) {
+            let key = from + found;
+            from = key + 5;
+            let Some((start, end)) = string_value_after_key(line, key) else {
+                continue;
+            };
+            from = end + 1;
+            let raw = &line[start..=end];
+            let value: Option<Cow<str>> = if raw.contains(&b'\\') {
+                serde_json::from_slice::<String>(raw).ok().map(Cow::Owned)
+            } else {
+                std::str::from_utf8(&raw[1..raw.len() - 1])
+                    .ok()
+                    .map(Cow::Borrowed)
+            };
+            let Some(replacement) = value.and_then(|v| (self.map)(&v)) else {
+                continue;
+            };
+            out.extend_from_slice(&line[copied..start]);
+            // A String always serializes.
+            out.extend_from_slice(
+                serde_json::to_string(&replacement)
+                    .unwrap_or_default()
+                    .as_bytes(),
+            );
+            copied = end + 1;
+        }
+        out.extend_from_slice(&line[copied..]);
+    }
+
+    /// Whether the line's (first) `resourceType` is one whose attachments are rewritten.
+    fn holds_attachments(&self, line: &[u8]) -> bool {
+        let Some(at) = self.type_key.find(line) else {
+            return false;
+        };
+        let Some((start, end)) = string_value_after_key(line, at) else {
+            return false;
+        };
+        let name = &line[start + 1..end];
+        ATTACHMENT_TYPES.iter().any(|t| t.as_bytes() == name)
+    }
+}
+
+fn skip_ws(line: &[u8], mut i: usize) -> usize {
+    while i < line.len() && matches!(line[i], b' ' | b'\t' | b'\r' | b'\n') {
+        i += 1;
+    }
+    i
+}
+
+/// For the key string starting at `key` (its opening quote): when it is an object member's key
+/// (after `{` or `,`) whose value is a string, the value's opening and closing quote positions.
+fn string_value_after_key(line: &[u8], key: usize) -> Option<(usize, usize)> {
+    let before = line[..key]
+        .iter()
+        .rev()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'));
+    if !matches!(before, Some(b'{') | Some(b',')) {
+        return None;
+    }
+    let key_end = key + 1 + memchr::memchr(b'"', &line[key + 1..])?;
+    let colon = skip_ws(line, key_end + 1);
+    if line.get(colon) != Some(&b':') {
+        return None;
+    }
+    let start = skip_ws(line, colon + 1);
+    if line.get(start) != Some(&b'"') {
+        return None;
+    }
+    let mut i = start + 1;
+    loop {
+        let q = i + memchr::memchr2(b'"', b'\\', &line[i..])?;
+        if line[q] == b'\\' {
+            i = q + 2;
+            if i > line.len() {
+                return None;
+            }
+        } else {
+            return Some((start, q));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewrite_in_chunks(input: &str, chunk: usize) -> String {
+        let mut r = NdjsonRewriter::new(|url: &str| {
+            url.starts_with("https://ehr/")
+                .then(|| format!("https://gw/a/{}", &url[12..]))
+        });
+        let mut out = Vec::new();
+        for piece in input.as_bytes().chunks(chunk) {
+            r.push(piece, &mut out);
+        }
+        r.finish(&mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    const INPUT: &str = concat!(
+        r#"{"resourceType":"DocumentReference","id":"1","content":[{"attachment":{"contentType":"text/plain","url":"https://ehr/Binary/1"}},{"attachment":{"url" : "https:\/\/ehr\/Binary\/2"}}],"extension":[{"url":"http://hl7.org/x","valueString":"say \"url\": \"https://ehr/no\""}]}"#,
+        "\n",
+        r#"{"resourceType":"Patient","id":"p","photo":[{"url":"https://ehr/Binary/3"}]}"#,
+        "\n",
+        r#"{"resourceType":"DiagnosticReport","presentedForm":[{"url":"https://elsewhere/x"}]}"#,
+        "\n",
+        r#"{"resourceType":"Media","content":{"url":"https://ehr/Binary/4"}}"#
+    );
+
+    #[test]
+    fn attachment_urls_on_the_ehr_are_rewritten_whatever_the_chunking() {
+        let expected = concat!(
+            r#"{"resourceType":"DocumentReference","id":"1","content":[{"attachment":{"contentType":"text/plain","url":"https://gw/a/Binary/1"}},{"attachment":{"url" : "https://gw/a/Binary/2"}}],"extension":[{"url":"http://hl7.org/x","valueString":"say \"url\": \"https://ehr/no\""}]}"#,
+            "\n",
+            r#"{"resourceType":"Patient","id":"p","photo":[{"url":"https://ehr/Binary/3"}]}"#,
+            "\n",
+            r#"{"resourceType":"DiagnosticReport","presentedForm":[{"url":"https://elsewhere/x"}]}"#,
+            "\n",
+            r#"{"resourceType":"Media","content":{"url":"https://gw/a/Binary/4"}}"#
+        );
+        for chunk in [1, 2, 7, 64, 100_000] {
+            assert_eq!(rewrite_in_chunks(INPUT, chunk), expected, "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn a_line_longer_than_the_limit_passes_unchanged_and_the_next_is_rewritten() {
+        let long = format!(
+            "{{\"resourceType\":\"DocumentReference\",\"content\":[{{\"attachment\":{{\"data\":\"{}\",\"url\":\"https://ehr/Binary/9\"}}}}]}}\n",
+            "A".repeat(MAX_LINE_BYTES + (2 << 20))
+        );
+        let input = format!(
+            "{long}{{\"resourceType\":\"Media\",\"content\":{{\"url\":\"https://ehr/Binary/4\"}}}}\n"
+        );
+        let out = rewrite_in_chunks(&input, 1 << 20);
+        assert!(out.starts_with(&long));
+        assert!(out.ends_with("\"https://gw/a/Binary/4\"}}\n"));
+    }
+
+    #[test]
+    fn only_attachment_types_or_untyped_files_are_rewritten() {
+        assert!(may_hold_attachments("DocumentReference"));
+        assert!(may_hold_attachments(""));
+        assert!(!may_hold_attachments("Observation"));
+    }
+}
