@@ -1,6 +1,7 @@
 //! A minimal, fast Bulk Data upstream for load tests and benchmarks:
 //! every `$export` gets 202 + Content-Location; the status URL answers a manifest listing a 100 MiB and a
-//! 1 GiB NDJSON file, generated as they are sent (nothing is held in memory).
+//! 1 GiB NDJSON file of Observations and a 1 GiB file of DocumentReferences with attachments,
+//! generated as they are sent (nothing is held in memory).
 //! Run: `cargo run --release --example fake_upstream -- 127.0.0.1:18090`.
 
 use actix_web::web::Bytes;
@@ -28,17 +29,33 @@ async fn status(req: HttpRequest) -> HttpResponse {
         "requiresAccessToken": true,
         "output": [
             {"type": "Observation", "url": format!("http://{host}/files/{}", 100 * MIB)},
-            {"type": "Observation", "url": format!("http://{host}/files/{}", 1024 * MIB)}
+            {"type": "Observation", "url": format!("http://{host}/files/{}", 1024 * MIB)},
+            {"type": "DocumentReference", "url": format!("http://{host}/documents/{}", 1024 * MIB)}
         ],
         "error": []
     }))
 }
 
-/// `bytes` of NDJSON, sent in 64 KiB chunks of one prepared buffer.
+/// `bytes` of NDJSON Observations, sent in 64 KiB chunks of one prepared buffer.
 async fn file(path: web::Path<u64>) -> HttpResponse {
-    let total = path.into_inner();
     let line = b"{\"resourceType\":\"Observation\",\"id\":\"obs\",\"status\":\"final\",\"valueQuantity\":{\"value\":72}}\n";
-    let chunk: Vec<u8> = line.iter().copied().cycle().take(64 * 1024).collect();
+    ndjson(path.into_inner(), line)
+}
+
+/// `bytes` of NDJSON DocumentReferences, each with an attachment on this server (as Binary URLs are
+/// on an EHR's origin): the gateway rewrites every one.
+async fn documents(req: HttpRequest, path: web::Path<u64>) -> HttpResponse {
+    let host = req.connection_info().host().to_owned();
+    let line = format!(
+        "{{\"resourceType\":\"DocumentReference\",\"id\":\"doc\",\"status\":\"current\",\"type\":{{\"text\":\"Discharge summary\"}},\"subject\":{{\"reference\":\"Patient/p\"}},\"content\":[{{\"attachment\":{{\"contentType\":\"application/pdf\",\"url\":\"http://{host}/fhir/Binary/doc-0001\"}}}}]}}\n"
+    );
+    ndjson(path.into_inner(), line.as_bytes())
+}
+
+/// `total` bytes of `line` repeated, in chunks of whole lines (the last one cut short).
+fn ndjson(total: u64, line: &[u8]) -> HttpResponse {
+    let per_chunk = (64 * 1024 / line.len()).max(1);
+    let chunk: Vec<u8> = line.repeat(per_chunk);
     let chunk = Bytes::from(chunk);
     let body = stream::unfold(0u64, move |sent| {
         let chunk = chunk.clone();
@@ -69,6 +86,7 @@ async fn main() -> std::io::Result<()> {
         App::new()
             .route("/bulk-export/jobs/{id}", web::get().to(status))
             .route("/files/{bytes}", web::get().to(file))
+            .route("/documents/{bytes}", web::get().to(documents))
             .default_service(web::to(kickoff))
     })
     .workers(workers)

@@ -311,28 +311,50 @@ fn partner_paths(paths: &mut Map<String, Value>) {
     job_params.push(json!({ "name": "jobId", "in": "path", "required": true,
         "description": "The job id from the kick-off's Content-Location.",
         "schema": { "type": "string" } }));
-    let mut status = partner_errors(&[]);
-    status.insert("202".into(), json!({
-        "description": "In progress. Retry-After says when to ask again; X-Progress may say how far.",
+    let manifest_schema = json!({
+        "type": "object",
+        "required": ["transactionTime", "request", "requiresAccessToken", "output"],
+        "description": "Every field the EHR sent, with every URL the gateway's (files, pages, its own status and kick-off URLs) and nothing naming the EHR.",
+        "properties": {
+            "transactionTime": { "type": "string" },
+            "request": { "type": "string", "description": "The gateway's kick-off URL with the partner's parameters." },
+            "requiresAccessToken": { "type": "boolean", "description": "True exactly when the gateway wants partner credentials for its file URLs." },
+            "outputOrganizedBy": { "type": "string" },
+            "output": { "type": "array", "items": { "type": "object", "required": ["url"],
+                "properties": { "type": { "type": "string" }, "url": { "type": "string" }, "count": { "type": "integer" } } } },
+            "error": { "type": "array", "items": { "type": "object", "required": ["url"] } },
+            "deleted": { "type": "array", "items": { "type": "object", "required": ["url"] } },
+            "link": { "type": "array", "description": "`next`: the gateway URL of the manifest's next page.",
+                "items": { "type": "object", "required": ["relation", "url"],
+                    "properties": { "relation": { "type": "string" }, "url": { "type": "string" } } } }
+        }
+    });
+    let in_progress = json!({
+        "description": "In progress. Retry-After says when to ask again; X-Progress may say how far. When the EHR sends a partial manifest (Bulk Data v3 allowPartialManifests), it is the body, rewritten like a complete one; its files download already.",
         "headers": {
             "Retry-After": { "schema": { "type": "integer" } },
             "X-Progress": { "schema": { "type": "string", "maxLength": 100 } }
-        }
-    }));
+        },
+        "content": { "application/json": { "schema": manifest_schema.clone() } }
+    });
+    let mut status = partner_errors(&[]);
+    status.insert("202".into(), in_progress.clone());
     status.insert("200".into(), json!({
-        "description": "Complete: the Bulk Data manifest, every file URL the gateway's.",
-        "content": { "application/json": { "schema": {
-            "type": "object",
-            "required": ["transactionTime", "request", "requiresAccessToken", "output"],
-            "properties": {
-                "transactionTime": { "type": "string" },
-                "request": { "type": "string" },
-                "requiresAccessToken": { "type": "boolean" },
-                "output": { "type": "array", "items": { "type": "object", "required": ["type", "url"],
-                    "properties": { "type": { "type": "string" }, "url": { "type": "string" }, "count": { "type": "integer" } } } },
-                "error": { "type": "array", "items": { "type": "object" } }
-            }
-        } } }
+        "description": "Complete: the Bulk Data manifest's first page, every URL the gateway's.",
+        "content": { "application/json": { "schema": manifest_schema.clone() } }
+    }));
+    let mut page_params = job_params.clone();
+    page_params.push(json!({ "name": "page", "in": "path", "required": true,
+        "description": "The page number, from the previous page's `link` (`relation: next`); page 0 is the status answer.",
+        "schema": { "type": "string" } }));
+    let mut page = partner_errors(&[]);
+    page.insert("202".into(), in_progress);
+    page.insert("200".into(), json!({
+        "description": "The page, rewritten like the first, with its own `next` where the EHR has one.",
+        "content": { "application/json": { "schema": manifest_schema } }
+    }));
+    paths.insert(format!("{base}/export-manifest/{{jobId}}/{{page}}"), json!({
+        "get": get_op("lifecycle", "exportManifestPage", "A further page of the export's manifest: the EHR's pages, followed by the gateway when the export completes.", page_params, page, partner.clone())
     }));
     let mut delete = partner_errors(&[]);
     delete.insert(
@@ -383,8 +405,26 @@ fn partner_paths(paths: &mut Map<String, Value>) {
         "206".into(),
         json!({ "description": "Part of the file (Range).", "content": ndjson }),
     );
+    let mut attachment_params = file_params.clone();
+    attachment_params.retain(|p| p["name"] != "fileId");
+    attachment_params.insert(attachment_params.len() - 1, json!({ "name": "link", "in": "path", "required": true,
+        "description": "The link the gateway put in place of the EHR's attachment URL in an export file.",
+        "schema": { "type": "string" } }));
     paths.insert(format!("{base}/export-file/{{jobId}}/{{fileId}}"), json!({
-        "get": get_op("lifecycle", "exportFile", "Download one file of a completed export through the gateway.", file_params, file, partner.clone())
+        "get": get_op("lifecycle", "exportFile", "Download one file of an export through the gateway (a partial manifest's files while it runs). In DocumentReference, DiagnosticReport and Media files (and untyped, organized ones), attachment URLs on the EHR become the gateway's export-attachment links as the file streams; such a file is sent whole (Accept-Ranges: none).", file_params, file, partner.clone())
+    }));
+    let mut attachment = partner_errors(&[("416", "The Range is outside the attachment.")]);
+    let any = json!({ "*/*": { "schema": { "type": "string", "format": "binary" } } });
+    attachment.insert(
+        "200".into(),
+        json!({ "description": "The attachment, fetched from the EHR with the destination's credentials and streamed; Content-Type is the EHR's.", "content": any }),
+    );
+    attachment.insert(
+        "206".into(),
+        json!({ "description": "Part of the attachment (Range).", "content": any }),
+    );
+    paths.insert(format!("{base}/export-attachment/{{jobId}}/{{link}}"), json!({
+        "get": get_op("lifecycle", "exportAttachment", "Download an attachment an export file pointed at (DocumentReference.content.attachment.url, DiagnosticReport.presentedForm.url, Media.content.url).", attachment_params, attachment, partner.clone())
     }));
 
     let mut metadata = partner_errors(&[]);
