@@ -363,6 +363,24 @@ pub struct EnvironmentSettings {
     /// Allow upstream and file URLs on loopback, private or link-local addresses (local tests only).
     #[serde(default)]
     pub allow_private_addresses: bool,
+    /// Read the EHR's `metadata` (and its export OperationDefinitions) at start and every
+    /// `discover_interval_secs`, and narrow export levels, parameters and types to what it declares.
+    /// Default: true for `bulk-data`, false for profiles built from a vendor's documents.
+    pub discover: Option<bool>,
+    /// How often discovery runs again (default 3600).
+    #[serde(default = "default_discover_interval")]
+    pub discover_interval_secs: u64,
+}
+
+fn default_discover_interval() -> u64 {
+    3600
+}
+
+impl EnvironmentSettings {
+    /// Whether discovery is on for a destination of `vendor`.
+    pub fn discovers(&self, vendor: Vendor) -> bool {
+        self.discover.unwrap_or(vendor == Vendor::BulkData)
+    }
 }
 
 /// How the gateway authenticates to an upstream.

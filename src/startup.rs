@@ -11,7 +11,7 @@ use actix_web::dev::{Server, Service};
 use actix_web::{App, HttpServer, web};
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 /// A gateway bound to its port, ready to run.
@@ -67,6 +67,7 @@ impl Application {
             log,
             http,
         };
+        start_discovery(&state).await;
         let port = listener.local_addr()?.port();
         let server = run(listener, state.clone())?;
         // Started here, on the main runtime: actix workers each run their own single-threaded runtime.
@@ -152,6 +153,37 @@ async fn stop_signal() -> &'static str {
         let _ = tokio::signal::ctrl_c().await;
         "SIGINT"
     }
+}
+
+/// Longest the boot waits for the first discovery round.
+const FIRST_DISCOVERY_WAIT: Duration = Duration::from_secs(3);
+
+/// Discovery: a task per connector with `discover = true`, reading the EHR's declarations at start and
+/// every `discover_interval_secs`. The boot waits at most [`FIRST_DISCOVERY_WAIT`] for the first
+/// round, so a reachable EHR's declarations hold from the first request while an unreachable one
+/// never holds the boot up (its profile table stands until discovery succeeds).
+async fn start_discovery(state: &AppState) {
+    let mut first_rounds = Vec::new();
+    for connector in state.registry.all().filter(|c| c.discovers()) {
+        let connector = connector.clone();
+        let (done, first) = tokio::sync::oneshot::channel();
+        first_rounds.push(first);
+        tokio::spawn(async move {
+            let mut done = Some(done);
+            loop {
+                connector.refresh_discovery().await;
+                if let Some(done) = done.take() {
+                    let _ = done.send(());
+                }
+                tokio::time::sleep(connector.discover_interval).await;
+            }
+        });
+    }
+    let _ = tokio::time::timeout(
+        FIRST_DISCOVERY_WAIT,
+        futures_util::future::join_all(first_rounds),
+    )
+    .await;
 }
 
 /// A kick-off resource: GET and POST to `handler`, 405 for anything else.

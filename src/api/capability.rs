@@ -6,7 +6,7 @@ use crate::api::error::{FHIR_JSON, GatewayError};
 use crate::auth::auth_required;
 use crate::auth::issuer::TokenIssuer;
 use crate::connectors::Connector;
-use crate::domain::ExportKind;
+use crate::domain::{ExportKind, R4_RESOURCE_TYPES};
 use crate::envelope::now_millis;
 use crate::state::AppState;
 use actix_web::http::header::CONTENT_TYPE;
@@ -85,16 +85,36 @@ pub fn capability_statement(
     date: &str,
     token_url: Option<&str>,
 ) -> Value {
-    let caps = &connector.capabilities;
-    let mut resources = Vec::new();
+    let caps = &connector.capabilities();
+    // Every type the destination exports (the EHR's own list when discovered, else the vendor
+    // profile's, else R4's), as a Bulk Data server lists them: clients pick `_type` from here.
+    let mut types: Vec<&str> = match &caps.resource_types {
+        Some(types) => types.iter().map(String::as_str).collect(),
+        None => R4_RESOURCE_TYPES.to_vec(),
+    };
     for (kind, rtype) in [
         (ExportKind::Group, "Group"),
         (ExportKind::Patient, "Patient"),
     ] {
-        if caps.supports_kind(kind) {
-            resources.push(json!({"type": rtype, "operation": [operation(kind)]}));
+        if caps.supports_kind(kind) && !types.contains(&rtype) {
+            types.push(rtype);
         }
     }
+    types.sort_unstable();
+    let resources: Vec<Value> = types
+        .into_iter()
+        .map(|rtype| {
+            let kind = match rtype {
+                "Group" => Some(ExportKind::Group),
+                "Patient" => Some(ExportKind::Patient),
+                _ => None,
+            };
+            match kind.filter(|k| caps.supports_kind(*k)) {
+                Some(kind) => json!({"type": rtype, "operation": [operation(kind)]}),
+                None => json!({"type": rtype}),
+            }
+        })
+        .collect();
     let mut rest = json!({
         "mode": "server",
         "documentation": format!(

@@ -1,4 +1,5 @@
-//! `/healthz` (the process answers) and `/readyz` (config loaded and the job store reachable).
+//! `/healthz` (the process answers) and `/readyz` (config loaded and the job store reachable, with
+//! where capability discovery stands per destination).
 
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
@@ -43,12 +44,33 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
                 "no answer within 2 s".into(),
             ))
         });
+    let discovery = discovery_detail(&state);
     match ping {
-        Ok(()) => HttpResponse::Ok().json(json!({"status": "ready", "store": "ok"})),
+        Ok(()) => HttpResponse::Ok()
+            .json(json!({"status": "ready", "store": "ok", "discovery": discovery})),
         Err(e) => {
             tracing::warn!(message = "Not ready: the job store does not answer.", error = %e);
-            HttpResponse::ServiceUnavailable()
-                .json(json!({"status": "not-ready", "store": "unavailable"}))
+            HttpResponse::ServiceUnavailable().json(
+                json!({"status": "not-ready", "store": "unavailable", "discovery": discovery}),
+            )
         }
     }
+}
+
+/// Where capability discovery stands for each destination that has it on (it never makes the
+/// gateway unready: the profile table stands until discovery succeeds).
+fn discovery_detail(state: &AppState) -> serde_json::Value {
+    let mut rows: Vec<_> = state
+        .registry
+        .all()
+        .filter(|c| c.discovers())
+        .map(|c| {
+            let mut row = c.discovery_status().report();
+            row["destination"] = json!(c.slug.as_str());
+            row["environment"] = json!(c.environment.as_str());
+            row
+        })
+        .collect();
+    rows.sort_by_key(|r| (r["destination"].to_string(), r["environment"].to_string()));
+    json!(rows)
 }

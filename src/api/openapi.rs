@@ -647,9 +647,20 @@ fn operations_paths(paths: &mut Map<String, Value>) {
         json!({ "get": { "tags": ["operations"], "operationId": "healthz",
         "summary": "Liveness: the process answers.", "responses": { "200": status("Alive.") } } }),
     );
+    let ready = |desc: &str| {
+        let mut r = status(desc);
+        r["content"]["application/json"]["schema"]["properties"]["discovery"] = json!({
+            "type": "array",
+            "description": "Capability discovery per destination with discover = true: status pending | ok | failed (with error), and what is in force (exportLevels, parameters, resourceTypes count). Never makes the gateway unready.",
+            "items": { "type": "object", "required": ["destination", "environment", "status"],
+                "properties": { "destination": { "type": "string" }, "environment": { "type": "string" },
+                    "status": { "enum": ["pending", "ok", "failed"] }, "error": { "type": "string" },
+                    "discovered": { "type": "object" } } } });
+        r
+    };
     paths.insert("/readyz".into(), json!({ "get": { "tags": ["operations"], "operationId": "readyz",
-        "summary": "Readiness: config loaded and the job store reachable.",
-        "responses": { "200": status("Ready."), "503": status("The job store does not answer.") } } }));
+        "summary": "Readiness: config loaded and the job store reachable; with where capability discovery stands.",
+        "responses": { "200": ready("Ready."), "503": ready("The job store does not answer.") } } }));
     paths.insert("/metrics".into(), json!({ "get": { "tags": ["operations"], "operationId": "metrics",
         "summary": "Prometheus metrics (text exposition format).",
         "responses": { "200": { "description": "Metrics.", "content": { "text/plain": { "schema": { "type": "string" } } } } } } }));

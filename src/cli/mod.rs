@@ -49,6 +49,10 @@ enum Command {
         /// Do not read tokens and keys (for checking files on a machine without them).
         #[arg(long)]
         skip_secrets: bool,
+        /// Also read each EHR's metadata (capability discovery) and show what it declares; exit 1
+        /// when a destination with `discover = true` cannot be read.
+        #[arg(long)]
+        online: bool,
     },
     /// Create or upgrade the job store's tables, then exit.
     Migrate {
@@ -186,6 +190,59 @@ fn load(config: Option<&PathBuf>) -> Result<Settings, ExitCode> {
 }
 
 /// The command line's entry: parses the arguments and runs the command.
+/// `check-config --online`: discovery against every destination, one line each.
+fn check_online(registry: &crate::connectors::registry::Registry) -> Result<ExitCode, ExitCode> {
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| {
+        eprintln!("fhirgate: {e}");
+        ExitCode::from(1)
+    })?;
+    let mut connectors: Vec<_> = registry.all().cloned().collect();
+    connectors.sort_by_key(|c| (c.slug.as_str().to_owned(), c.environment.as_str()));
+    let mut failed = false;
+    for connector in connectors {
+        let on = connector.discovers();
+        let label = format!(
+            "{}/{}{}",
+            connector.slug,
+            connector.environment,
+            if on {
+                ""
+            } else {
+                " (discover = false: shown, not applied)"
+            }
+        );
+        match runtime.block_on(connector.discover()) {
+            Ok(found) => {
+                let narrowed =
+                    crate::connectors::discovery::narrow(connector.capabilities(), &found);
+                println!(
+                    "{label}: discovered: levels {}; parameters {}; {} resource type(s); {} export OperationDefinition(s) read",
+                    found.kinds.as_ref().map_or("not declared".to_owned(), |k| {
+                        serde_json::to_string(k).unwrap_or_default()
+                    }),
+                    narrowed
+                        .parameters
+                        .iter()
+                        .map(|p| p.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    found.resource_types.as_ref().map_or(0, Vec::len),
+                    found.operation_definitions
+                );
+            }
+            Err(why) => {
+                failed |= on;
+                println!("{label}: discovery failed: {why}");
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -248,6 +305,7 @@ fn run(cli: Cli) -> Result<ExitCode, ExitCode> {
         Command::CheckConfig {
             config,
             skip_secrets,
+            online,
         } => {
             let settings = load(config.as_ref())?;
             let http = crate::connectors::http::UpstreamClient::new(
@@ -274,6 +332,9 @@ fn run(cli: Cli) -> Result<ExitCode, ExitCode> {
                 registry.len(),
                 redacted_store_url(&settings.store.url)
             );
+            if online {
+                return check_online(&registry);
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Logs {

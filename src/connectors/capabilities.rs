@@ -13,7 +13,7 @@ pub struct Capabilities {
     /// The `_outputFormat` values it accepts.
     pub output_formats: Vec<OutputFormat>,
     /// The resource types `_type` may name; `None` means any R4 type.
-    pub resource_types: Option<Vec<&'static str>>,
+    pub resource_types: Option<Vec<String>>,
     /// Whether `includeAssociatedData` may carry server-defined `_` values.
     pub custom_associated_data: bool,
     /// Whether the upstream understands `Prefer: handling=lenient`.
@@ -37,6 +37,6 @@ impl Capabilities {
     pub fn supports_type(&self, name: &str) -> bool {
         self.resource_types
             .as_ref()
-            .is_none_or(|types| types.contains(&name))
+            .is_none_or(|types| types.iter().any(|t| t == name))
     }
 }

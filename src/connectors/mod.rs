@@ -2,6 +2,7 @@
 //! few behaviours that really differ, over one shared HTTP client.
 
 pub mod capabilities;
+pub mod discovery;
 pub mod files;
 pub mod http;
 pub mod plan;
@@ -128,7 +129,10 @@ pub struct Connector {
     pub name: String,
     pub vendor: Vendor,
     pub base_url: Url,
-    pub capabilities: Capabilities,
+    /// The vendor profile's table with the destination's `supported_parameters`.
+    configured: Capabilities,
+    /// What the EHR itself declared (`discover = true`), narrowing `configured`.
+    discovery: std::sync::RwLock<discovery::DiscoveryStatus>,
     auth: UpstreamAuth,
     http: UpstreamClient,
     /// Hosts besides the base URL's that files may come from.
@@ -141,6 +145,8 @@ pub struct Connector {
     polls_in_flight: Arc<tokio::sync::Semaphore>,
     /// Longest `Retry-After` adopted from this EHR (`[jobs] max_retry_after_secs`).
     pub max_retry_after_secs: u64,
+    /// How often discovery runs again.
+    pub discover_interval: std::time::Duration,
 }
 
 impl Connector {
@@ -163,7 +169,8 @@ impl Connector {
             name,
             vendor,
             base_url,
-            capabilities,
+            configured: capabilities,
+            discovery: std::sync::RwLock::new(discovery::DiscoveryStatus::Off),
             auth,
             http,
             file_hosts: Vec::new(),
@@ -171,7 +178,41 @@ impl Connector {
             kickoffs_in_flight: Arc::new(tokio::sync::Semaphore::new(64)),
             polls_in_flight: Arc::new(tokio::sync::Semaphore::new(64)),
             max_retry_after_secs: 3600,
+            discover_interval: std::time::Duration::from_secs(3600),
         }
+    }
+
+    /// Turns discovery on, every `interval_secs`: the table narrows to what the EHR declares once
+    /// it is read.
+    pub fn with_discovery(mut self, on: bool, interval_secs: u64) -> Self {
+        if on && let Ok(mut status) = self.discovery.write() {
+            *status = discovery::DiscoveryStatus::Pending;
+        }
+        self.discover_interval = std::time::Duration::from_secs(interval_secs.max(1));
+        self
+    }
+
+    /// What this destination accepts now: the configured table, narrowed by discovery when on.
+    pub fn capabilities(&self) -> Capabilities {
+        let status = self
+            .discovery
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match status.in_force() {
+            Some(found) => discovery::narrow(self.configured.clone(), found),
+            None => self.configured.clone(),
+        }
+    }
+
+    /// Whether discovery is on for this destination.
+    pub fn discovers(&self) -> bool {
+        !matches!(
+            *self
+                .discovery
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            discovery::DiscoveryStatus::Off
+        )
     }
 
     /// Caps the waits adopted from this EHR's `Retry-After`.
@@ -223,7 +264,7 @@ impl Connector {
         plan_kickoff(
             self.slug.as_str(),
             self.vendor,
-            &self.capabilities,
+            &self.capabilities(),
             kickoff,
             unknown,
             lenient,
@@ -232,7 +273,7 @@ impl Connector {
 
     /// The request this destination's EHR accepts for `plan`.
     pub fn kickoff_request(&self, plan: &KickoffPlan, log_id: Uuid) -> UpstreamRequest {
-        kickoff_request(&self.base_url, &self.capabilities, plan, log_id)
+        kickoff_request(&self.base_url, &self.capabilities(), plan, log_id)
     }
 
     /// Counts and times one upstream call, and adds it to the current request's message log record.
@@ -267,7 +308,7 @@ impl Connector {
     /// characters, else nothing (it is stored and shown to operators).
     fn ehr_request_id(&self, headers: &reqwest::header::HeaderMap) -> Option<String> {
         let value = headers
-            .get(self.capabilities.request_id_header)?
+            .get(self.configured.request_id_header)?
             .to_str()
             .ok()?
             .trim();

@@ -102,6 +102,7 @@ impl Registry {
                     http.clone(),
                 )
                 .with_file_policy(e.file_hosts.clone(), e.allow_private_addresses)
+                .with_discovery(e.discovers(d.vendor), e.discover_interval_secs)
                 .with_max_concurrent_kickoffs(d.max_concurrent_kickoffs)
                 .with_max_retry_after(
                     settings
@@ -126,6 +127,11 @@ impl Registry {
         self.connectors
             .get(&(slug.as_str().to_owned(), env))
             .cloned()
+    }
+
+    /// Every connector.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Connector>> {
+        self.connectors.values()
     }
 
     pub fn len(&self) -> usize {

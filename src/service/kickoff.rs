@@ -115,7 +115,7 @@ fn within_scopes(
     let exportable: Vec<&str> = granted
         .iter()
         .map(|t| t.as_str())
-        .filter(|t| connector.capabilities.supports_type(t))
+        .filter(|t| connector.capabilities().supports_type(t))
         .collect();
     if exportable.is_empty() {
         return Err(GatewayError::Forbidden(Issue::at(
@@ -128,7 +128,7 @@ fn within_scopes(
         )));
     }
     let wire = exportable.join(",");
-    if !connector.capabilities.supports(Param::Type) {
+    if !connector.capabilities().supports(Param::Type) {
         return Ok((plan, Some(ScopedTypes::FilesFiltered(wire))));
     }
     let types = ResourceTypes::try_from(wire.as_str()).map_err(|e| {

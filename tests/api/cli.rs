@@ -307,3 +307,68 @@ async fn logs_and_jobs_show_the_message_log_and_jobs_as_tables_through_the_admin
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn check_config_online_shows_what_each_ehr_declares_and_fails_when_one_cannot_be_read() {
+    let ehr = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::path("/fhir/metadata"))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "resourceType": "CapabilityStatement",
+            "rest": [{"mode": "server",
+                "operation": [{"name": "export", "definition": "OperationDefinition/SystemExport"}],
+                "resource": [{"type": "Patient"}, {"type": "Observation"}]}]
+        })))
+        .mount(&ehr)
+        .await;
+    wiremock::Mock::given(wiremock::matchers::path(
+        "/fhir/OperationDefinition/SystemExport",
+    ))
+    .respond_with(
+        wiremock::ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "resourceType": "OperationDefinition",
+            "parameter": [{"name": "_type", "use": "in"}, {"name": "_since", "use": "in"}]
+        })),
+    )
+    .mount(&ehr)
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("online.toml");
+    let destination = |slug: &str, base: &str| {
+        format!(
+            "[[destinations]]\nslug = \"{slug}\"\nname = \"{slug}\"\nvendor = \"bulk-data\"\n[destinations.environments.Production]\nbase_url = \"{base}\"\n"
+        )
+    };
+    let reachable = destination("reachable", &format!("{}/fhir", ehr.uri()));
+    std::fs::write(&config, &reachable).unwrap();
+    let run = |config: std::path::PathBuf| {
+        tokio::task::spawn_blocking(move || {
+            fhirgate()
+                .args(["check-config", "--online", "--config"])
+                .arg(config)
+                .output()
+                .unwrap()
+        })
+    };
+
+    let ok = run(config.clone()).await.unwrap();
+    let stdout = String::from_utf8(ok.stdout).unwrap();
+    assert_eq!(ok.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("reachable/Production: discovered: levels [\"system-export\"]; parameters _since, _type, organizeOutputBy, allowPartialManifests; 2 resource type(s); 1 export OperationDefinition(s) read"),
+        "{stdout}"
+    );
+
+    let both = format!(
+        "{reachable}{}",
+        destination("gone", "http://127.0.0.1:9/fhir")
+    );
+    std::fs::write(&config, both).unwrap();
+    let bad = run(config).await.unwrap();
+    let stdout = String::from_utf8(bad.stdout).unwrap();
+    assert_eq!(bad.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout
+            .contains("gone/Production: discovery failed: metadata: the EHR could not be reached"),
+        "{stdout}"
+    );
+}

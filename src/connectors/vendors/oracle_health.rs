@@ -47,7 +47,7 @@ pub fn capabilities() -> Capabilities {
             Param::IncludeAssociatedData,
         ],
         output_formats: OutputFormat::ALL.to_vec(),
-        resource_types: Some(RESOURCE_TYPES.to_vec()),
+        resource_types: Some(RESOURCE_TYPES.iter().map(|t| (*t).to_owned()).collect()),
         custom_associated_data: false,
         lenient: true,
         patient_by_post: false,
