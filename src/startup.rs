@@ -223,7 +223,7 @@ pub fn fhir_routes(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(api::method_not_allowed)),
     )
     .service(
-        web::resource("/export-attachment/{job_id}/{link}")
+        web::resource("/export-attachment/{job_id}/{link:.*}")
             .route(web::get().to(api::files::attachment))
             .default_service(web::to(api::method_not_allowed)),
     )

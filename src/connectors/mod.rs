@@ -350,11 +350,7 @@ impl Connector {
                 }
                 Ok(url)
             }
-            _ => Err(classify_failure(
-                &answer,
-                "a kick-off",
-                self.max_retry_after_secs,
-            )),
+            _ => Err(self.classify(&answer, "a kick-off")),
         }
     }
 
@@ -392,11 +388,7 @@ impl Connector {
         let answer = self.send_authorized(&req, "delete").await?;
         match answer.status {
             200..=299 | 404 | 410 => Ok(()),
-            _ => Err(classify_failure(
-                &answer,
-                "a delete",
-                self.max_retry_after_secs,
-            )),
+            _ => Err(self.classify(&answer, "a delete")),
         }
     }
 
@@ -494,6 +486,46 @@ impl UpstreamError {
             UpstreamError::BadAnswer(_) => "bad-answer",
             UpstreamError::CredentialsRefused(_) => "credentials-refused",
         }
+    }
+}
+
+impl Connector {
+    /// [`classify_failure`] with this EHR's `Retry-After` cap, and with every word of the EHR's
+    /// issues that names the EHR (its URLs, its host) replaced: the partner never sees them.
+    pub fn classify(&self, answer: &UpstreamAnswer, what: &str) -> UpstreamError {
+        let scrub = |issues: &mut Vec<Issue>| {
+            for issue in issues.iter_mut() {
+                if self.names_ehr(&issue.diagnostics) {
+                    issue.diagnostics = issue
+                        .diagnostics
+                        .split(' ')
+                        .map(|word| {
+                            if self.names_ehr(word) {
+                                "[EHR URL]"
+                            } else {
+                                word
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                }
+                if issue
+                    .expression
+                    .as_deref()
+                    .is_some_and(|e| self.names_ehr(e))
+                {
+                    issue.expression = None;
+                }
+            }
+        };
+        let mut error = classify_failure(answer, what, self.max_retry_after_secs);
+        match &mut error {
+            UpstreamError::Rejected { issues, .. } | UpstreamError::Throttled { issues, .. } => {
+                scrub(issues)
+            }
+            _ => {}
+        }
+        error
     }
 }
 

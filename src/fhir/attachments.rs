@@ -32,9 +32,10 @@ pub struct NdjsonRewriter<F> {
     type_key: memmem::Finder<'static>,
 }
 
-impl<F: FnMut(&str) -> Option<String>> NdjsonRewriter<F> {
-    /// `map` gets each attachment URL (JSON-unescaped) and answers the URL to put instead, or `None`
-    /// to leave it.
+impl<F: FnMut(&str, &mut Vec<u8>) -> bool> NdjsonRewriter<F> {
+    /// `map` gets each attachment URL (JSON-unescaped); to replace it, it appends the replacement as
+    /// a JSON string (quotes included) to the output it is given and answers true; to leave it, it
+    /// appends nothing and answers false.
     pub fn new(map: F) -> Self {
         NdjsonRewriter {
             map,
@@ -107,17 +108,16 @@ impl<F: FnMut(&str) -> Option<String>> NdjsonRewriter<F> {
                     .ok()
                     .map(Cow::Borrowed)
             };
-            let Some(replacement) = value.and_then(|v| (self.map)(&v)) else {
+            let Some(value) = value else {
                 continue;
             };
+            let before = out.len();
             out.extend_from_slice(&line[copied..start]);
-            // A String always serializes.
-            out.extend_from_slice(
-                serde_json::to_string(&replacement)
-                    .unwrap_or_default()
-                    .as_bytes(),
-            );
-            copied = end + 1;
+            if (self.map)(&value, out) {
+                copied = end + 1;
+            } else {
+                out.truncate(before);
+            }
         }
         out.extend_from_slice(&line[copied..]);
     }
@@ -180,9 +180,12 @@ mod tests {
     use super::*;
 
     fn rewrite_in_chunks(input: &str, chunk: usize) -> String {
-        let mut r = NdjsonRewriter::new(|url: &str| {
-            url.starts_with("https://ehr/")
-                .then(|| format!("https://gw/a/{}", &url[12..]))
+        let mut r = NdjsonRewriter::new(|url: &str, out: &mut Vec<u8>| {
+            let Some(rest) = url.strip_prefix("https://ehr/") else {
+                return false;
+            };
+            out.extend_from_slice(format!("\"https://gw/a/{rest}\"").as_bytes());
+            true
         });
         let mut out = Vec::new();
         for piece in input.as_bytes().chunks(chunk) {

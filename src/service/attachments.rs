@@ -2,10 +2,17 @@
 //! `…/export-attachment/{jobId}/{link}` URLs, and a partner's `GET` of one is fetched from the EHR with
 //! the destination's credentials, under the rules for files.
 //!
-//! A link is the EHR's URL sealed (ChaCha20-Poly1305, the job id as associated data) with a key the
-//! gateway makes once and keeps in its store, so links survive restarts, work on every replica, name no
-//! EHR, and open only under the job they were made for. The nonce is derived from the job and URL, so
-//! the same attachment always gets the same link.
+//! Links are made with a key the gateway makes once and keeps in its store, so they survive restarts,
+//! work on every replica, and open only under the job they were made for; the gateway fetches only
+//! what the EHR itself put in the export (a partner cannot make it fetch anything else with the
+//! destination's credentials). Two forms:
+//!
+//! - `{tag}/{path}` for the common case, a plain path under the EHR's FHIR base (`Binary/123`): the
+//!   path as a FHIR reference, with a keyed SipHash-1-3 tag over the job and path. Cheap enough to make
+//!   for every line of a file as it streams.
+//! - `{sealed}` for anything else (a query, another path, a `file_hosts` host): the whole URL sealed
+//!   with ChaCha20-Poly1305, the job id as associated data, so it names nothing. The nonce is derived
+//!   from the job and URL, so the same attachment always gets the same link.
 
 use crate::auth::Caller;
 use crate::connectors::Connector;
@@ -20,6 +27,23 @@ use ring::{aead, hmac};
 use url::Url;
 use uuid::Uuid;
 
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Whether `path` is a plain relative path a tag may stand for: `Type/id`-like segments of letters,
+/// digits, `-`, `.` and `_`, none empty, `.` or `..`.
+pub fn is_plain_path(path: &str) -> bool {
+    !path.is_empty()
+        && path.len() <= 1024
+        && path.split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+        })
+}
+
 /// The store's name for the key.
 const KEY_NAME: &str = "attachment-links";
 const NONCE_LEN: usize = 12;
@@ -28,6 +52,8 @@ const NONCE_LEN: usize = 12;
 pub struct LinkSealer {
     aead: aead::LessSafeKey,
     nonces: hmac::Key,
+    /// SipHash keys for the tags of plain paths.
+    tags: (u64, u64),
 }
 
 impl std::fmt::Debug for LinkSealer {
@@ -42,12 +68,36 @@ impl LinkSealer {
         let master = hmac::Key::new(hmac::HMAC_SHA256, secret);
         let enc = hmac::sign(&master, b"fhirgate attachment links: encryption");
         let nonces = hmac::sign(&master, b"fhirgate attachment links: nonces");
+        let tags = hmac::sign(&master, b"fhirgate attachment links: tags");
         let key = aead::UnboundKey::new(&aead::CHACHA20_POLY1305, enc.as_ref())
             .map_err(|_| "attachment link key of the wrong length".to_owned())?;
+        let word = |range: std::ops::Range<usize>| {
+            tags.as_ref()
+                .get(range)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_le_bytes)
+                .ok_or_else(|| "attachment tag key of the wrong length".to_owned())
+        };
         Ok(LinkSealer {
             aead: aead::LessSafeKey::new(key),
             nonces: hmac::Key::new(hmac::HMAC_SHA256, nonces.as_ref()),
+            tags: (word(0..8)?, word(8..16)?),
         })
+    }
+
+    /// The tag of a plain path under `job`: 128 bits of keyed SipHash-1-3, in hex.
+    pub fn tag(&self, job: Uuid, path: &str) -> [u8; 32] {
+        use std::hash::Hasher;
+        let mut h = siphasher::sip128::SipHasher13::new_with_keys(self.tags.0, self.tags.1);
+        h.write(job.as_bytes());
+        h.write(path.as_bytes());
+        let bytes = siphasher::sip128::Hasher128::finish128(&h).as_bytes();
+        let mut hex = [0u8; 32];
+        for (i, b) in bytes.iter().enumerate() {
+            hex[2 * i] = HEX[usize::from(b >> 4)];
+            hex[2 * i + 1] = HEX[usize::from(b & 0xf)];
+        }
+        hex
     }
 
     /// The store's key, made (32 random bytes) the first time any replica asks.
@@ -104,12 +154,13 @@ impl LinkSealer {
 
 /// What the rewriter does with each attachment URL of `job`'s files: an absolute http(s) URL on the
 /// destination's origin or a `file_hosts` host, or a relative one (`Binary/123`, resolved against the
-/// EHR's FHIR base), becomes the gateway's link; anything else is left alone.
+/// EHR's FHIR base), becomes the gateway's link (written to the output as a JSON string); anything
+/// else is left alone.
 pub fn link_maker(
     state: &AppState,
     connector: &Connector,
     job: Uuid,
-) -> impl FnMut(&str) -> Option<String> + Send + 'static {
+) -> impl FnMut(&str, &mut Vec<u8>) -> bool + Send + 'static {
     let links = state.links.clone();
     let prefix = format!(
         "{}/export-attachment/{job}/",
@@ -119,25 +170,60 @@ pub fn link_maker(
     let fhir_base = Url::parse(&base).ok();
     let origin = connector.base_url.origin();
     let file_hosts = connector.file_hosts.clone();
-    move |text: &str| {
+    move |text: &str, out: &mut Vec<u8>| {
+        // The common case, without parsing: a plain path under the FHIR base, absolute or relative.
+        let plain = text
+            .strip_prefix(base.as_str())
+            .or_else(|| (!text.contains(':')).then_some(text))
+            .filter(|rel| is_plain_path(rel));
+        if let Some(rel) = plain {
+            out.push(b'"');
+            out.extend_from_slice(prefix.as_bytes());
+            out.extend_from_slice(&links.tag(job, rel));
+            out.push(b'/');
+            out.extend_from_slice(rel.as_bytes());
+            out.push(b'"');
+            return true;
+        }
         let url = match Url::parse(text) {
             Ok(u) => u,
             Err(url::ParseError::RelativeUrlWithoutBase) if !text.starts_with('#') => {
-                fhir_base.as_ref()?.join(text).ok()?
+                match fhir_base.as_ref().and_then(|b| b.join(text).ok()) {
+                    Some(u) => u,
+                    None => return false,
+                }
             }
-            Err(_) => return None,
+            Err(_) => return false,
         };
         let ehr = matches!(url.scheme(), "http" | "https")
             && (url.origin() == origin
                 || url
                     .host_str()
                     .is_some_and(|h| file_hosts.iter().any(|f| f.eq_ignore_ascii_case(h))));
-        if !ehr {
-            return None;
+        match links.seal(job, url.as_str()).filter(|_| ehr) {
+            Some(sealed) => {
+                // Base64url and the gateway's own prefix: nothing to escape.
+                out.push(b'"');
+                out.extend_from_slice(prefix.as_bytes());
+                out.extend_from_slice(sealed.as_bytes());
+                out.push(b'"');
+                true
+            }
+            None => false,
         }
-        links
-            .seal(job, url.as_str())
-            .map(|link| format!("{prefix}{link}"))
+    }
+}
+
+/// The EHR URL behind a link of `job`, when this gateway made it.
+fn resolve(state: &AppState, connector: &Connector, job: Uuid, link: &str) -> Option<String> {
+    match link.split_once('/') {
+        Some((tag, rel)) => {
+            use subtle::ConstantTimeEq;
+            let good =
+                is_plain_path(rel) && bool::from(tag.as_bytes().ct_eq(&state.links.tag(job, rel)));
+            good.then(|| connector.base_url.as_str().trim_end_matches('/').to_owned() + "/" + rel)
+        }
+        None => state.links.open(job, link),
     }
 }
 
@@ -162,7 +248,7 @@ pub async fn open_attachment(
     if job.manifest.is_none() {
         return Err(none());
     }
-    let url = state.links.open(job.id, link).ok_or_else(none)?;
+    let url = resolve(state, &connector, job.id, link).ok_or_else(none)?;
     let response = connector
         .open_file(&url, true, pass_on, job.log_id)
         .await
@@ -185,11 +271,7 @@ pub async fn open_attachment(
                 body,
             };
             Err(fail(GatewayError::Upstream(
-                crate::connectors::classify_failure(
-                    &answer,
-                    "an attachment request",
-                    connector.max_retry_after_secs,
-                ),
+                connector.classify(&answer, "an attachment request"),
             )))
         }
     }
@@ -198,6 +280,33 @@ pub async fn open_attachment(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plain_path_is_a_fhir_reference_and_anything_else_is_not() {
+        for ok in ["Binary/123", "Binary/a-b.c_d", "attachments/x/y.pdf"] {
+            assert!(is_plain_path(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "/Binary/1",
+            "Binary//1",
+            "../x",
+            "a/../b",
+            "Binary/1?x=1",
+            "a b",
+            "Binary/%2e",
+        ] {
+            assert!(!is_plain_path(bad), "{bad}");
+        }
+        let sealer = LinkSealer::new(b"k").unwrap();
+        let job = Uuid::new_v4();
+        assert_eq!(sealer.tag(job, "Binary/1"), sealer.tag(job, "Binary/1"));
+        assert_ne!(sealer.tag(job, "Binary/1"), sealer.tag(job, "Binary/2"));
+        assert_ne!(
+            sealer.tag(job, "Binary/1"),
+            sealer.tag(Uuid::new_v4(), "Binary/1")
+        );
+    }
 
     #[test]
     fn a_link_opens_only_under_its_job_and_names_nothing() {

@@ -5,7 +5,7 @@ use super::backoff::backoff_secs;
 use crate::auth::Caller;
 use crate::connectors::files::{FileError, FileRequestHeaders};
 use crate::connectors::http::{TransportError, retry_after_secs};
-use crate::connectors::{Connector, UpstreamError, classify_failure};
+use crate::connectors::{Connector, UpstreamError};
 use crate::domain::{Issue, IssueCode};
 use crate::error::{Failure, GatewayError};
 use crate::fhir::OperationOutcome;
@@ -354,8 +354,7 @@ pub async fn refresh(
             ))
         }
         _ => {
-            let error =
-                classify_failure(&answer, "a status request", connector.max_retry_after_secs);
+            let error = connector.classify(&answer, "a status request");
             match &error {
                 // A client error other than throttling means the export failed (Bulk Data IG): that
                 // answer is kept, and every later poll gets it again.
@@ -438,11 +437,7 @@ async fn follow_pages(
                 pages.push(page);
             }
             _ => {
-                return Err(classify_failure(
-                    &answer,
-                    "a manifest page request",
-                    connector.max_retry_after_secs,
-                ));
+                return Err(connector.classify(&answer, "a manifest page request"));
             }
         }
     }
@@ -566,7 +561,7 @@ pub async fn delete_export(
 }
 
 /// A link maker for attachment URLs (see [`super::attachments::link_maker`]).
-pub type LinkMaker = Box<dyn FnMut(&str) -> Option<String> + Send>;
+pub type LinkMaker = Box<dyn FnMut(&str, &mut Vec<u8>) -> bool + Send>;
 
 /// An export file, opened upstream.
 pub struct OpenedFile {
@@ -669,11 +664,9 @@ pub async fn open_export_file(
                 headers,
                 body,
             };
-            Err(fail(GatewayError::Upstream(classify_failure(
-                &answer,
-                "a file request",
-                connector.max_retry_after_secs,
-            ))))
+            Err(fail(GatewayError::Upstream(
+                connector.classify(&answer, "a file request"),
+            )))
         }
     }
 }

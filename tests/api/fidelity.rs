@@ -316,6 +316,11 @@ fn documents(up: &str) -> String {
             "presentedForm": [{"contentType": "application/pdf", "url": format!("{up}/fhir/r4/Binary/report-1")}]}),
         json!({"resourceType": "Media", "id": "m1", "status": "completed",
             "content": {"contentType": "image/png", "url": "https://images.example.org/m1.png"}}),
+        // On a file host, pre-signed: sealed whole, fetched without the EHR's token.
+        json!({"resourceType": "DocumentReference", "id": "d2", "status": "current", "content": [
+            {"attachment": {"contentType": "application/pdf",
+                "url": format!("{}/presigned/scan.pdf?X-Amz-Signature=secret", up.replace("127.0.0.1", "localhost"))}}
+        ]}),
     ]
     .iter()
     .map(|line| format!("{line}\n"))
@@ -347,8 +352,14 @@ async fn attachments_that_need_the_ehrs_token_download_through_the_gateway_exact
             .mount(&app.upstream)
             .await;
     }
+    Mock::given(method("GET"))
+        .and(path("/presigned/scan.pdf"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw("%PDF scan", "application/pdf"))
+        .expect(1)
+        .mount(&app.upstream)
+        .await;
     let mut m = manifest(&up, None);
-    m["output"] = json!([{"type": "DocumentReference", "url": format!("{up}/files/documents.ndjson"), "count": 3}]);
+    m["output"] = json!([{"type": "DocumentReference", "url": format!("{up}/files/documents.ndjson"), "count": 4}]);
     let location = completed(&app, m).await;
     let job = location.rsplit('/').next().unwrap().to_owned();
     let manifest: Value = json_body(app.get(local(&app, &location)).await).await;
@@ -375,7 +386,14 @@ async fn attachments_that_need_the_ehrs_token_download_through_the_gateway_exact
             .as_str()
             .unwrap(),
         lines[1]["presentedForm"][0]["url"].as_str().unwrap(),
+        lines[3]["content"][0]["attachment"]["url"]
+            .as_str()
+            .unwrap(),
     ];
+    assert!(
+        !ndjson.contains("localhost") && !ndjson.contains("secret"),
+        "{ndjson}"
+    );
     assert_eq!(
         lines[2]["content"]["url"], "https://images.example.org/m1.png",
         "a URL elsewhere is left alone"
@@ -390,7 +408,21 @@ async fn attachments_that_need_the_ehrs_token_download_through_the_gateway_exact
         assert_eq!(response.headers()["content-type"], "application/pdf");
         bodies.push(response.text().await.unwrap());
     }
-    assert_eq!(bodies, ["%PDF one", "plain two", "%PDF report"]);
+    assert_eq!(
+        bodies,
+        ["%PDF one", "plain two", "%PDF report", "%PDF scan"]
+    );
+    let presigned: Vec<_> = app
+        .upstream_requests()
+        .await
+        .into_iter()
+        .filter(|r| r.url.path() == "/presigned/scan.pdf")
+        .collect();
+    assert_eq!(presigned[0].url.query(), Some("X-Amz-Signature=secret"));
+    assert!(
+        !presigned[0].headers.contains_key("authorization"),
+        "the EHR's token goes only to its origin"
+    );
 
     // A link changed by one character opens nothing, and says nothing of the EHR.
     let forged = format!("{}x", links[0]);
@@ -403,8 +435,10 @@ async fn attachments_that_need_the_ehrs_token_download_through_the_gateway_exact
         .map(|l| {
             let mut text = l.to_string().replace(&job, "[job-id]");
             for link in links {
-                let sealed = link.rsplit('/').next().unwrap();
-                text = text.replace(sealed, "[link]");
+                // The key is made per store: the link's tag (or sealed URL) differs per run.
+                let after_job = link.split_once(&format!("{job}/")).unwrap().1;
+                let tag = after_job.split('/').next().unwrap();
+                text = text.replace(tag, "[tag]");
             }
             serde_json::from_str(&text).unwrap()
         })
@@ -462,4 +496,26 @@ async fn an_attachment_download_passes_the_partners_range_on_and_is_refused_to_a
 
     let elsewhere = link.replace("/spec-ehr/Development/", "/strict-ehr/Development/");
     assert_eq!(app.get(local(&app, &elsewhere)).await.status(), 404);
+}
+
+#[tokio::test]
+async fn an_ehr_error_that_names_its_own_urls_reaches_the_partner_without_them() {
+    let app = TestApp::spawn().await;
+    let up = app.upstream.uri();
+    upstream_status(
+        &app,
+        ResponseTemplate::new(400).set_body_json(json!({
+            "resourceType": "OperationOutcome",
+            "issue": [{"severity": "error", "code": "processing",
+                "diagnostics": format!("Export job {up}{UPSTREAM_STATUS} failed: see {up}/logs/7."),
+                "expression": [format!("{up}/fhir/r4/Group/g")]}]
+        })),
+    )
+    .await;
+    let location = kicked_off(&app).await;
+
+    let (status, text) = whole_answer(app.get(local(&app, &location)).await).await;
+    assert_eq!(status, 400);
+    assert!(!text.contains(&ehr_origin(&app)), "{text}");
+    assert!(text.contains("failed: see [EHR URL]"), "{text}");
 }

@@ -299,3 +299,62 @@ async fn two_concurrent_pollers_poll_each_job_once_and_notify_each_source_once()
         assert_eq!(job.notify_state.as_deref(), Some("sent"));
     }
 }
+
+#[tokio::test]
+async fn the_poller_follows_every_manifest_page_and_notifies_once_with_every_file() {
+    let app = spawn_notified().await;
+    let up = app.upstream.uri();
+    let mut first = manifest(&up, None);
+    first["link"] =
+        serde_json::json!([{"relation": "next", "url": format!("{up}{UPSTREAM_STATUS}?page=2")}]);
+    let mut second = manifest(&up, None);
+    second["output"] =
+        serde_json::json!([{"type": "Condition", "url": format!("{up}/files/condition.ndjson")}]);
+    Mock::given(method("GET"))
+        .and(path(UPSTREAM_STATUS))
+        .and(wiremock::matchers::query_param("page", "2"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(second))
+        .with_priority(1)
+        .mount(&app.upstream)
+        .await;
+    app.upstream_get(
+        UPSTREAM_STATUS,
+        ResponseTemplate::new(200).set_body_json(first),
+    )
+    .await;
+    Mock::given(method("POST"))
+        .and(path("/notify"))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(1)
+        .mount(&app.upstream)
+        .await;
+    let location = kicked_off(&app).await;
+    let clock = Arc::new(ManualClock::new(
+        chrono::Utc::now() + chrono::Duration::seconds(1),
+    ));
+    let poller = Poller::new(app.state().clone(), clock.clone());
+
+    poller.tick().await.unwrap();
+    clock.advance(Duration::from_secs(60));
+    poller.tick().await.unwrap();
+
+    let job = stored_job(&app, &location).await;
+    assert_eq!(job.state, JobState::Completed);
+    let sent: Vec<wiremock::Request> = app
+        .upstream_requests()
+        .await
+        .into_iter()
+        .filter(|r| r.url.path() == "/notify")
+        .collect();
+    assert_eq!(sent.len(), 1, "notified once, when the whole set is known");
+    let body: Value = serde_json::from_slice(&sent[0].body).unwrap();
+    let output = body["output"].as_array().unwrap();
+    assert_eq!(
+        output.len(),
+        3,
+        "two files from the first page, one from the second"
+    );
+    // Page 0 lists files 0-3 (two outputs, an error file, a deletion file): page 1's output is file 4.
+    assert!(output[2]["url"].as_str().unwrap().ends_with("/4"), "{body}");
+    assert!(!body.to_string().contains(&up));
+}
