@@ -408,7 +408,7 @@ fn partner_paths(paths: &mut Map<String, Value>) {
     let mut attachment_params = file_params.clone();
     attachment_params.retain(|p| p["name"] != "fileId");
     attachment_params.insert(attachment_params.len() - 1, json!({ "name": "link", "in": "path", "required": true,
-        "description": "The link the gateway put in place of the EHR's attachment URL in an export file.",
+        "description": "The link the gateway put in place of the EHR's attachment URL in an export file: `{tag}/{path}` for a plain path under the EHR's FHIR base (it may hold `/`), or one sealed token.",
         "schema": { "type": "string" } }));
     paths.insert(format!("{base}/export-file/{{jobId}}/{{fileId}}"), json!({
         "get": get_op("lifecycle", "exportFile", "Download one file of an export through the gateway (a partial manifest's files while it runs). In DocumentReference, DiagnosticReport and Media files (and untyped, organized ones), attachment URLs on the EHR become the gateway's export-attachment links as the file streams; such a file is sent whole (Accept-Ranges: none).", file_params, file, partner.clone())

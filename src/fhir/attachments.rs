@@ -32,10 +32,10 @@ pub struct NdjsonRewriter<F> {
     type_key: memmem::Finder<'static>,
 }
 
-impl<F: FnMut(&str, &mut Vec<u8>) -> bool> NdjsonRewriter<F> {
-    /// `map` gets each attachment URL (JSON-unescaped); to replace it, it appends the replacement as
-    /// a JSON string (quotes included) to the output it is given and answers true; to leave it, it
-    /// appends nothing and answers false.
+impl<F: FnMut(&[u8], &mut Vec<u8>) -> bool> NdjsonRewriter<F> {
+    /// `map` gets each attachment URL (JSON-unescaped bytes, UTF-8 when the input is); to replace it,
+    /// it appends the replacement as a JSON string (quotes included) to the output it is given and
+    /// answers true; to leave it, it appends nothing and answers false.
     pub fn new(map: F) -> Self {
         NdjsonRewriter {
             map,
@@ -51,82 +51,118 @@ impl<F: FnMut(&str, &mut Vec<u8>) -> bool> NdjsonRewriter<F> {
         self.overflowed
     }
 
-    /// Takes the next chunk; appends to `out` every byte that is ready.
-    pub fn push(&mut self, mut chunk: &[u8], out: &mut Vec<u8>) {
-        while let Some(nl) = memchr::memchr(b'\n', chunk) {
-            let (line, rest) = chunk.split_at(nl + 1);
-            chunk = rest;
-            if self.overflowed {
-                out.extend_from_slice(line);
-                self.overflowed = false;
-            } else if self.pending.is_empty() {
-                self.line(line, out);
-            } else {
-                let mut whole = std::mem::take(&mut self.pending);
-                whole.extend_from_slice(line);
-                self.line(&whole, out);
-                whole.clear();
-                self.pending = whole;
-            }
-        }
+    /// Takes the next chunk; appends to `out` every byte that is ready (every whole line).
+    pub fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        let Some(first_nl) = memchr::memchr(b'\n', chunk) else {
+            self.hold(chunk, out);
+            return;
+        };
+        let last_nl = memchr::memrchr(b'\n', chunk).unwrap_or(first_nl);
+        // The line begun in an earlier chunk, completed by this one.
+        let (head, rest) = chunk.split_at(first_nl + 1);
         if self.overflowed {
-            out.extend_from_slice(chunk);
-        } else if self.pending.len() + chunk.len() > MAX_LINE_BYTES {
+            out.extend_from_slice(head);
+            self.overflowed = false;
+        } else if self.pending.is_empty() {
+            self.region(head, out);
+        } else {
+            let mut whole = std::mem::take(&mut self.pending);
+            whole.extend_from_slice(head);
+            self.region(&whole, out);
+            whole.clear();
+            self.pending = whole;
+        }
+        // Every whole line after it, in one pass; then the start of the next line, held.
+        let (lines, tail) = rest.split_at(last_nl - first_nl);
+        self.region(lines, out);
+        self.hold(tail, out);
+    }
+
+    /// Keeps the start of a line until its end arrives, or passes it on once it is too long.
+    fn hold(&mut self, part: &[u8], out: &mut Vec<u8>) {
+        if self.overflowed {
+            out.extend_from_slice(part);
+        } else if self.pending.len() + part.len() > MAX_LINE_BYTES {
             out.append(&mut self.pending);
-            out.extend_from_slice(chunk);
+            out.extend_from_slice(part);
             self.overflowed = true;
         } else {
-            self.pending.extend_from_slice(chunk);
+            self.pending.extend_from_slice(part);
         }
     }
 
     /// The end of the stream: the last line, when it has no newline.
     pub fn finish(&mut self, out: &mut Vec<u8>) {
         let last = std::mem::take(&mut self.pending);
-        self.line(&last, out);
+        if self.overflowed {
+            out.extend_from_slice(&last);
+        } else {
+            self.region(&last, out);
+        }
     }
 
-    fn line(&mut self, line: &[u8], out: &mut Vec<u8>) {
-        if self.url_key.find(line).is_none() || !self.holds_attachments(line) {
-            out.extend_from_slice(line);
-            return;
-        }
+    /// Whole lines: each `"url"` key found in one search over all of them, its line's resource type
+    /// read once, and the bytes between rewrites copied in bulk.
+    fn region(&mut self, lines: &[u8], out: &mut Vec<u8>) {
         let mut copied = 0;
         let mut from = 0;
-        while let Some(found) = self.url_key.find(&line[from..]) {
+        // The line last judged, by its start, and whether it holds attachments.
+        let mut judged: Option<(usize, bool)> = None;
+        while let Some(found) = self.url_key.find(&lines[from..]) {
             let key = from + found;
             from = key + 5;
-            let Some((start, end)) = string_value_after_key(line, key) else {
+            let line_start = memchr::memrchr(b'\n', &lines[..key]).map_or(0, |i| i + 1);
+            let holds = match judged {
+                Some((start, holds)) if start == line_start => holds,
+                _ => {
+                    let holds = self.holds_attachments(&lines[line_start..]);
+                    judged = Some((line_start, holds));
+                    holds
+                }
+            };
+            if !holds {
+                continue;
+            }
+            let Some((start, end)) = string_value_after_key(lines, key) else {
                 continue;
             };
             from = end + 1;
-            let raw = &line[start..=end];
-            let value: Option<Cow<str>> = if raw.contains(&b'\\') {
-                serde_json::from_slice::<String>(raw).ok().map(Cow::Owned)
-            } else {
-                std::str::from_utf8(&raw[1..raw.len() - 1])
+            let raw = &lines[start..=end];
+            if memchr::memchr(b'\n', raw).is_some() {
+                continue;
+            }
+            let value: Option<Cow<[u8]>> = if memchr::memchr(b'\\', raw).is_some() {
+                serde_json::from_slice::<String>(raw)
                     .ok()
-                    .map(Cow::Borrowed)
+                    .map(|s| Cow::Owned(s.into_bytes()))
+            } else {
+                Some(Cow::Borrowed(&raw[1..raw.len() - 1]))
             };
             let Some(value) = value else {
                 continue;
             };
             let before = out.len();
-            out.extend_from_slice(&line[copied..start]);
+            out.extend_from_slice(&lines[copied..start]);
             if (self.map)(&value, out) {
                 copied = end + 1;
             } else {
                 out.truncate(before);
             }
         }
-        out.extend_from_slice(&line[copied..]);
+        out.extend_from_slice(&lines[copied..]);
     }
 
-    /// Whether the line's (first) `resourceType` is one whose attachments are rewritten.
-    fn holds_attachments(&self, line: &[u8]) -> bool {
-        let Some(at) = self.type_key.find(line) else {
+    /// Whether the line starting `from` has, as its first `resourceType`, one whose attachments are
+    /// rewritten.
+    fn holds_attachments(&self, from: &[u8]) -> bool {
+        let Some(at) = self.type_key.find(from) else {
             return false;
         };
+        // Found on a later line: this one has none.
+        if memchr::memchr(b'\n', &from[..at]).is_some() {
+            return false;
+        }
+        let line = from;
         let Some((start, end)) = string_value_after_key(line, at) else {
             return false;
         };
@@ -180,7 +216,8 @@ mod tests {
     use super::*;
 
     fn rewrite_in_chunks(input: &str, chunk: usize) -> String {
-        let mut r = NdjsonRewriter::new(|url: &str, out: &mut Vec<u8>| {
+        let mut r = NdjsonRewriter::new(|url: &[u8], out: &mut Vec<u8>| {
+            let url = std::str::from_utf8(url).unwrap();
             let Some(rest) = url.strip_prefix("https://ehr/") else {
                 return false;
             };
@@ -202,6 +239,8 @@ mod tests {
         "\n",
         r#"{"resourceType":"DiagnosticReport","presentedForm":[{"url":"https://elsewhere/x"}]}"#,
         "\n",
+        r#"{"id":"no-type","content":{"url":"https://ehr/Binary/5"}}"#,
+        "\n",
         r#"{"resourceType":"Media","content":{"url":"https://ehr/Binary/4"}}"#
     );
 
@@ -213,6 +252,8 @@ mod tests {
             r#"{"resourceType":"Patient","id":"p","photo":[{"url":"https://ehr/Binary/3"}]}"#,
             "\n",
             r#"{"resourceType":"DiagnosticReport","presentedForm":[{"url":"https://elsewhere/x"}]}"#,
+            "\n",
+            r#"{"id":"no-type","content":{"url":"https://ehr/Binary/5"}}"#,
             "\n",
             r#"{"resourceType":"Media","content":{"url":"https://gw/a/Binary/4"}}"#
         );

@@ -31,17 +31,47 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Whether `path` is a plain relative path a tag may stand for: `Type/id`-like segments of letters,
 /// digits, `-`, `.` and `_`, none empty, `.` or `..`.
-pub fn is_plain_path(path: &str) -> bool {
-    !path.is_empty()
-        && path.len() <= 1024
-        && path.split('/').all(|seg| {
-            !seg.is_empty()
-                && seg != "."
-                && seg != ".."
-                && seg
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
-        })
+pub fn is_plain_path(path: &[u8]) -> bool {
+    if path.is_empty() || path.len() > 1024 {
+        return false;
+    }
+    let mut segment_start = 0;
+    for (i, &b) in path.iter().enumerate() {
+        match PLAIN[usize::from(b)] {
+            SLASH => {
+                if !plain_segment(&path[segment_start..i]) {
+                    return false;
+                }
+                segment_start = i + 1;
+            }
+            OK => {}
+            _ => return false,
+        }
+    }
+    plain_segment(&path[segment_start..])
+}
+
+const NO: u8 = 0;
+const OK: u8 = 1;
+const SLASH: u8 = 2;
+
+/// Which bytes a plain path may hold.
+const PLAIN: [u8; 256] = {
+    let mut table = [NO; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if c.is_ascii_alphanumeric() || c == b'-' || c == b'.' || c == b'_' {
+            table[b] = OK;
+        }
+        b += 1;
+    }
+    table[b'/' as usize] = SLASH;
+    table
+};
+
+fn plain_segment(segment: &[u8]) -> bool {
+    !segment.is_empty() && segment != b"." && segment != b".."
 }
 
 /// The store's name for the key.
@@ -85,17 +115,17 @@ impl LinkSealer {
         })
     }
 
-    /// The tag of a plain path under `job`: 128 bits of keyed SipHash-1-3, in hex.
-    pub fn tag(&self, job: Uuid, path: &str) -> [u8; 32] {
+    /// The tag of a plain path under `job`: 64 bits of keyed SipHash-1-3, in hex. (A forger gets one
+    /// guess per request; 2^64 of them is out of reach.)
+    pub fn tag(&self, job: Uuid, path: &[u8]) -> [u8; 16] {
         use std::hash::Hasher;
-        let mut h = siphasher::sip128::SipHasher13::new_with_keys(self.tags.0, self.tags.1);
+        let mut h = siphasher::sip::SipHasher13::new_with_keys(self.tags.0, self.tags.1);
         h.write(job.as_bytes());
-        h.write(path.as_bytes());
-        let bytes = siphasher::sip128::Hasher128::finish128(&h).as_bytes();
-        let mut hex = [0u8; 32];
-        for (i, b) in bytes.iter().enumerate() {
-            hex[2 * i] = HEX[usize::from(b >> 4)];
-            hex[2 * i + 1] = HEX[usize::from(b & 0xf)];
+        h.write(path);
+        let value = h.finish();
+        let mut hex = [0u8; 16];
+        for (i, out) in hex.iter_mut().enumerate() {
+            *out = HEX[((value >> (60 - 4 * i)) & 0xf) as usize];
         }
         hex
     }
@@ -160,7 +190,7 @@ pub fn link_maker(
     state: &AppState,
     connector: &Connector,
     job: Uuid,
-) -> impl FnMut(&str, &mut Vec<u8>) -> bool + Send + 'static {
+) -> impl FnMut(&[u8], &mut Vec<u8>) -> bool + Send + 'static {
     let links = state.links.clone();
     let prefix = format!(
         "{}/export-attachment/{job}/",
@@ -170,21 +200,26 @@ pub fn link_maker(
     let fhir_base = Url::parse(&base).ok();
     let origin = connector.base_url.origin();
     let file_hosts = connector.file_hosts.clone();
-    move |text: &str, out: &mut Vec<u8>| {
+    move |raw: &[u8], out: &mut Vec<u8>| {
         // The common case, without parsing: a plain path under the FHIR base, absolute or relative.
-        let plain = text
-            .strip_prefix(base.as_str())
-            .or_else(|| (!text.contains(':')).then_some(text))
-            .filter(|rel| is_plain_path(rel));
+        let plain = match raw.strip_prefix(base.as_bytes()) {
+            Some(rel) => Some(rel),
+            None if memchr::memchr(b':', raw).is_none() => Some(raw),
+            None => None,
+        }
+        .filter(|rel| is_plain_path(rel));
         if let Some(rel) = plain {
             out.push(b'"');
             out.extend_from_slice(prefix.as_bytes());
             out.extend_from_slice(&links.tag(job, rel));
             out.push(b'/');
-            out.extend_from_slice(rel.as_bytes());
+            out.extend_from_slice(rel);
             out.push(b'"');
             return true;
         }
+        let Ok(text) = std::str::from_utf8(raw) else {
+            return false;
+        };
         let url = match Url::parse(text) {
             Ok(u) => u,
             Err(url::ParseError::RelativeUrlWithoutBase) if !text.starts_with('#') => {
@@ -219,8 +254,8 @@ fn resolve(state: &AppState, connector: &Connector, job: Uuid, link: &str) -> Op
     match link.split_once('/') {
         Some((tag, rel)) => {
             use subtle::ConstantTimeEq;
-            let good =
-                is_plain_path(rel) && bool::from(tag.as_bytes().ct_eq(&state.links.tag(job, rel)));
+            let good = is_plain_path(rel.as_bytes())
+                && bool::from(tag.as_bytes().ct_eq(&state.links.tag(job, rel.as_bytes())));
             good.then(|| connector.base_url.as_str().trim_end_matches('/').to_owned() + "/" + rel)
         }
         None => state.links.open(job, link),
@@ -284,7 +319,7 @@ mod tests {
     #[test]
     fn a_plain_path_is_a_fhir_reference_and_anything_else_is_not() {
         for ok in ["Binary/123", "Binary/a-b.c_d", "attachments/x/y.pdf"] {
-            assert!(is_plain_path(ok), "{ok}");
+            assert!(is_plain_path(ok.as_bytes()), "{ok}");
         }
         for bad in [
             "",
@@ -296,15 +331,15 @@ mod tests {
             "a b",
             "Binary/%2e",
         ] {
-            assert!(!is_plain_path(bad), "{bad}");
+            assert!(!is_plain_path(bad.as_bytes()), "{bad}");
         }
         let sealer = LinkSealer::new(b"k").unwrap();
         let job = Uuid::new_v4();
-        assert_eq!(sealer.tag(job, "Binary/1"), sealer.tag(job, "Binary/1"));
-        assert_ne!(sealer.tag(job, "Binary/1"), sealer.tag(job, "Binary/2"));
+        assert_eq!(sealer.tag(job, b"Binary/1"), sealer.tag(job, b"Binary/1"));
+        assert_ne!(sealer.tag(job, b"Binary/1"), sealer.tag(job, b"Binary/2"));
         assert_ne!(
-            sealer.tag(job, "Binary/1"),
-            sealer.tag(Uuid::new_v4(), "Binary/1")
+            sealer.tag(job, b"Binary/1"),
+            sealer.tag(Uuid::new_v4(), b"Binary/1")
         );
     }
 

@@ -561,7 +561,7 @@ pub async fn delete_export(
 }
 
 /// A link maker for attachment URLs (see [`super::attachments::link_maker`]).
-pub type LinkMaker = Box<dyn FnMut(&str, &mut Vec<u8>) -> bool + Send>;
+pub type LinkMaker = Box<dyn FnMut(&[u8], &mut Vec<u8>) -> bool + Send>;
 
 /// An export file, opened upstream.
 pub struct OpenedFile {
