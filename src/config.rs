@@ -220,12 +220,48 @@ impl Grant {
 }
 
 /// `[auth]`: the gateway's own token endpoint.
-#[derive(Debug, Clone, Default, Deserialize, Validate)]
+#[derive(Debug, Clone, Deserialize, Validate)]
 #[serde(deny_unknown_fields)]
 pub struct AuthTokenSettings {
     /// Environment variable holding the secret the gateway signs its access tokens with. Replicas must
     /// share it; without it each process makes up its own (tokens then work only on that replica).
     pub signing_key_env: Option<String>,
+    /// Longest a source's `jwks_url` may take to answer.
+    #[serde(default = "default_jwks_timeout")]
+    #[validate(range(min = 0.1, max = 60.0))]
+    pub jwks_timeout_secs: f64,
+    /// A source's `jwks_url` is fetched at most once per this many seconds (an unknown `kid` or a
+    /// failed fetch included: negative answers are kept as long).
+    #[serde(default = "default_jwks_refresh_min")]
+    #[validate(range(min = 1, max = 86_400))]
+    pub jwks_refresh_min_secs: u64,
+    /// Token requests per minute from one client address, in bursts of as many; past it, 429 with
+    /// `Retry-After`. 0 turns the limit off.
+    #[serde(default = "default_token_rate_limit")]
+    pub token_rate_limit_per_minute: u32,
+}
+
+impl Default for AuthTokenSettings {
+    fn default() -> Self {
+        AuthTokenSettings {
+            signing_key_env: None,
+            jwks_timeout_secs: default_jwks_timeout(),
+            jwks_refresh_min_secs: default_jwks_refresh_min(),
+            token_rate_limit_per_minute: default_token_rate_limit(),
+        }
+    }
+}
+
+fn default_jwks_timeout() -> f64 {
+    5.0
+}
+
+fn default_jwks_refresh_min() -> u64 {
+    60
+}
+
+fn default_token_rate_limit() -> u32 {
+    120
 }
 
 /// `[server]`: where the gateway listens and how partners reach it.

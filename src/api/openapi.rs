@@ -456,7 +456,7 @@ fn partner_paths(paths: &mut Map<String, Value>) {
             "content": { "application/json": { "schema": { "type": "object", "required": ["error"],
                 "properties": {
                     "error": { "enum": ["invalid_request", "invalid_client", "invalid_grant", "invalid_scope",
-                        "unauthorized_client", "unsupported_grant_type", "temporarily_unavailable"] },
+                        "unauthorized_client", "unsupported_grant_type", "temporarily_unavailable", "slow_down"] },
                     "error_description": { "type": "string" } } } } } })
     };
     let mut token = Map::new();
@@ -468,6 +468,11 @@ fn partner_paths(paths: &mut Map<String, Value>) {
     token.insert("400".into(), oauth_error("RFC 6749 §5.2: invalid_request (missing, repeated or malformed parameter; not a form), unsupported_grant_type, or invalid_scope (malformed, non-system, unknown-resource, write-only or not allowed for this client)."));
     token.insert("401".into(), oauth_error("invalid_client: the client assertion is not valid (unknown iss, jku not the registered JWKS URL, unknown kid, bad signature, wrong aud, expired, replayed jti)."));
     token.insert("413".into(), outcome("The body is larger than allowed."));
+    let mut slow = oauth_error(
+        "slow_down: more than [auth] token_rate_limit_per_minute token requests from this client address; Retry-After says when to try again.",
+    );
+    slow["headers"]["Retry-After"] = json!({ "schema": { "type": "integer" } });
+    token.insert("429".into(), slow);
     token.insert(
         "503".into(),
         oauth_error("temporarily_unavailable: the gateway's store is unavailable."),

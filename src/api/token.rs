@@ -18,6 +18,14 @@ pub async fn token(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, OAuthError> {
+    // Anonymous callers can make the gateway verify signatures and fetch key sets: each address gets
+    // `[auth] token_rate_limit_per_minute`.
+    if let Some(peer) = req.peer_addr() {
+        state
+            .limits
+            .check_token(peer.ip())
+            .map_err(OAuthError::slow_down)?;
+    }
     let form_type = req
         .headers()
         .get(CONTENT_TYPE)

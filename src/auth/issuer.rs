@@ -11,7 +11,7 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Lifetime of the gateway's access tokens.
 pub const ACCESS_TOKEN_SECS: i64 = 300;
@@ -46,12 +46,22 @@ struct AssertionClaims {
     jti: Option<String>,
 }
 
+/// A source's fetched key set: what the last fetch gave (`None`: it failed) and when.
+struct FetchedKeys {
+    set: Option<JwkSet>,
+    at: std::time::Instant,
+}
+
 /// The token endpoint's state: the signing key and the sources' fetched key sets. Used assertion ids
 /// live in the job store, shared by replicas.
 pub struct TokenIssuer {
     key: Secret,
-    jwks_cache: Mutex<HashMap<String, JwkSet>>,
+    /// Per JWKS URL (so per configured source: bounded by the configuration), behind its own lock so
+    /// one fetch serves every request waiting on it.
+    jwks_cache: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<FetchedKeys>>>>>,
     http: reqwest::Client,
+    jwks_timeout: std::time::Duration,
+    jwks_refresh_min: std::time::Duration,
 }
 
 impl std::fmt::Debug for TokenIssuer {
@@ -137,6 +147,8 @@ impl TokenIssuer {
             key,
             jwks_cache: Mutex::new(HashMap::new()),
             http: http.plain().clone(),
+            jwks_timeout: std::time::Duration::from_secs_f64(settings.auth.jwks_timeout_secs),
+            jwks_refresh_min: std::time::Duration::from_secs(settings.auth.jwks_refresh_min_secs),
         })
     }
 
@@ -158,29 +170,58 @@ impl TokenIssuer {
         let Some(url) = &source.jwks_url else {
             return Err(refuse("This source has no registered public keys."));
         };
-        let cached = self
-            .jwks_cache
-            .lock()
-            .ok()
-            .and_then(|c| c.get(url.as_str()).cloned());
-        if let Some(set) = cached
-            && set.find(kid).is_some()
-        {
-            return Ok(set);
+        // One entry per configured URL; whoever holds its lock fetches, the others then read.
+        let entry = {
+            let mut cache = self
+                .jwks_cache
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            cache.entry(url.to_string()).or_default().clone()
+        };
+        let mut fetched = entry.lock().await;
+        let fresh = fetched
+            .as_ref()
+            .is_some_and(|f| f.at.elapsed() < self.jwks_refresh_min);
+        let knows_kid = fetched
+            .as_ref()
+            .and_then(|f| f.set.as_ref())
+            .is_some_and(|set| set.find(kid).is_some());
+        // A known kid is served from the cache; an unknown one (or a failed fetch) is asked for again
+        // at most once per `[auth] jwks_refresh_min_secs`, however many callers send random kids.
+        if !knows_kid && !fresh {
+            let set = self.fetch_jwks(url.clone()).await;
+            if set.is_none() {
+                tracing::warn!(message = "A source's JWKS URL could not be read.", source = %source.id);
+            }
+            *fetched = Some(FetchedKeys {
+                set,
+                at: std::time::Instant::now(),
+            });
         }
-        let set: JwkSet = self
+        match fetched.as_ref().and_then(|f| f.set.clone()) {
+            Some(set) => Ok(set),
+            None => Err(refuse(
+                "The source's JWKS URL could not be read; try again later.",
+            )),
+        }
+    }
+
+    /// One fetch of a JWKS, bounded by `[auth] jwks_timeout_secs`.
+    async fn fetch_jwks(&self, url: url::Url) -> Option<JwkSet> {
+        let response = self
             .http
-            .get(url.clone())
+            .get(url)
+            .timeout(self.jwks_timeout)
             .send()
             .await
-            .map_err(|_| refuse("The source's JWKS URL could not be reached."))?
-            .json()
-            .await
-            .map_err(|_| refuse("The source's JWKS URL did not answer a JWKS."))?;
-        if let Ok(mut c) = self.jwks_cache.lock() {
-            c.insert(url.to_string(), set.clone());
+            .ok()?;
+        if !response.status().is_success() {
+            return None;
         }
-        Ok(set)
+        tokio::time::timeout(self.jwks_timeout, response.json::<JwkSet>())
+            .await
+            .ok()?
+            .ok()
     }
 
     /// Checks a token request (a client assertion and the scopes asked for) and, if it holds, issues

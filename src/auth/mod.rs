@@ -121,7 +121,12 @@ pub fn source_for_key<'a>(settings: &'a Settings, key: &str) -> Option<&'a Sourc
 #[derive(Debug, Default)]
 pub struct RateLimits {
     limiters: HashMap<uuid::Uuid, DefaultDirectRateLimiter>,
+    /// `/auth/token` per client address (`[auth] token_rate_limit_per_minute`).
+    token: Option<governor::DefaultKeyedRateLimiter<std::net::IpAddr>>,
 }
+
+/// Addresses the token limiter keeps before it forgets those whose budget is whole again.
+const MAX_TRACKED_ADDRESSES: usize = 10_000;
 
 impl RateLimits {
     pub fn new(settings: &Settings) -> Self {
@@ -133,7 +138,26 @@ impl RateLimits {
                 Some((s.id, RateLimiter::direct(Quota::per_minute(per_minute))))
             })
             .collect();
-        RateLimits { limiters }
+        let token = NonZeroU32::new(settings.auth.token_rate_limit_per_minute)
+            .map(|n| RateLimiter::keyed(Quota::per_minute(n)));
+        RateLimits { limiters, token }
+    }
+
+    /// Spends one token request of `ip`'s budget; the seconds to wait when it is spent. The map of
+    /// addresses is bounded: past [`MAX_TRACKED_ADDRESSES`], addresses back at a full budget are
+    /// dropped.
+    pub fn check_token(&self, ip: std::net::IpAddr) -> Result<(), u64> {
+        let Some(limiter) = &self.token else {
+            return Ok(());
+        };
+        if limiter.len() > MAX_TRACKED_ADDRESSES {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+        limiter.check_key(&ip).map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+        })
     }
 
     /// Spends one request of `source`'s budget; the seconds to wait when it is spent.

@@ -25,6 +25,8 @@ pub enum OAuthErrorCode {
     UnsupportedGrantType,
     /// The gateway cannot serve the request right now (its store is down): 503.
     TemporarilyUnavailable,
+    /// Too many token requests from this client address (RFC 8628's `slow_down`): 429.
+    SlowDown,
 }
 
 impl OAuthErrorCode {
@@ -37,6 +39,7 @@ impl OAuthErrorCode {
             OAuthErrorCode::UnauthorizedClient => "unauthorized_client",
             OAuthErrorCode::UnsupportedGrantType => "unsupported_grant_type",
             OAuthErrorCode::TemporarilyUnavailable => "temporarily_unavailable",
+            OAuthErrorCode::SlowDown => "slow_down",
         }
     }
 
@@ -44,6 +47,7 @@ impl OAuthErrorCode {
         match self {
             OAuthErrorCode::InvalidClient => StatusCode::UNAUTHORIZED,
             OAuthErrorCode::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            OAuthErrorCode::SlowDown => StatusCode::TOO_MANY_REQUESTS,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -54,6 +58,8 @@ impl OAuthErrorCode {
 pub struct OAuthError {
     pub code: OAuthErrorCode,
     pub description: String,
+    /// Seconds to wait, for `slow_down`.
+    pub retry_after: Option<u64>,
 }
 
 impl OAuthError {
@@ -61,6 +67,21 @@ impl OAuthError {
         OAuthError {
             code,
             description: description.into(),
+            retry_after: None,
+        }
+    }
+
+    /// Too many token requests from one address: wait `secs`.
+    pub fn slow_down(secs: u64) -> Self {
+        OAuthError {
+            retry_after: Some(secs.max(1)),
+            ..Self::new(
+                OAuthErrorCode::SlowDown,
+                format!(
+                    "Too many token requests from this address; retry after {} s.",
+                    secs.max(1)
+                ),
+            )
         }
     }
 
@@ -108,12 +129,15 @@ impl ResponseError for OAuthError {
             OAuthErrorCode::UnauthorizedClient => "oauth-unauthorized-client",
             OAuthErrorCode::UnsupportedGrantType => "oauth-unsupported-grant-type",
             OAuthErrorCode::TemporarilyUnavailable => "oauth-temporarily-unavailable",
+            OAuthErrorCode::SlowDown => "oauth-slow-down",
         });
         let mut res = HttpResponse::build(self.status_code());
         res.insert_header((CONTENT_TYPE, "application/json"))
             .insert_header((CACHE_CONTROL, "no-store"))
             .insert_header((PRAGMA, "no-cache"));
-        if self.status_code() == StatusCode::SERVICE_UNAVAILABLE {
+        if let Some(secs) = self.retry_after {
+            res.insert_header(("Retry-After", secs.to_string()));
+        } else if self.status_code() == StatusCode::SERVICE_UNAVAILABLE {
             res.insert_header(("Retry-After", "5"));
         }
         res.body(

@@ -222,3 +222,118 @@ async fn an_assertion_replayed_at_another_replica_is_refused_too() {
     assert_eq!(exchange(&p, &assertion).await.status(), 200);
     refused_because(&other, &assertion, "used before").await;
 }
+
+/// A partner whose keys are published at `keys_host`'s `/jwks.json`, on a gateway with `auth` TOML.
+async fn publishing_partner(keys_host: &wiremock::MockServer, auth: &str) -> Partner {
+    let secret = p384::SecretKey::random(&mut rand::rngs::OsRng);
+    wiremock::Mock::given(wiremock::matchers::path("/jwks.json"))
+        .respond_with(
+            wiremock::ResponseTemplate::new(200)
+                .set_body_json(json!({"keys": [jwk(&secret, "published-1")]})),
+        )
+        .mount(keys_host)
+        .await;
+    let app = TestApp::spawn_with(&format!(
+        "\n[[sources]]\nid = \"{SOURCE}\"\nname = \"Partner publishing keys\"\njwks_url = \"{}/jwks.json\"\ndestinations = [\"spec-ehr\"]\n\n[auth]\n{auth}\n",
+        keys_host.uri()
+    ))
+    .await;
+    Partner {
+        app,
+        private_pem: secret.to_pkcs8_pem(LineEnding::LF).unwrap().to_string(),
+        public_pem: String::new(),
+        _jwks: tempfile::NamedTempFile::new().unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn two_hundred_requests_with_random_kids_fetch_the_jwks_url_once_per_window() {
+    let keys_host = wiremock::MockServer::start().await;
+    let p = publishing_partner(&keys_host, "token_rate_limit_per_minute = 0").await;
+
+    let p = &p;
+    let answers = futures_util::future::join_all((0..200).map(|_| {
+        let assertion = sign(p, &uuid::Uuid::new_v4().to_string(), &claims(240));
+        async move { exchange(p, &assertion).await.status().as_u16() }
+    }))
+    .await;
+    let good = exchange(p, &sign(p, "published-1", &claims(240))).await;
+
+    assert!(
+        answers.iter().all(|s| *s == 401),
+        "unknown kids are refused"
+    );
+    assert_eq!(good.status(), 200, "the known key still works");
+    let fetches = keys_host.received_requests().await.unwrap().len();
+    assert_eq!(
+        fetches, 1,
+        "one fetch in the refresh window, not one per kid"
+    );
+}
+
+#[tokio::test]
+async fn a_hanging_jwks_host_holds_a_token_request_no_longer_than_the_timeout() {
+    let keys_host = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::path("/jwks.json"))
+        .respond_with(
+            wiremock::ResponseTemplate::new(200)
+                .set_body_json(json!({"keys": []}))
+                .set_delay(std::time::Duration::from_secs(30)),
+        )
+        .mount(&keys_host)
+        .await;
+    let secret = p384::SecretKey::random(&mut rand::rngs::OsRng);
+    let app = TestApp::spawn_with(&format!(
+        "\n[[sources]]\nid = \"{SOURCE}\"\nname = \"Partner publishing keys\"\njwks_url = \"{}/jwks.json\"\ndestinations = [\"spec-ehr\"]\n\n[auth]\njwks_timeout_secs = 0.5\n",
+        keys_host.uri()
+    ))
+    .await;
+    let p = Partner {
+        app,
+        private_pem: secret.to_pkcs8_pem(LineEnding::LF).unwrap().to_string(),
+        public_pem: String::new(),
+        _jwks: tempfile::NamedTempFile::new().unwrap(),
+    };
+
+    let started = std::time::Instant::now();
+    let refused = exchange(&p, &sign(&p, "k", &claims(240))).await;
+    let again = exchange(&p, &sign(&p, "k", &claims(240))).await;
+
+    assert_eq!(refused.status(), 401);
+    assert_eq!(json_body(refused).await["error"], "invalid_client");
+    assert_eq!(
+        again.status(),
+        401,
+        "the failure is remembered: no second wait"
+    );
+    // Far below the host's 30 s: the timeout (0.5 s) bounds the first, the cache the second.
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(keys_host.received_requests().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn too_many_token_requests_from_one_address_get_429_with_retry_after_in_oauths_format() {
+    let keys_host = wiremock::MockServer::start().await;
+    let p = publishing_partner(&keys_host, "token_rate_limit_per_minute = 3").await;
+
+    for _ in 0..3 {
+        assert_eq!(
+            exchange(&p, &sign(&p, "published-1", &claims(240)))
+                .await
+                .status(),
+            200
+        );
+    }
+    let refused = exchange(&p, &sign(&p, "published-1", &claims(240))).await;
+
+    assert_eq!(refused.status(), 429);
+    let wait: u64 = refused.headers()["Retry-After"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=20).contains(&wait), "{wait}");
+    assert_eq!(refused.headers()["Cache-Control"], "no-store");
+    let body = json_body(refused).await;
+    assert_eq!(body["error"], "slow_down");
+}
