@@ -298,6 +298,8 @@ pub struct ServerSettings {
     #[serde(default = "default_shutdown_grace")]
     #[validate(range(min = 0.0, max = 3600.0))]
     pub shutdown_grace_secs: f64,
+    /// When set, `/metrics` is served here (an internal address) and no longer on `listen`.
+    pub metrics_listen: Option<String>,
 }
 
 /// `[store]`: where jobs are kept.
@@ -544,6 +546,7 @@ impl Default for ServerSettings {
             body_timeout_secs: default_body_timeout(),
             keep_alive_secs: default_keep_alive(),
             shutdown_grace_secs: default_shutdown_grace(),
+            metrics_listen: None,
         }
     }
 }

@@ -18,6 +18,8 @@ use tracing::Instrument;
 pub struct Application {
     port: u16,
     server: Server,
+    /// `/metrics` on `[server] metrics_listen`, when set.
+    metrics: Option<(Server, u16)>,
     state: AppState,
     poller: Option<(
         tokio::sync::watch::Sender<bool>,
@@ -69,6 +71,16 @@ impl Application {
         };
         start_discovery(&state).await;
         let port = listener.local_addr()?.port();
+        let metrics = match &state.settings.server.metrics_listen {
+            Some(address) => {
+                let listener = TcpListener::bind(address).map_err(|e| {
+                    anyhow::anyhow!("cannot listen on {address} (server.metrics_listen): {e}")
+                })?;
+                let port = listener.local_addr()?.port();
+                Some((run_metrics(listener, state.clone())?, port))
+            }
+            None => None,
+        };
         let server = run(listener, state.clone())?;
         // Started here, on the main runtime: actix workers each run their own single-threaded runtime.
         let poller = state.settings.worker.enabled.then(|| {
@@ -82,6 +94,7 @@ impl Application {
         Ok(Application {
             port,
             server,
+            metrics,
             state,
             poller,
             log_task,
@@ -94,6 +107,11 @@ impl Application {
 
     pub fn state(&self) -> &AppState {
         &self.state
+    }
+
+    /// The port `/metrics` is served on when `[server] metrics_listen` is set.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics.as_ref().map(|(_, port)| *port)
     }
 
     /// A handle to stop the server from elsewhere (signals, tests).
@@ -115,8 +133,16 @@ impl Application {
             );
             handle.stop(true).await;
         });
+        let metrics = self.metrics.map(|(server, _)| {
+            let handle = server.handle();
+            (handle, tokio::spawn(server))
+        });
         let served = self.server.await;
         signals.abort();
+        if let Some((handle, task)) = metrics {
+            handle.stop(false).await;
+            let _ = task.await;
+        }
         if let Some((stop, handle)) = self.poller {
             let _ = stop.send(true);
             let _ = handle.await;
@@ -247,6 +273,7 @@ fn run(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
     let header_timeout = state.settings.server.header_timeout_secs;
     let keep_alive = state.settings.server.keep_alive_secs;
     let grace_secs = state.settings.server.shutdown_grace_secs.ceil() as u64;
+    let separate_metrics = state.settings.server.metrics_listen.is_some();
     let sandbox = state
         .settings
         .sandbox_enabled()
@@ -265,7 +292,11 @@ fn run(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
             .wrap_fn(observe_request)
             .route("/healthz", web::get().to(api::health::healthz))
             .route("/readyz", web::get().to(api::health::readyz))
-            .route("/metrics", web::get().to(api::health::metrics))
+            .configure(move |cfg| {
+                if !separate_metrics {
+                    cfg.route("/metrics", web::get().to(api::health::metrics));
+                }
+            })
             .route("/openapi.json", web::get().to(api::openapi::serve_document))
             .service(
                 web::scope("/admin")
@@ -288,6 +319,22 @@ fn run(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
     .listen(listener)?
     .run();
     Ok(server)
+}
+
+/// `/metrics` alone, on `[server] metrics_listen` (an address only the monitoring network reaches).
+fn run_metrics(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
+    let data = web::Data::new(state);
+    Ok(HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .route("/metrics", web::get().to(api::health::metrics))
+            .default_service(web::to(api::not_found))
+    })
+    .workers(1)
+    .shutdown_timeout(1)
+    .disable_signals()
+    .listen(listener)?
+    .run())
 }
 
 /// Kick-offs reserved by a gateway that died while the EHR was answering are marked `kickoff-unknown`

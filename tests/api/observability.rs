@@ -530,3 +530,25 @@ async fn a_nul_in_a_partner_path_is_logged_without_it() {
     assert_eq!(status, 200, "{page}");
     assert_eq!(page["entries"][0]["destination"], "noehr");
 }
+
+#[tokio::test]
+async fn with_metrics_listen_set_metrics_are_served_only_on_the_internal_address() {
+    let app = TestApp::spawn_configured("", |s| {
+        s.server.metrics_listen = Some("127.0.0.1:0".into());
+    })
+    .await;
+    let internal = app
+        .metrics_address
+        .clone()
+        .expect("a metrics listener was bound");
+
+    let there = app.get(format!("{internal}/metrics")).await;
+    let public = app.get(app.url("/metrics")).await;
+    let partner_route_there = app.get(format!("{internal}/healthz")).await;
+
+    assert_eq!(there.status(), 200);
+    assert!(there.text().await.unwrap().contains("fhirgate_"));
+    assert_eq!(public.status(), 404, "not on the public listener");
+    assert_eq!(partner_route_there.status(), 404, "only /metrics there");
+    assert_eq!(app.get(app.url("/healthz")).await.status(), 200);
+}

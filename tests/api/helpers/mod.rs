@@ -31,6 +31,8 @@ pub const SEED_ATTEMPT_ID: &str = "925d1617-2fe0-468c-a14c-f8c04b572c54";
 /// A running gateway, its upstream, and its storage.
 pub struct TestApp {
     pub address: String,
+    /// `http://127.0.0.1:{port}` of `/metrics` when `[server] metrics_listen` is set.
+    pub metrics_address: Option<String>,
     pub upstream: Arc<MockServer>,
     pub client: reqwest::Client,
     pub settings: Settings,
@@ -239,11 +241,15 @@ allow_private_addresses = true
             .await
             .expect("the gateway builds");
         let address = format!("http://127.0.0.1:{}", app.port());
+        let metrics_address = app
+            .metrics_port()
+            .map(|port| format!("http://127.0.0.1:{port}"));
         let handle = app.handle();
         let state = app.state().clone();
         tokio::spawn(app.run_until_stopped());
         TestApp {
             address,
+            metrics_address,
             upstream,
             client: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
