@@ -300,6 +300,10 @@ pub struct ServerSettings {
     pub shutdown_grace_secs: f64,
     /// When set, `/metrics` is served here (an internal address) and no longer on `listen`.
     pub metrics_listen: Option<String>,
+    /// Partner connections open at once; past it a new one gets 503 and is closed. Default: the
+    /// process's open-file limit less 256 (for the store, the EHRs and files).
+    #[validate(range(min = 1))]
+    pub max_connections: Option<usize>,
 }
 
 /// `[store]`: where jobs are kept.
@@ -547,6 +551,7 @@ impl Default for ServerSettings {
             keep_alive_secs: default_keep_alive(),
             shutdown_grace_secs: default_shutdown_grace(),
             metrics_listen: None,
+            max_connections: None,
         }
     }
 }

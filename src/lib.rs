@@ -10,6 +10,7 @@ pub mod domain;
 pub mod envelope;
 pub mod error;
 pub mod fhir;
+pub mod front;
 pub mod observe;
 pub mod sandbox;
 pub mod service;

@@ -266,59 +266,96 @@ pub fn fhir_routes(cfg: &mut web::ServiceConfig) {
 }
 
 fn run(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
+    use actix_service::{IntoServiceFactory, ServiceFactoryExt, fn_service, map_config};
     let workers = match state.settings.server.workers {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
     };
-    let header_timeout = state.settings.server.header_timeout_secs;
-    let keep_alive = state.settings.server.keep_alive_secs;
+    let header_timeout = Duration::from_secs_f64(state.settings.server.header_timeout_secs);
+    let keep_alive = Duration::from_secs_f64(state.settings.server.keep_alive_secs);
     let grace_secs = state.settings.server.shutdown_grace_secs.ceil() as u64;
     let separate_metrics = state.settings.server.metrics_listen.is_some();
+    let max_connections = state
+        .settings
+        .server
+        .max_connections
+        .unwrap_or_else(crate::front::default_max_connections);
+    let front = crate::front::FrontDoor::new(max_connections, header_timeout);
+    let local = listener.local_addr()?;
     let sandbox = state
         .settings
         .sandbox_enabled()
         .then(|| web::Data::new(crate::sandbox::Sandbox::new(state.settings.sandbox.clone())));
     let data = web::Data::new(state);
-    let server = HttpServer::new(move || {
-        let sandbox = sandbox.clone();
-        App::new()
-            .app_data(data.clone())
-            .app_data(api::path_config())
-            .configure(move |cfg| {
-                if let Some(sandbox) = sandbox {
-                    cfg.app_data(sandbox).configure(crate::sandbox::routes);
+    let builder = actix_server::Server::build();
+    let shutdown = builder.graceful_shutdown_signal();
+    let builder = builder
+        .workers(workers)
+        .shutdown_timeout(grace_secs)
+        // Signals are handled in `run_until_stopped`, so SIGINT is as graceful as SIGTERM.
+        .disable_signals()
+        .listen("fhirgate", listener, move || {
+            let sandbox = sandbox.clone();
+            let app = App::new()
+                .app_data(data.clone())
+                .app_data(api::path_config())
+                .configure(move |cfg| {
+                    if let Some(sandbox) = sandbox {
+                        cfg.app_data(sandbox).configure(crate::sandbox::routes);
+                    }
+                })
+                .wrap_fn(observe_request)
+                .route("/healthz", web::get().to(api::health::healthz))
+                .route("/readyz", web::get().to(api::health::readyz))
+                .configure(move |cfg| {
+                    if !separate_metrics {
+                        cfg.route("/metrics", web::get().to(api::health::metrics));
+                    }
+                })
+                .route("/openapi.json", web::get().to(api::openapi::serve_document))
+                .service(
+                    web::scope("/admin")
+                        .route("/logs", web::get().to(api::admin::logs))
+                        .route("/logs/{log_id}", web::get().to(api::admin::log))
+                        .route("/jobs", web::get().to(api::admin::jobs))
+                        .route("/jobs/{job_id}", web::get().to(api::admin::job)),
+                )
+                .route("/auth/token", web::post().to(api::token::token))
+                .service(web::scope("/fhir/R4/{slug}/{env}").configure(fhir_routes))
+                .default_service(web::to(api::not_found));
+            let shutdown = shutdown.clone();
+            let http = actix_http::HttpService::build()
+                .graceful_shutdown_signal(move || {
+                    let signal = shutdown.clone();
+                    async move { signal.notified().await }
+                })
+                .keep_alive(keep_alive)
+                .client_request_timeout(header_timeout)
+                .client_disconnect_timeout(Duration::from_secs(2))
+                .local_addr(local)
+                .finish(map_config(
+                    app.into_factory()
+                        .map_err(|err: actix_web::Error| err.error_response()),
+                    |_| actix_web::dev::AppConfig::default(),
+                ))
+                .map_err(|_| ());
+            // Every connection passes the front door first (see `front`).
+            let front = front.clone();
+            fn_service(move |io: tokio::net::TcpStream| {
+                let admitted = front.admit(io);
+                async move {
+                    match admitted {
+                        Some(io) => {
+                            let peer = io.peer_addr();
+                            Ok((io, actix_http::Protocol::Http1, peer))
+                        }
+                        None => Err(()),
+                    }
                 }
             })
-            .wrap_fn(observe_request)
-            .route("/healthz", web::get().to(api::health::healthz))
-            .route("/readyz", web::get().to(api::health::readyz))
-            .configure(move |cfg| {
-                if !separate_metrics {
-                    cfg.route("/metrics", web::get().to(api::health::metrics));
-                }
-            })
-            .route("/openapi.json", web::get().to(api::openapi::serve_document))
-            .service(
-                web::scope("/admin")
-                    .route("/logs", web::get().to(api::admin::logs))
-                    .route("/logs/{log_id}", web::get().to(api::admin::log))
-                    .route("/jobs", web::get().to(api::admin::jobs))
-                    .route("/jobs/{job_id}", web::get().to(api::admin::job)),
-            )
-            .route("/auth/token", web::post().to(api::token::token))
-            .service(web::scope("/fhir/R4/{slug}/{env}").configure(fhir_routes))
-            .default_service(web::to(api::not_found))
-    })
-    .workers(workers)
-    .client_request_timeout(std::time::Duration::from_secs_f64(header_timeout))
-    .client_disconnect_timeout(std::time::Duration::from_secs(2))
-    .keep_alive(std::time::Duration::from_secs_f64(keep_alive))
-    .shutdown_timeout(grace_secs)
-    // Signals are handled in `run_until_stopped`, so SIGINT is as graceful as SIGTERM.
-    .disable_signals()
-    .listen(listener)?
-    .run();
-    Ok(server)
+            .and_then(http)
+        })?;
+    Ok(builder.run())
 }
 
 /// `/metrics` alone, on `[server] metrics_listen` (an address only the monitoring network reaches).

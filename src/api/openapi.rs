@@ -330,12 +330,11 @@ fn partner_paths(paths: &mut Map<String, Value>) {
         }
     });
     let in_progress = json!({
-        "description": "In progress. Retry-After says when to ask again; X-Progress may say how far. When the EHR sends a partial manifest (Bulk Data v3 allowPartialManifests), it is the body, rewritten like a complete one; its files download already.",
+        "description": "In progress. Retry-After says when to ask again; X-Progress may say how far. Usually without a body; when the EHR sends a partial manifest (Bulk Data v3 allowPartialManifests), that manifest is the body (application/json, the same shape as the 200's), rewritten like a complete one, and its files download already.",
         "headers": {
             "Retry-After": { "schema": { "type": "integer" } },
             "X-Progress": { "schema": { "type": "string", "maxLength": 100 } }
-        },
-        "content": { "application/json": { "schema": manifest_schema.clone() } }
+        }
     });
     let mut status = partner_errors(&[]);
     status.insert("202".into(), in_progress.clone());

@@ -8,6 +8,7 @@ mod crash;
 mod fidelity;
 mod files;
 mod fixtures;
+mod front_door;
 mod helpers;
 mod idempotency;
 mod kickoff_envelope;

@@ -8,9 +8,29 @@ use std::time::Duration;
 /// Runs `fhirgate serve --config <config>` (JSON logs on stderr) and learns its port from its log;
 /// the receiver yields its later log lines.
 pub fn spawn_serve(config: &std::path::Path) -> (Child, u16, std::sync::mpsc::Receiver<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fhirgate"))
-        .args(["serve", "--config"])
-        .arg(config)
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fhirgate"));
+    cmd.args(["serve", "--config"]).arg(config);
+    spawn(cmd)
+}
+
+/// As [`spawn_serve`], with the process's open-file limit lowered to `nofile` (as a default Linux
+/// process has 1,024).
+pub fn spawn_serve_limited(
+    config: &std::path::Path,
+    nofile: u32,
+) -> (Child, u16, std::sync::mpsc::Receiver<String>) {
+    let mut cmd = Command::new("bash");
+    cmd.arg("-c")
+        .arg(format!(
+            "ulimit -n {nofile} && exec \"$0\" serve --config \"$1\""
+        ))
+        .arg(env!("CARGO_BIN_EXE_fhirgate"))
+        .arg(config);
+    spawn(cmd)
+}
+
+fn spawn(mut cmd: Command) -> (Child, u16, std::sync::mpsc::Receiver<String>) {
+    let mut child = cmd
         .current_dir(repo())
         .env_remove("RUST_LOG")
         .env_remove("FHIRGATE_CONFIG")
