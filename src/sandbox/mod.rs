@@ -30,6 +30,9 @@ struct SandboxJob {
     request: String,
 }
 
+/// Exports the sandbox keeps at once.
+const MAX_SANDBOX_JOBS: usize = 10_000;
+
 /// The sandbox's in-memory state (its exports live as long as the process, like an EHR's scratch space).
 #[derive(Debug)]
 pub struct Sandbox {
@@ -205,6 +208,15 @@ async fn kickoff(req: HttpRequest, body: web::Bytes, sandbox: web::Data<Sandbox>
     }
     let id = Uuid::new_v4().to_string();
     let request = format!("{}", req.uri());
+    // Bounded like everything a caller can grow: the oldest exports go first.
+    if jobs.len() >= MAX_SANDBOX_JOBS
+        && let Some(oldest) = jobs
+            .iter()
+            .min_by_key(|(_, j)| j.started)
+            .map(|(k, _)| k.clone())
+    {
+        jobs.remove(&oldest);
+    }
     jobs.insert(
         id.clone(),
         SandboxJob {
