@@ -312,6 +312,43 @@ impl Connector {
 mod tests {
     use super::is_non_public;
 
+    fn connector(base: &str, file_hosts: &[&str]) -> super::Connector {
+        let http = super::super::http::UpstreamClient::new(
+            &crate::config::UpstreamSettings::default(),
+            std::sync::Arc::new(crate::observe::metrics::Metrics::new()),
+        )
+        .unwrap();
+        super::Connector::new(
+            crate::domain::DestinationSlug::try_from("ehr").unwrap(),
+            crate::domain::EnvironmentFlag::try_from("Production").unwrap(),
+            None,
+            "EHR".into(),
+            crate::domain::Vendor::BulkData,
+            url::Url::parse(base).unwrap(),
+            super::super::profile_capabilities(crate::domain::Vendor::BulkData),
+            super::super::UpstreamAuth::None,
+            http,
+        )
+        .with_file_policy(file_hosts.iter().map(|h| (*h).to_owned()).collect(), false)
+    }
+
+    #[test]
+    fn ipv6_literals_in_file_hosts_are_written_as_in_urls() {
+        let c = connector(
+            "https://ehr.example/fhir",
+            &["[2001:db8::1]", "files.example"],
+        );
+        let allowed = |u: &str| c.file_host_allowed(&url::Url::parse(u).unwrap());
+        assert!(allowed("https://[2001:db8::1]/x.ndjson"));
+        assert!(
+            allowed("https://[2001:DB8:0::1]:8443/x.ndjson"),
+            "the same address"
+        );
+        assert!(allowed("https://FILES.example/x"));
+        assert!(!allowed("https://[2001:db8::2]/x.ndjson"));
+        assert!(c.names_ehr("see https://[2001:db8::1]/x"));
+    }
+
     #[test]
     fn loopback_private_and_link_local_addresses_are_not_public() {
         for ip in [
