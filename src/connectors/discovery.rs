@@ -234,6 +234,9 @@ impl Connector {
     }
 
     async fn get_json(&self, url: Url) -> Result<Value, String> {
+        self.http()
+            .check_literal(url.as_str())
+            .map_err(|e| e.to_string())?;
         let response = self
             .http()
             .plain()

@@ -19,8 +19,35 @@ pub struct UpstreamClient {
     client: reqwest::Client,
     /// For file downloads: no limit on the whole transfer, only on connecting and on each read.
     files: reqwest::Client,
+    /// The same two, resolving names through [`PublicOnly`].
+    public: (reqwest::Client, reqwest::Client),
+    /// Whether this handle connects to public addresses only (a destination without
+    /// `allow_private_addresses`).
+    public_only: bool,
     /// Where every upstream call is counted and timed.
     metrics: std::sync::Arc<crate::observe::metrics::Metrics>,
+}
+
+/// A resolver that answers only public addresses, so the address checked is the address connected
+/// to (DNS cannot answer one address to a check and another to the connection).
+#[derive(Debug)]
+struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let found: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|a| !super::files::is_non_public(a.ip()))
+                .collect();
+            if found.is_empty() {
+                tracing::warn!(message = "Upstream name refused: it resolves to no public address.", host = %host);
+                return Err("the name resolves to no public address".into());
+            }
+            Ok(Box::new(found.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
 }
 
 /// An upstream's answer, read whole.
@@ -42,6 +69,12 @@ pub enum TransportError {
     TooLarge,
     #[error("the request could not be built: {0}")]
     Build(String),
+    /// A literal address that is loopback, private or otherwise not public, for a destination that
+    /// does not allow them.
+    #[error(
+        "the upstream's address is not public and the destination does not allow private addresses"
+    )]
+    NotPublic,
 }
 
 /// The one outbound policy every client the gateway builds follows (EHR calls, file downloads, the
@@ -64,12 +97,57 @@ impl UpstreamClient {
     ) -> Result<Self, reqwest::Error> {
         let connect = Duration::from_secs_f64(settings.connect_timeout_secs);
         let call = Duration::from_secs_f64(settings.request_timeout_secs);
+        let resolver = std::sync::Arc::new(PublicOnly);
         Ok(UpstreamClient {
             client: policy(connect).timeout(call).build()?,
             // A download may take long; each read may not.
             files: policy(connect).read_timeout(call).build()?,
+            public: (
+                policy(connect)
+                    .timeout(call)
+                    .dns_resolver(resolver.clone())
+                    .build()?,
+                policy(connect)
+                    .read_timeout(call)
+                    .dns_resolver(resolver)
+                    .build()?,
+            ),
+            public_only: false,
             metrics,
         })
+    }
+
+    /// This client for one destination: unless `allow_private_addresses`, every hop to its EHR and
+    /// file hosts goes to public addresses only (names resolved through [`PublicOnly`], literal
+    /// addresses checked before the call).
+    pub fn for_destination(&self, allow_private_addresses: bool) -> UpstreamClient {
+        let mut out = self.clone();
+        if !allow_private_addresses {
+            out.client = self.public.0.clone();
+            out.files = self.public.1.clone();
+            out.public_only = true;
+        }
+        out
+    }
+
+    /// Refuses a URL whose host is a literal non-public address, for a public-only client (names are
+    /// the resolver's to check).
+    pub fn check_literal(&self, url: &str) -> Result<(), TransportError> {
+        if !self.public_only {
+            return Ok(());
+        }
+        let host = url::Url::parse(url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_default();
+        match host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+        {
+            Ok(ip) if super::files::is_non_public(ip) => Err(TransportError::NotPublic),
+            _ => Ok(()),
+        }
     }
 
     /// The gateway's metrics.
@@ -109,6 +187,7 @@ impl UpstreamClient {
             v.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, v);
         }
+        self.check_literal(&req.url)?;
         let mut builder = self.client.request(method, &req.url).headers(headers);
         if let Some(body) = &req.body {
             builder = builder.body(body.to_string());

@@ -78,6 +78,9 @@ impl From<TransportError> for UpstreamError {
             TransportError::Build(m) => {
                 UpstreamError::BadAnswer(format!("the request could not be built ({m})"))
             }
+            TransportError::NotPublic => UpstreamError::BadAnswer(
+                "the EHR's address is not public, and this destination does not allow private addresses".into(),
+            ),
         }
     }
 }

@@ -76,6 +76,8 @@ impl Registry {
         for (i, d) in settings.destinations.iter().enumerate() {
             for (env, e) in &d.environments {
                 let key = format!("destinations[{i}].environments.{env}");
+                // Every hop to this EHR and its file hosts: public addresses only, unless allowed.
+                let http = &http.for_destination(e.allow_private_addresses);
                 let token = match secrets {
                     Secrets::Resolve => upstream_auth(
                         &e.auth,

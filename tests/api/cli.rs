@@ -335,7 +335,7 @@ async fn check_config_online_shows_what_each_ehr_declares_and_fails_when_one_can
     let config = dir.path().join("online.toml");
     let destination = |slug: &str, base: &str| {
         format!(
-            "[[destinations]]\nslug = \"{slug}\"\nname = \"{slug}\"\nvendor = \"bulk-data\"\n[destinations.environments.Production]\nbase_url = \"{base}\"\n"
+            "[[destinations]]\nslug = \"{slug}\"\nname = \"{slug}\"\nvendor = \"bulk-data\"\n[destinations.environments.Production]\nbase_url = \"{base}\"\nallow_private_addresses = true\n"
         )
     };
     let reachable = destination("reachable", &format!("{}/fhir", ehr.uri()));

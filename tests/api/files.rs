@@ -158,33 +158,57 @@ async fn more_than_three_redirects_are_refused() {
 }
 
 #[tokio::test]
-async fn a_file_on_a_private_address_is_refused_unless_the_destination_allows_it() {
+async fn an_ehr_on_a_private_address_is_refused_before_any_connection_unless_the_destination_allows_it()
+ {
     let app = TestApp::spawn().await;
     upstream_completes(&app).await;
     app.upstream_accepts_kickoffs().await;
-    let kick = app
+
+    // strict-ehr is the same loopback EHR as spec-ehr, without allow_private_addresses.
+    let refused = app
         .post_envelope(
             &group_route("strict-ehr", "Development", "example-group-id"),
             &seed(),
         )
         .await;
-    let location = kick.headers()["Content-Location"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let status = app.get(local(&app, &location)).await;
-    assert_eq!(status.status(), 200);
+    let allowed = app.post_envelope(&spec_group_route(), &seed()).await;
 
-    let response = app.get(file_url(&app, &location, 0)).await;
-
-    assert_eq!(response.status(), 502);
-    assert_eq!(codes(&json_body(response).await), ["security"]);
-    assert!(
-        app.upstream_requests()
-            .await
-            .iter()
-            .all(|r| !r.url.path().starts_with("/files/"))
+    assert_eq!(refused.status(), 502);
+    let body = refused.text().await.unwrap();
+    assert!(body.contains("not public"), "{body}");
+    assert!(!body.contains("127.0.0.1"), "{body}");
+    assert_eq!(allowed.status(), 202);
+    assert_eq!(
+        app.upstream_kickoffs().await.len(),
+        1,
+        "only the allowed destination's EHR was called"
     );
+}
+
+#[tokio::test]
+async fn an_ehr_at_a_nat64_mapped_link_local_address_is_refused_before_any_connection() {
+    // 64:ff9b::a9fe:a9fe is 169.254.169.254 (cloud metadata) through NAT64.
+    let app = TestApp::spawn_with(
+        r#"
+[[destinations]]
+slug = "public-ehr"
+name = "An EHR on a public name"
+vendor = "bulk-data"
+[destinations.environments.Production]
+base_url = "http://[64:ff9b::a9fe:a9fe]/fhir"
+discover = false
+"#,
+    )
+    .await;
+    let kick = app
+        .post_envelope(
+            &group_route("public-ehr", "Production", "example-group-id"),
+            &seed(),
+        )
+        .await;
+    assert_eq!(kick.status(), 502, "the EHR's own address is not public");
+    let body = kick.text().await.unwrap();
+    assert!(body.contains("not public"), "{body}");
 }
 
 #[tokio::test]

@@ -24,6 +24,7 @@ vendor = "bulk-data"
 max_concurrent_kickoffs = 1
 [destinations.environments.Development]
 base_url = "@UPSTREAM@/capped"
+allow_private_addresses = true
 
 [[sources]]
 id = "{SOURCE_A}"

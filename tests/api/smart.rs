@@ -65,6 +65,7 @@ name = "EHR with SMART Backend Services"
 vendor = "bulk-data"
 [destinations.environments.Production]
 base_url = "@UPSTREAM@/smart/r4"
+allow_private_addresses = true
 auth = {{ type = "smart-backend-services", client_id = "fhirgate-client", private_key_file = "{}", kid = "key-1", alg = "{alg}", scope = "system/Patient.read system/Observation.read"{token_url} }}
 "#,
         key_file.path().display()

@@ -111,6 +111,7 @@ vendor = "oracle-health"
 [destinations.environments.Production]
 base_url = "{upstream}/r4/ec2458f2-1e24-41c8-b71b-0e701af7583d"
 auth = {{ type = "bearer", token_file = "{token}" }}
+allow_private_addresses = true
 
 [[destinations]]
 slug = "narrow-oracle"
@@ -119,6 +120,7 @@ vendor = "oracle-health"
 [destinations.environments.Development]
 base_url = "{upstream}/r4/narrow"
 supported_parameters = ["_type"]
+allow_private_addresses = true
 
 [[destinations]]
 slug = "netsmart"
@@ -127,6 +129,7 @@ vendor = "netsmart"
 [destinations.environments.Staging]
 base_url = "{upstream}/uscore/v1/bulk-data"
 auth = {{ type = "bearer", token_file = "{token}" }}
+allow_private_addresses = true
 
 [[destinations]]
 slug = "nowhere"
@@ -134,6 +137,7 @@ name = "An EHR that refuses connections"
 vendor = "bulk-data"
 [destinations.environments.Development]
 base_url = "http://127.0.0.1:9/fhir"
+allow_private_addresses = true
 
 [[destinations]]
 slug = "strict-ehr"
