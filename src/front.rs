@@ -289,6 +289,19 @@ impl Guarded {
         Ok(())
     }
 
+    /// The server wrote `data`: an answer means the request was read, so the next byte in starts a
+    /// new head; an interim answer (`100 Continue`) does not, the body is still to come. While idle
+    /// between requests, every byte out (a long download) keeps the connection from looking stalled.
+    fn wrote(&mut self, data: &[u8]) {
+        if data.starts_with(b"HTTP/1.1 1") || data.starts_with(b"HTTP/1.0 1") {
+            return;
+        }
+        if matches!(self.head, Head::Done | Head::Idle) {
+            self.head = Head::Idle;
+            self.slot.stalled();
+        }
+    }
+
     fn step(&mut self, b: u8) -> Result<(), ()> {
         if let Head::Reading { bytes, line_ended } = self.head {
             let bytes = bytes + 1;
@@ -369,12 +382,7 @@ impl AsyncWrite for Guarded {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        // The server answers once it has read the request: the next byte in starts a new head.
-        // While idle between requests, every byte out (a long download) keeps it from looking stalled.
-        if matches!(this.head, Head::Done | Head::Idle) {
-            this.head = Head::Idle;
-            this.slot.stalled();
-        }
+        this.wrote(data);
         Pin::new(&mut this.io).poll_write(cx, data)
     }
 
@@ -392,11 +400,11 @@ impl AsyncWrite for Guarded {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        // While idle between requests, every byte out (a long download) keeps it from looking stalled.
-        if matches!(this.head, Head::Done | Head::Idle) {
-            this.head = Head::Idle;
-            this.slot.stalled();
-        }
+        this.wrote(
+            bufs.iter()
+                .find(|b| !b.is_empty())
+                .map_or(&[][..], |b| &b[..]),
+        );
         Pin::new(&mut this.io).poll_write_vectored(cx, bufs)
     }
 

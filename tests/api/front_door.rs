@@ -259,3 +259,40 @@ async fn with_1024_file_descriptors_healthz_keeps_answering_through_3000_slow_co
         "no slow connection outlives the header timeout"
     );
 }
+
+#[tokio::test]
+async fn a_40_kib_body_sent_after_100_continue_is_a_body_not_a_head() {
+    let app = TestApp::spawn().await;
+    let mut stream = connect(&app.address).await;
+    let body = format!(
+        r#"{{"Meta":{{"DataModel":"FHIR Bulk Data Access","EventType":"group-export"}},"id":"g","note":"{}"}}"#,
+        "x".repeat(40 * 1024)
+    );
+    stream
+        .write_all(
+            format!(
+                "POST /fhir/R4/spec-ehr/Development/Group/g/$export HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut interim = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut interim))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&interim[..n]).starts_with("HTTP/1.1 100"));
+
+    stream.write_all(body.as_bytes()).await.unwrap();
+    let answer = read_answer(&mut stream).await;
+
+    assert!(
+        answer.starts_with("HTTP/1.1 400"),
+        "the envelope's own error: {answer}"
+    );
+    assert!(answer.contains("note"), "{answer}");
+    stream.write_all(HEALTHZ).await.unwrap();
+    assert!(read_answer(&mut stream).await.starts_with("HTTP/1.1 200"));
+}
