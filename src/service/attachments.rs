@@ -296,19 +296,9 @@ pub async fn open_attachment(
         404 | 410 => Err(fail(GatewayError::NotFound(
             "The EHR no longer has this attachment.".into(),
         ))),
-        416 => Err(fail(GatewayError::RangeNotSatisfiable)),
-        status => {
-            let headers = response.headers().clone();
-            let body = response.bytes().await.unwrap_or_default();
-            let answer = crate::connectors::http::UpstreamAnswer {
-                status,
-                headers,
-                body,
-            };
-            Err(fail(GatewayError::Upstream(
-                connector.classify(&answer, "an attachment request"),
-            )))
-        }
+        _ => Err(fail(
+            super::export::download_refused(&connector, response, "an attachment request").await,
+        )),
     }
 }
 

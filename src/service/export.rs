@@ -655,20 +655,31 @@ pub async fn open_export_file(
                 "The EHR no longer has this file; the export has expired.".into(),
             )))
         }
-        416 => Err(fail(GatewayError::RangeNotSatisfiable)),
-        status => {
-            let headers = response.headers().clone();
-            let body = response.bytes().await.unwrap_or_default();
-            let answer = crate::connectors::http::UpstreamAnswer {
-                status,
-                headers,
-                body,
-            };
-            Err(fail(GatewayError::Upstream(
-                connector.classify(&answer, "a file request"),
-            )))
-        }
+        _ => Err(fail(
+            download_refused(&connector, response, "a file request").await,
+        )),
     }
+}
+
+/// What a file or attachment answer other than 200/206/404/410 means: 416 for a Range outside it,
+/// else the EHR's refusal classified like any other (its texts scrubbed of the EHR's URLs).
+pub(crate) async fn download_refused(
+    connector: &Connector,
+    response: reqwest::Response,
+    what: &str,
+) -> GatewayError {
+    let status = response.status().as_u16();
+    if status == 416 {
+        return GatewayError::RangeNotSatisfiable;
+    }
+    let headers = response.headers().clone();
+    let body = response.bytes().await.unwrap_or_default();
+    let answer = crate::connectors::http::UpstreamAnswer {
+        status,
+        headers,
+        body,
+    };
+    GatewayError::Upstream(connector.classify(&answer, what))
 }
 
 pub(crate) fn file_error(e: FileError) -> GatewayError {

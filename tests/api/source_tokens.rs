@@ -223,16 +223,13 @@ async fn an_assertion_replayed_at_another_replica_is_refused_too() {
     refused_because(&other, &assertion, "used before").await;
 }
 
-/// A partner whose keys are published at `keys_host`'s `/jwks.json`, on a gateway with `auth` TOML.
-async fn publishing_partner(keys_host: &wiremock::MockServer, auth: &str) -> Partner {
-    let secret = p384::SecretKey::random(&mut rand::rngs::OsRng);
-    wiremock::Mock::given(wiremock::matchers::path("/jwks.json"))
-        .respond_with(
-            wiremock::ResponseTemplate::new(200)
-                .set_body_json(json!({"keys": [jwk(&secret, "published-1")]})),
-        )
-        .mount(keys_host)
-        .await;
+/// A partner whose keys are to be found at `keys_host`'s `/jwks.json` (whatever that answers), on a
+/// gateway with `auth` TOML.
+async fn partner_at(
+    keys_host: &wiremock::MockServer,
+    secret: &p384::SecretKey,
+    auth: &str,
+) -> Partner {
     let app = TestApp::spawn_with(&format!(
         "\n[[sources]]\nid = \"{SOURCE}\"\nname = \"Partner publishing keys\"\njwks_url = \"{}/jwks.json\"\ndestinations = [\"spec-ehr\"]\n\n[auth]\n{auth}\n",
         keys_host.uri()
@@ -244,6 +241,19 @@ async fn publishing_partner(keys_host: &wiremock::MockServer, auth: &str) -> Par
         public_pem: String::new(),
         _jwks: tempfile::NamedTempFile::new().unwrap(),
     }
+}
+
+/// A partner whose key `published-1` is published at `keys_host`'s `/jwks.json`.
+async fn publishing_partner(keys_host: &wiremock::MockServer, auth: &str) -> Partner {
+    let secret = p384::SecretKey::random(&mut rand::rngs::OsRng);
+    wiremock::Mock::given(wiremock::matchers::path("/jwks.json"))
+        .respond_with(
+            wiremock::ResponseTemplate::new(200)
+                .set_body_json(json!({"keys": [jwk(&secret, "published-1")]})),
+        )
+        .mount(keys_host)
+        .await;
+    partner_at(keys_host, &secret, auth).await
 }
 
 #[tokio::test]
@@ -283,17 +293,7 @@ async fn a_hanging_jwks_host_holds_a_token_request_no_longer_than_the_timeout() 
         .mount(&keys_host)
         .await;
     let secret = p384::SecretKey::random(&mut rand::rngs::OsRng);
-    let app = TestApp::spawn_with(&format!(
-        "\n[[sources]]\nid = \"{SOURCE}\"\nname = \"Partner publishing keys\"\njwks_url = \"{}/jwks.json\"\ndestinations = [\"spec-ehr\"]\n\n[auth]\njwks_timeout_secs = 0.5\n",
-        keys_host.uri()
-    ))
-    .await;
-    let p = Partner {
-        app,
-        private_pem: secret.to_pkcs8_pem(LineEnding::LF).unwrap().to_string(),
-        public_pem: String::new(),
-        _jwks: tempfile::NamedTempFile::new().unwrap(),
-    };
+    let p = partner_at(&keys_host, &secret, "jwks_timeout_secs = 0.5").await;
 
     let started = std::time::Instant::now();
     let refused = exchange(&p, &sign(&p, "k", &claims(240))).await;
@@ -336,4 +336,27 @@ async fn too_many_token_requests_from_one_address_get_429_with_retry_after_in_oa
     assert_eq!(refused.headers()["Cache-Control"], "no-store");
     let body = json_body(refused).await;
     assert_eq!(body["error"], "slow_down");
+}
+
+#[tokio::test]
+async fn a_gateway_that_wants_credentials_says_requires_access_token_true_and_means_it() {
+    let p = partner().await;
+    p.app.upstream_accepts_kickoffs().await;
+    upstream_completes(&p.app).await;
+    let issued = json_body(exchange(&p, &sign(&p, "partner-key-1", &claims(240))).await).await;
+    let token = issued["access_token"].as_str().unwrap();
+    let kick = p
+        .app
+        .post_envelope_as(token, &spec_group_route(), &seed())
+        .await;
+    let location = kick.headers()["Content-Location"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+
+    let manifest = json_body(p.app.get_as(token, local(&p.app, &location)).await).await;
+    let file = local(&p.app, manifest["output"][0]["url"].as_str().unwrap());
+
+    assert_eq!(manifest["requiresAccessToken"], true);
+    assert_eq!(p.app.get(&file).await.status(), 401, "no token, no file");
 }
