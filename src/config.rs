@@ -350,14 +350,31 @@ pub struct LogSettings {
     pub retention_days: u32,
 }
 
-/// `[admin]`: the operators' API (`/admin/...`), on its own credential, never a partner's.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `[admin]`: the operators' API (`/admin/...`) and dashboard (`/admin/ui/`), on their own
+/// credential, never a partner's.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminSettings {
-    /// Hex SHA-256 of the admin API key, sent as `Authorization: Bearer <key>`. Unset: the admin API
-    /// answers 401 to everyone.
+    /// Hex SHA-256 of the admin API key, sent as `Authorization: Bearer <key>` (and typed into the
+    /// dashboard's sign-in form). Unset: the admin API answers 401 to everyone and no one can sign in.
     #[serde(default)]
     pub api_key_sha256: Option<String>,
+    /// How long a dashboard sign-in lasts, in seconds (60 to 604,800; default 8 hours).
+    #[serde(default = "default_session_ttl_secs")]
+    pub session_ttl_secs: u64,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        AdminSettings {
+            api_key_sha256: None,
+            session_ttl_secs: default_session_ttl_secs(),
+        }
+    }
+}
+
+fn default_session_ttl_secs() -> u64 {
+    8 * 3600
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -682,6 +699,12 @@ impl Settings {
             return invalid(
                 "admin.api_key_sha256".into(),
                 "must be 64 hex digits (a SHA-256)",
+            );
+        }
+        if !(60..=604_800).contains(&self.admin.session_ttl_secs) {
+            return invalid(
+                "admin.session_ttl_secs".into(),
+                "must be from 60 (a minute) to 604800 (a week)",
             );
         }
         for (i, src) in self.sources.iter().enumerate() {

@@ -56,6 +56,7 @@ impl Application {
         crate::observe::msglog::prune_now(store.as_ref(), settings.log.retention_days).await;
         mark_unknown_kickoffs(store.as_ref(), &settings).await;
         let links = crate::service::attachments::LinkSealer::from_store(store.as_ref()).await?;
+        let sessions = crate::ui::session::SessionKeys::from_store(store.as_ref()).await?;
         let (log, log_task) =
             MessageLog::start(store.clone(), metrics.clone(), settings.log.retention_days);
         let state = AppState {
@@ -65,6 +66,7 @@ impl Application {
             limits: Arc::new(limits),
             issuer: Arc::new(issuer),
             links: Arc::new(links),
+            sessions: Arc::new(sessions),
             metrics,
             log,
             http,
@@ -313,6 +315,7 @@ fn run(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
                     }
                 })
                 .route("/openapi.json", web::get().to(api::openapi::serve_document))
+                .service(crate::ui::scope())
                 .service(
                     web::scope("/admin")
                         .route("/logs", web::get().to(api::admin::logs))

@@ -25,6 +25,8 @@ pub struct AppState {
     pub http: crate::connectors::http::UpstreamClient,
     /// Seals the EHR's attachment URLs into gateway links.
     pub links: Arc<crate::service::attachments::LinkSealer>,
+    /// Signs the dashboard's sessions.
+    pub sessions: Arc<crate::ui::session::SessionKeys>,
 }
 
 impl AppState {

@@ -33,20 +33,10 @@ fn authenticate(req: &HttpRequest) -> Result<Admin, GatewayError> {
         .ok_or_else(|| {
             GatewayError::Unauthorized("Send Authorization: Bearer <the admin API key>.".into())
         })?;
-    let digest = Sha256::digest(key.as_bytes());
-    let admin_ok = state
-        .settings
-        .admin
-        .api_key_sha256
-        .as_deref()
-        .and_then(|h| hex::decode(h).ok())
-        .is_some_and(|expected| bool::from(expected.as_slice().ct_eq(digest.as_slice())));
-    if admin_ok {
+    if key_matches(&state.settings, key) {
         return Ok(Admin);
     }
-    let partner = crate::auth::source_for_key(&state.settings, key).is_some()
-        || state.issuer.source_of(&state.settings, key).is_some();
-    if partner {
+    if is_partner_credential(state, key) {
         return Err(GatewayError::Forbidden(Issue::at(
             IssueCode::Forbidden,
             "Authorization",
@@ -56,6 +46,25 @@ fn authenticate(req: &HttpRequest) -> Result<Admin, GatewayError> {
     Err(GatewayError::Unauthorized(
         "The admin API key is not valid.".into(),
     ))
+}
+
+/// Whether `key` is the admin key (`[admin] api_key_sha256`), compared in constant time. False when
+/// no admin key is configured.
+pub fn key_matches(settings: &crate::config::Settings, key: &str) -> bool {
+    let digest = Sha256::digest(key.as_bytes());
+    settings
+        .admin
+        .api_key_sha256
+        .as_deref()
+        .and_then(|h| hex::decode(h).ok())
+        .is_some_and(|expected| bool::from(expected.as_slice().ct_eq(digest.as_slice())))
+}
+
+/// Whether `key` is a partner's credential (an API key or a gateway-issued token), which never opens
+/// the operators' surfaces.
+pub fn is_partner_credential(state: &AppState, key: &str) -> bool {
+    crate::auth::source_for_key(&state.settings, key).is_some()
+        || state.issuer.source_of(&state.settings, key).is_some()
 }
 
 impl FromRequest for Admin {

@@ -123,7 +123,13 @@ pub struct RateLimits {
     limiters: HashMap<uuid::Uuid, DefaultDirectRateLimiter>,
     /// `/auth/token` per client address (`[auth] token_rate_limit_per_minute`).
     token: Option<governor::DefaultKeyedRateLimiter<std::net::IpAddr>>,
+    /// Dashboard sign-in attempts per client address ([`LOGIN_ATTEMPTS_PER_MINUTE`]).
+    login: Option<governor::DefaultKeyedRateLimiter<std::net::IpAddr>>,
 }
+
+/// Dashboard sign-in attempts each client address may make per minute: a person mistypes a few
+/// times; a guesser gets nowhere.
+pub const LOGIN_ATTEMPTS_PER_MINUTE: u32 = 10;
 
 /// Addresses the token limiter keeps before it forgets those whose budget is whole again.
 const MAX_TRACKED_ADDRESSES: usize = 10_000;
@@ -140,14 +146,32 @@ impl RateLimits {
             .collect();
         let token = NonZeroU32::new(settings.auth.token_rate_limit_per_minute)
             .map(|n| RateLimiter::keyed(Quota::per_minute(n)));
-        RateLimits { limiters, token }
+        let login = NonZeroU32::new(LOGIN_ATTEMPTS_PER_MINUTE)
+            .map(|n| RateLimiter::keyed(Quota::per_minute(n)));
+        RateLimits {
+            limiters,
+            token,
+            login,
+        }
     }
 
     /// Spends one token request of `ip`'s budget; the seconds to wait when it is spent. The map of
     /// addresses is bounded: past [`MAX_TRACKED_ADDRESSES`], addresses back at a full budget are
     /// dropped.
     pub fn check_token(&self, ip: std::net::IpAddr) -> Result<(), u64> {
-        let Some(limiter) = &self.token else {
+        Self::check_keyed(self.token.as_ref(), ip)
+    }
+
+    /// Spends one dashboard sign-in attempt of `ip`'s budget; the seconds to wait when it is spent.
+    pub fn check_login(&self, ip: std::net::IpAddr) -> Result<(), u64> {
+        Self::check_keyed(self.login.as_ref(), ip)
+    }
+
+    fn check_keyed(
+        limiter: Option<&governor::DefaultKeyedRateLimiter<std::net::IpAddr>>,
+        ip: std::net::IpAddr,
+    ) -> Result<(), u64> {
+        let Some(limiter) = limiter else {
             return Ok(());
         };
         if limiter.len() > MAX_TRACKED_ADDRESSES {

@@ -544,20 +544,27 @@ pub async fn delete_export(
     job_id: &str,
 ) -> Result<Uuid, Failure> {
     let (connector, job) = find_job(state, caller, slug, env, job_id).await?;
-    let fail = |e: GatewayError| Failure::new(e, Some(job.log_id));
+    delete_job(state, &connector, &job)
+        .await
+        .map_err(|e| Failure::new(e, Some(job.log_id)))?;
+    Ok(job.log_id)
+}
+
+/// Deletes `job` at the EHR (when it was accepted there), then in the store.
+pub async fn delete_job(
+    state: &AppState,
+    connector: &Connector,
+    job: &Job,
+) -> Result<(), GatewayError> {
     if let Some(url) = &job.upstream_status_url {
-        connector
-            .delete(url, job.log_id)
-            .await
-            .map_err(|e| fail(e.into()))?;
+        connector.delete(url, job.log_id).await?;
     }
     state
         .store
         .record_status(job.id, &StatusUpdate::Deleted, Utc::now())
-        .await
-        .map_err(|e| fail(e.into()))?;
+        .await?;
     tracing::info!(message = "Export deleted.", log_id = %job.log_id, job_id = %job.id);
-    Ok(job.log_id)
+    Ok(())
 }
 
 /// A link maker for attachment URLs (see [`super::attachments::link_maker`]).

@@ -6,4 +6,5 @@ pub mod attachments;
 pub mod backoff;
 pub mod export;
 pub mod kickoff;
+pub mod operator;
 pub mod poller;

@@ -332,6 +332,10 @@ pub trait AssertionStore: Send + Sync + std::fmt::Debug {
         jti: &str,
         expires_at: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
+
+    /// Whether `jti` is recorded for `source_key` (and not yet expired): used by the dashboard for
+    /// sessions that were signed out.
+    async fn jti_used(&self, source_key: &str, jti: &str) -> Result<bool, StoreError>;
 }
 
 /// One backend holding all three, as the gateway opens it.

@@ -1,10 +1,12 @@
 //! fhirgate's integration tests: the real server on port 0 against wiremock upstreams.
 
+mod browser;
 mod canary;
 mod capability;
 mod cli;
 mod conformance;
 mod crash;
+mod dashboard;
 mod fidelity;
 mod files;
 mod fixtures;

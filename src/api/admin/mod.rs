@@ -2,7 +2,7 @@
 //! (`auth::admin`). Metadata only: no envelope bodies, manifests, patient references, tokens or
 //! upstream URLs.
 
-mod query;
+pub(crate) mod query;
 pub mod views;
 
 use crate::auth::admin::Admin;
@@ -42,14 +42,10 @@ fn json<T: Serialize>(body: &T) -> HttpResponse {
     HttpResponse::Ok().json(body)
 }
 
-/// `GET /admin/logs`
-pub async fn logs(
-    _: Admin,
-    req: HttpRequest,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, GatewayError> {
+/// The message log's filters and page from a query string (the names `GET /admin/logs` documents).
+pub(crate) fn log_query(req: &HttpRequest) -> Result<(LogFilter, u32, u64), GatewayError> {
     let mut p = Params::parse(
-        &req,
+        req,
         &[
             &["source"],
             &["destination"],
@@ -109,15 +105,37 @@ pub async fn logs(
     }
     let (limit, offset) = p.page();
     p.finish()?;
+    Ok((filter, limit, offset))
+}
+
+/// One page of the message log, newest first: the records, how many match in all, and whether
+/// there is a next page.
+pub(crate) async fn log_page(
+    state: &AppState,
+    filter: &LogFilter,
+    limit: u32,
+    offset: u64,
+) -> Result<(Vec<crate::store::LogRecord>, u64, bool), GatewayError> {
     state.log.flush().await;
-    let total = state.store.count_logs(&filter).await.map_err(store_error)?;
+    let total = state.store.count_logs(filter).await.map_err(store_error)?;
     let mut entries = state
         .store
-        .query_logs(&filter, limit + 1, offset)
+        .query_logs(filter, limit + 1, offset)
         .await
         .map_err(store_error)?;
     let more = entries.len() > limit as usize;
     entries.truncate(limit as usize);
+    Ok((entries, total, more))
+}
+
+/// `GET /admin/logs`
+pub async fn logs(
+    _: Admin,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, GatewayError> {
+    let (filter, limit, offset) = log_query(&req)?;
+    let (entries, total, more) = log_page(&state, &filter, limit, offset).await?;
     Ok(json(&LogPage {
         entries,
         total,
@@ -127,13 +145,11 @@ pub async fn logs(
     }))
 }
 
-/// `GET /admin/logs/{logId}`
-pub async fn log(
-    _: Admin,
-    path: web::Path<String>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, GatewayError> {
-    let log_id = path_uuid(&path, "logId")?;
+/// Everything recorded under one Log ID, or 404.
+pub(crate) async fn log_detail(
+    state: &AppState,
+    log_id: uuid::Uuid,
+) -> Result<LogDetail, GatewayError> {
     state.log.flush().await;
     let mut records = state
         .store
@@ -166,26 +182,32 @@ pub async fn log(
                 .into(),
         ));
     }
-    let views = job_views(&state, jobs).await?;
+    let views = job_views(state, jobs).await?;
     let (requests, attempts) = records
         .into_iter()
         .partition(|r| r.kind == RecordKind::Request);
-    Ok(json(&LogDetail {
+    Ok(LogDetail {
         log_id,
         requests,
         attempts,
         jobs: views,
-    }))
+    })
 }
 
-/// `GET /admin/jobs`
-pub async fn jobs(
+/// `GET /admin/logs/{logId}`
+pub async fn log(
     _: Admin,
-    req: HttpRequest,
+    path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, GatewayError> {
+    let log_id = path_uuid(&path, "logId")?;
+    Ok(json(&log_detail(&state, log_id).await?))
+}
+
+/// The jobs' filters and page from a query string (the names `GET /admin/jobs` documents).
+pub(crate) fn job_query(req: &HttpRequest) -> Result<(JobFilter, u32, u64), GatewayError> {
     let mut p = Params::parse(
-        &req,
+        req,
         &[
             &["state"],
             &["source"],
@@ -209,14 +231,34 @@ pub async fn jobs(
     };
     let (limit, offset) = p.page();
     p.finish()?;
+    Ok((filter, limit, offset))
+}
+
+/// One page of jobs, newest first, and whether there is a next page.
+pub(crate) async fn jobs_page(
+    state: &AppState,
+    filter: &JobFilter,
+    limit: u32,
+    offset: u64,
+) -> Result<(Vec<JobView>, bool), GatewayError> {
     let mut found = state
         .store
-        .list_jobs(&filter, limit + 1, offset)
+        .list_jobs(filter, limit + 1, offset)
         .await
         .map_err(store_error)?;
     let more = found.len() > limit as usize;
     found.truncate(limit as usize);
-    let jobs = job_views(&state, found).await?;
+    Ok((job_views(state, found).await?, more))
+}
+
+/// `GET /admin/jobs`
+pub async fn jobs(
+    _: Admin,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, GatewayError> {
+    let (filter, limit, offset) = job_query(&req)?;
+    let (jobs, more) = jobs_page(&state, &filter, limit, offset).await?;
     Ok(json(&JobPage {
         jobs,
         limit,
@@ -225,13 +267,11 @@ pub async fn jobs(
     }))
 }
 
-/// `GET /admin/jobs/{jobId}`
-pub async fn job(
-    _: Admin,
-    path: web::Path<String>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, GatewayError> {
-    let job_id = path_uuid(&path, "jobId")?;
+/// One job with its kick-off attempts and latest EHR calls, and the job as stored; or 404.
+pub(crate) async fn job_detail(
+    state: &AppState,
+    job_id: uuid::Uuid,
+) -> Result<(JobDetail, crate::store::Job), GatewayError> {
     let job = state
         .store
         .get(job_id)
@@ -260,12 +300,23 @@ pub async fn job(
         )
         .await
         .map_err(store_error)?;
-    Ok(json(&JobDetail {
-        job: job_views(&state, vec![job])
+    let detail = JobDetail {
+        job: job_views(state, vec![job.clone()])
             .await?
             .pop()
             .ok_or_else(|| GatewayError::Internal("job view lost".into()))?,
         kickoff_attempts,
         upstream_calls,
-    }))
+    };
+    Ok((detail, job))
+}
+
+/// `GET /admin/jobs/{jobId}`
+pub async fn job(
+    _: Admin,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, GatewayError> {
+    let job_id = path_uuid(&path, "jobId")?;
+    Ok(json(&job_detail(&state, job_id).await?.0))
 }

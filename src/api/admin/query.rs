@@ -80,8 +80,15 @@ impl Params {
             "an RFC 3339 date-time such as 2026-11-23T10:00:00Z",
             |s| {
                 DateTime::parse_from_rfc3339(s)
-                    .ok()
                     .map(|d| d.with_timezone(&Utc))
+                    .ok()
+                    // A browser's `datetime-local` (no zone) is read as UTC.
+                    .or_else(|| {
+                        ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"]
+                            .iter()
+                            .find_map(|f| chrono::NaiveDateTime::parse_from_str(s, f).ok())
+                            .map(|n| n.and_utc())
+                    })
             },
         )
     }

@@ -475,6 +475,17 @@ impl AssertionStore for PostgresStore {
         .await?;
         Ok(inserted.rows_affected() == 1)
     }
+
+    async fn jti_used(&self, source_key: &str, jti: &str) -> Result<bool, StoreError> {
+        let found: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM assertion_jtis WHERE source_key = $1 AND jti = $2 AND expires_at >= now()",
+        )
+        .bind(source_key)
+        .bind(jti)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(found.is_some())
+    }
 }
 
 #[async_trait]

@@ -736,6 +736,18 @@ impl AssertionStore for SqliteStore {
             ))),
         }
     }
+
+    async fn jti_used(&self, source_key: &str, jti: &str) -> Result<bool, StoreError> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM assertion_jtis WHERE source_key = ?1 AND jti = ?2 AND expires_at >= ?3",
+        )
+        .bind(source_key)
+        .bind(jti)
+        .bind(ts(Utc::now()))
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(found.is_some())
+    }
 }
 
 #[async_trait]

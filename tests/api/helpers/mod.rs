@@ -2,10 +2,12 @@
 
 mod admin;
 mod binary;
+mod dashboard;
 mod export;
 mod tokens;
 pub use admin::*;
 pub use binary::*;
+pub use dashboard::*;
 pub use export::*;
 pub use tokens::*;
 
