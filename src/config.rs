@@ -91,7 +91,8 @@ pub struct WorkerSettings {
     #[serde(default = "default_claim_ttl")]
     #[validate(range(min = 1, max = 86_400))]
     pub claim_ttl_secs: u64,
-    /// Jobs claimed per look.
+    /// Jobs claimed per look. A look that finds a full batch looks again at once (the poller drains a
+    /// backlog at the speed the EHRs answer, `concurrency` polls in flight), else it waits `tick_secs`.
     #[serde(default = "default_batch")]
     #[validate(range(min = 1, max = 1000))]
     pub batch: u32,
@@ -520,7 +521,7 @@ fn default_claim_ttl() -> u64 {
     60
 }
 fn default_batch() -> u32 {
-    16
+    128
 }
 fn default_max_backoff() -> u64 {
     600

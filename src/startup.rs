@@ -53,7 +53,6 @@ impl Application {
         }
         let limits = crate::auth::RateLimits::new(&settings);
         let issuer = crate::auth::issuer::TokenIssuer::new(&settings, &http)?;
-        crate::observe::msglog::prune_now(store.as_ref(), settings.log.retention_days).await;
         mark_unknown_kickoffs(store.as_ref(), &settings).await;
         let links = crate::service::attachments::LinkSealer::from_store(store.as_ref()).await?;
         let sessions = crate::ui::session::SessionKeys::from_store(store.as_ref()).await?;
@@ -530,6 +529,7 @@ where
                     duration_ms: latency_ms,
                     job_id: fields.job_id,
                     upstream_request_id: None,
+                    seq: 0,
                 });
                 for call in fields.upstream {
                     state.log.record(call);

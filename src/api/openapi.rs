@@ -579,6 +579,11 @@ fn admin_paths(paths: &mut Map<String, Value>) {
             "request (default): partner requests; upstream: calls to EHRs; all.",
             json!({ "type": "string", "enum": ["request", "upstream", "all"] }),
         ),
+        query(
+            "cursor",
+            "Where the page starts: the cursor in the previous page's `next` link (keyset paging; `offset` also works but reads every record it skips).",
+            json!({ "type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,9})?Z_[0-9]{1,18}$" }),
+        ),
     ];
     log_params.extend(page());
     let ok = |schema: &str, why: &str| json!({ "description": why, "content": { "application/json": { "schema": schema_ref(schema) } } });

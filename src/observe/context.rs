@@ -181,6 +181,7 @@ pub fn push_upstream(call: &UpstreamCall<'_>) {
             duration_ms: call.duration.as_secs_f64() * 1000.0,
             job_id: f.job_id,
             upstream_request_id: call.request_id.clone(),
+            seq: 0,
         };
         f.upstream.push(record);
     });

@@ -65,13 +65,44 @@ impl MessageLog {
     }
 }
 
-/// Deletes records older than `retention_days`; the gateway calls it once at start.
-pub async fn prune_now(store: &dyn MessageLogStore, retention_days: u32) {
+/// Records deleted per transaction when pruning: a few milliseconds of the store's time, so kick-offs
+/// and the log's own writes go on between them.
+const PRUNE_CHUNK: u32 = 5_000;
+
+/// Deletes records older than `retention_days`, [`PRUNE_CHUNK`] at a time (each its own short
+/// transaction); how many went.
+pub async fn prune_now(store: &dyn MessageLogStore, retention_days: u32) -> u64 {
     let cutoff = Utc::now() - chrono::Duration::days(i64::from(retention_days.max(1)));
-    match store.prune_logs(cutoff).await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(message = "Pruned old message log records.", records = n),
-        Err(e) => tracing::warn!(message = "Message log pruning failed.", error = %e),
+    let mut total = 0;
+    loop {
+        match store.prune_logs(cutoff, PRUNE_CHUNK).await {
+            Ok(n) => {
+                total += n;
+                if n < u64::from(PRUNE_CHUNK) {
+                    break;
+                }
+                // Let the writes queued meanwhile go first.
+                tokio::task::yield_now().await;
+            }
+            Err(e) => {
+                tracing::warn!(message = "Message log pruning failed.", error = %e);
+                break;
+            }
+        }
+    }
+    if total > 0 {
+        tracing::info!(message = "Pruned old message log records.", records = total);
+    }
+    total
+}
+
+/// Prunes at start, then every [`PRUNE_EVERY`], beside the writer (never in its way).
+async fn pruner(store: Arc<dyn MessageLogStore>, retention_days: u32) {
+    let mut prune = tokio::time::interval(PRUNE_EVERY);
+    prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        prune.tick().await;
+        prune_now(store.as_ref(), retention_days).await;
     }
 }
 
@@ -81,41 +112,31 @@ async fn writer(
     mut rx: mpsc::Receiver<Msg>,
     retention_days: u32,
 ) {
-    // The gateway prunes once at start (see `prune_now`), then hourly.
-    let mut prune =
-        tokio::time::interval_at(tokio::time::Instant::now() + PRUNE_EVERY, PRUNE_EVERY);
-    prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let pruning = tokio::spawn(pruner(store.clone(), retention_days));
     let mut batch = Vec::with_capacity(BATCH);
     let mut records = Vec::with_capacity(BATCH);
-    loop {
-        tokio::select! {
-            n = rx.recv_many(&mut batch, BATCH) => {
-                if n == 0 {
-                    break;
-                }
-                let mut waiting = Vec::new();
-                for msg in batch.drain(..) {
-                    match msg {
-                        Msg::Record(r) => records.push(*r),
-                        Msg::Flush(done) => waiting.push(done),
-                    }
-                }
-                if !records.is_empty() {
-                    let n = records.len() as u64;
-                    match store.append_log(&records).await {
-                        Ok(()) => metrics.log_records("written", n),
-                        Err(e) => {
-                            metrics.log_records("dropped", n);
-                            tracing::warn!(message = "Message log records could not be written.", records = n, error = %e);
-                        }
-                    }
-                    records.clear();
-                }
-                for done in waiting {
-                    let _ = done.send(());
+    while rx.recv_many(&mut batch, BATCH).await > 0 {
+        let mut waiting = Vec::new();
+        for msg in batch.drain(..) {
+            match msg {
+                Msg::Record(r) => records.push(*r),
+                Msg::Flush(done) => waiting.push(done),
+            }
+        }
+        if !records.is_empty() {
+            let n = records.len() as u64;
+            match store.append_log(&records).await {
+                Ok(()) => metrics.log_records("written", n),
+                Err(e) => {
+                    metrics.log_records("dropped", n);
+                    tracing::warn!(message = "Message log records could not be written.", records = n, error = %e);
                 }
             }
-            _ = prune.tick() => prune_now(store.as_ref(), retention_days).await,
+            records.clear();
+        }
+        for done in waiting {
+            let _ = done.send(());
         }
     }
+    pruning.abort();
 }

@@ -290,8 +290,17 @@ impl Poller {
             if *shutdown.borrow() {
                 break;
             }
-            if let Err(e) = self.tick().await {
-                tracing::warn!(message = "Poller tick failed.", error = %e);
+            let full = match self.tick().await {
+                Ok(handled) => handled >= self.state.settings.worker.batch as usize,
+                Err(e) => {
+                    tracing::warn!(message = "Poller tick failed.", error = %e);
+                    false
+                }
+            };
+            // A full batch means more are due: look again at once (after letting others run).
+            if full {
+                tokio::task::yield_now().await;
+                continue;
             }
             tokio::select! {
                 _ = shutdown.changed() => {}

@@ -89,6 +89,13 @@ where
         qb.push(" AND job_id = ");
         DB::bind_uuid(qb, job_id);
     }
+    if let Some(c) = f.before {
+        qb.push(" AND (at < ");
+        DB::bind_time(qb, c.time);
+        qb.push(" OR (at = ");
+        DB::bind_time(qb, c.time);
+        qb.push(" AND seq < ").push_bind(c.seq).push("))");
+    }
 }
 
 /// `WHERE …` for jobs.

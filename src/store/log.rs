@@ -53,6 +53,10 @@ pub struct LogRecord {
     /// For an upstream call: the EHR's own id for it (Oracle Health's `opc-request-id`, or the header
     /// the vendor profile names), to quote to the vendor's support.
     pub upstream_request_id: Option<String>,
+    /// Where the record sits in the store (0 until written): with `time`, the admin API's paging
+    /// cursor. Not shown.
+    #[serde(skip)]
+    pub seq: i64,
 }
 
 /// What `GET /admin/logs` filters on; every field optional, all given must match.
@@ -71,4 +75,41 @@ pub struct LogFilter {
     pub until: Option<DateTime<Utc>>,
     pub log_id: Option<Uuid>,
     pub job_id: Option<Uuid>,
+    /// Keyset paging: only records after this one in the log's order (newest first).
+    pub before: Option<LogCursor>,
+}
+
+/// A place in the message log (newest first): the last record of a page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogCursor {
+    pub time: DateTime<Utc>,
+    pub seq: i64,
+}
+
+impl LogCursor {
+    /// The cursor after `record`.
+    pub fn after(record: &LogRecord) -> LogCursor {
+        LogCursor {
+            time: record.time,
+            seq: record.seq,
+        }
+    }
+
+    /// `2026-11-23T10:00:00.000000Z_12345`, as the `next` links carry it.
+    pub fn encode(&self) -> String {
+        format!(
+            "{}_{}",
+            self.time
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            self.seq
+        )
+    }
+
+    pub fn parse(s: &str) -> Option<LogCursor> {
+        let (time, seq) = s.rsplit_once('_')?;
+        Some(LogCursor {
+            time: DateTime::parse_from_rfc3339(time).ok()?.with_timezone(&Utc),
+            seq: seq.parse().ok().filter(|n: &i64| *n >= 0)?,
+        })
+    }
 }

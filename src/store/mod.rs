@@ -9,7 +9,7 @@ mod log;
 mod rows;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-pub use log::{LogFilter, LogRecord, RecordKind};
+pub use log::{LogCursor, LogFilter, LogRecord, RecordKind};
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
@@ -315,10 +315,13 @@ pub trait MessageLogStore: Send + Sync + std::fmt::Debug {
         limit: u32,
         offset: u64,
     ) -> Result<Vec<LogRecord>, StoreError>;
-    /// How many message log records match `filter`.
-    async fn count_logs(&self, filter: &LogFilter) -> Result<u64, StoreError>;
-    /// Deletes message log records older than `before`; how many went.
-    async fn prune_logs(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+    /// How many message log records match `filter`, counting no further than `cap` (so a count over
+    /// millions of records costs what `cap` rows do).
+    async fn count_logs(&self, filter: &LogFilter, cap: u64) -> Result<u64, StoreError>;
+    /// Deletes at most `limit` of the message log records older than `before`, oldest first, in one
+    /// short transaction; how many went. The pruner calls it until fewer than `limit` go, so pruning
+    /// millions of records never holds the store's writes for long.
+    async fn prune_logs(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError>;
 }
 
 /// Client-assertion ids already used at `/auth/token`, shared by every replica.

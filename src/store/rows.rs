@@ -79,6 +79,7 @@ pub(crate) fn log_record<R: ReadRow>(r: &R) -> Result<LogRecord, StoreError> {
         duration_ms: r.float("duration_ms")?,
         job_id: r.uuid("job_id")?,
         upstream_request_id: r.text("upstream_request_id")?,
+        seq: r.int("seq")?.unwrap_or(0),
     })
 }
 

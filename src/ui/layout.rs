@@ -122,6 +122,34 @@ pub fn millis(ms: f64) -> String {
     }
 }
 
+/// Keyset paging for the message log: "Newest" back to the first page when this is a later one, and
+/// "Older" to the page after `next` (a cursor), keeping the rest of `query`.
+pub fn cursor_pager(path: &str, query: &str, paged: bool, next: Option<String>) -> Markup {
+    let link = |cursor: Option<&str>| {
+        let mut out = url::form_urlencoded::Serializer::new(String::new());
+        for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            if name != "offset" && name != "cursor" {
+                out.append_pair(&name, &value);
+            }
+        }
+        if let Some(c) = cursor {
+            out.append_pair("cursor", c);
+        }
+        let q = out.finish();
+        if q.is_empty() {
+            path.to_owned()
+        } else {
+            format!("{path}?{q}")
+        }
+    };
+    html! {
+        nav.pager {
+            @if paged { a rel="first" href=(link(None)) { "← Newest" } }
+            @if let Some(next) = &next { a rel="next" href=(link(Some(next))) { "Older →" } }
+        }
+    }
+}
+
 /// "Newer" and "older" links for a page at `offset` of `limit` rows, keeping the rest of `query`.
 pub fn pager(path: &str, query: &str, limit: u32, offset: u64, more: bool) -> Markup {
     let link = |offset: u64| {

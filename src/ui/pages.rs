@@ -311,14 +311,19 @@ pub async fn messages(
         ),
         Err(e) => return Err(ui_error(e)),
         Ok((filter, limit, offset)) => {
-            let (entries, total, more) = log_page(&state, &filter, limit, offset)
+            let page = log_page(&state, &filter, limit, offset)
                 .await
                 .map_err(ui_error)?;
+            let (entries, total) = (page.entries, page.total);
+            let paged = filter.before.is_some() || offset > 0;
             (
                 StatusCode::OK,
                 html! {
                     (log_filters(&query))
-                    p.count { (total) " record" @if total != 1 { "s" } " match." }
+                    p.count {
+                        @if page.capped { "More than " (total) " records match." }
+                        @else { (total) " record" @if total != 1 { "s" } " match." }
+                    }
                     @if entries.is_empty() {
                         p.empty { "Nothing recorded matches these filters." }
                     } @else {
@@ -346,7 +351,7 @@ pub async fn messages(
                             }
                         }
                     }
-                    (pager("/admin/ui/messages", req.query_string(), limit, offset, more))
+                    (layout::cursor_pager("/admin/ui/messages", req.query_string(), paged, page.next.map(|c| c.encode())))
                 },
             )
         }

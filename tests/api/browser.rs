@@ -206,6 +206,7 @@ fn a_day_of_ehr_calls() -> Vec<fhirgate::store::LogRecord> {
                 duration_ms: 40.0 + f64::from(i % 7) * 9.0 + if busy { 60.0 } else { 0.0 },
                 job_id: None,
                 upstream_request_id: None,
+                seq: 0,
             });
         }
     }

@@ -64,6 +64,7 @@ fn hostile_record(text: &str) -> fhirgate::store::LogRecord {
         duration_ms: 1.0,
         job_id: None,
         upstream_request_id: Some(text.into()),
+        seq: 0,
     }
 }
 
@@ -454,20 +455,27 @@ async fn the_message_log_pages_through_records() {
     let mut browser = Dashboard::signed_in(&app).await;
     let first = browser.get("/admin/ui/messages?limit=5").await;
     assert_eq!(first.body.matches("<tr>").count(), 1 + 5);
+    assert!(first.body.contains("7 records match."));
+    assert!(!first.body.contains("rel=\"first\""), "already the newest");
+    let marker = "rel=\"next\" href=\"";
+    let start = first.body.find(marker).expect("an older page") + marker.len();
+    let older =
+        first.body[start..first.body[start..].find('"').unwrap() + start].replace("&amp;", "&");
     assert!(
-        first
-            .body
-            .contains("href=\"/admin/ui/messages?limit=5&amp;offset=5\""),
-        "{}",
-        first.body
+        older.starts_with("/admin/ui/messages?limit=5&cursor="),
+        "{older}"
     );
-    assert!(!first.body.contains("rel=\"prev\""));
-    let second = browser.get("/admin/ui/messages?limit=5&offset=5").await;
+    let second = browser.get(&older).await;
+    assert_eq!(second.status, 200);
     assert_eq!(second.body.matches("<tr>").count(), 1 + 2);
+    assert!(
+        second.body.contains("7 records match."),
+        "the count is of every page"
+    );
     assert!(
         second
             .body
-            .contains("rel=\"prev\" href=\"/admin/ui/messages?limit=5\""),
+            .contains("rel=\"first\" href=\"/admin/ui/messages?limit=5\""),
         "{}",
         second.body
     );

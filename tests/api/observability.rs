@@ -186,8 +186,14 @@ async fn log_filters_and_paging_find_what_was_asked_for() {
     let (_, first) = admin_get(&app, "/admin/logs?limit=2").await;
     assert_eq!(count(&first), 2);
     assert_eq!(first["total"], 5, "the total counts every page");
+    assert_eq!(first["totalCapped"], false);
     let next = first["next"].as_str().expect("a next page").to_owned();
+    assert!(
+        next.starts_with("/admin/logs?limit=2&cursor="),
+        "keyset paging: {next}"
+    );
     let (_, second) = admin_get(&app, &next).await;
+    assert_eq!(second["total"], 5, "the total counts every page");
     assert_eq!(count(&second), 2);
     let (_, third) = admin_get(&app, second["next"].as_str().unwrap()).await;
     assert_eq!(count(&third), 1);
@@ -336,13 +342,27 @@ async fn message_log_records_older_than_the_retention_are_pruned_by_the_gateway(
         duration_ms: 1.0,
         job_id: None,
         upstream_request_id: None,
+        seq: 0,
     };
+    let many: Vec<_> = (0..10_050).map(|_| record(2)).collect();
+    app.state().store.append_log(&many).await.unwrap();
+    let (_, capped) = admin_get(&app, "/admin/logs?limit=1").await;
+    assert_eq!(capped["total"], 10_000, "counted no further than 10,000");
+    assert_eq!(capped["totalCapped"], true);
+    let (_, bad_cursor) = admin_get(&app, "/admin/logs?cursor=yesterday").await;
+    assert_eq!(bad_cursor["issue"][0]["expression"][0], "cursor");
+    app.state()
+        .store
+        .prune_logs(chrono::Utc::now(), 100_000)
+        .await
+        .unwrap();
+
     let batch: Vec<_> = (0..1_234).map(|_| record(1)).collect();
     app.state().store.append_log(&batch).await.unwrap();
     let written = app
         .state()
         .store
-        .count_logs(&fhirgate::store::LogFilter::default())
+        .count_logs(&fhirgate::store::LogFilter::default(), 1_000_000)
         .await
         .unwrap();
     assert_eq!(
@@ -362,14 +382,23 @@ async fn message_log_records_older_than_the_retention_are_pruned_by_the_gateway(
     .await;
     assert_eq!(page["total"], 1_236);
 
-    // Pruning runs when the gateway starts and hourly after; [log] retention_days = 30 by default.
+    // More past the retention than one pruning transaction takes (5,000 records each).
+    let old_batch: Vec<_> = (0..12_000).map(|_| record(40)).collect();
+    app.state().store.append_log(&old_batch).await.unwrap();
+
+    // Pruning runs beside the writer when the gateway starts and hourly after, in short
+    // transactions; [log] retention_days = 30 by default.
     let settings = app.settings.clone();
     let app = app.with_settings(settings).await;
-    let (_, page) = admin_get(&app, "/admin/logs?limit=1").await;
-    assert_eq!(
-        page["total"], 1_235,
-        "only the record past the retention went"
-    );
+    let mut total = Value::Null;
+    for _ in 0..100 {
+        total = admin_get(&app, "/admin/logs?limit=1").await.1["total"].clone();
+        if total == 1_235 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(total, 1_235, "only the records past the retention went");
     let (_, gone) = admin_get(&app, &format!("/admin/logs?logId={}", old.log_id)).await;
     assert_eq!(gone["total"], 0);
     let (_, kept) = admin_get(&app, &format!("/admin/logs?logId={}", recent.log_id)).await;

@@ -10,7 +10,7 @@ use crate::error::GatewayError;
 use crate::state::AppState;
 use crate::store::{JobFilter, JobState, LogFilter, RecordKind, StoreError};
 use actix_web::{HttpRequest, HttpResponse, web};
-use query::{MAX_LIMIT, Params, next_link, path_uuid};
+use query::{MAX_LIMIT, Params, cursor_link, next_link, path_uuid};
 use serde::Serialize;
 use views::{AttemptView, JobDetail, JobPage, JobView, LogDetail, LogPage};
 
@@ -59,6 +59,7 @@ pub(crate) fn log_query(req: &HttpRequest) -> Result<(LogFilter, u32, u64), Gate
             &["kind"],
             &["limit", "_count", "count"],
             &["offset"],
+            &["cursor"],
         ],
     );
     let kind = p
@@ -79,6 +80,11 @@ pub(crate) fn log_query(req: &HttpRequest) -> Result<(LogFilter, u32, u64), Gate
         until: p.time("until"),
         log_id: p.uuid("logId"),
         job_id: p.uuid("jobId"),
+        before: p.parsed(
+            "cursor",
+            "a cursor from a page's next link",
+            crate::store::LogCursor::parse,
+        ),
     };
     // `status` is a class (4xx) or one status (404).
     if let Some((class, exact)) = p.parsed(
@@ -108,16 +114,39 @@ pub(crate) fn log_query(req: &HttpRequest) -> Result<(LogFilter, u32, u64), Gate
     Ok((filter, limit, offset))
 }
 
-/// One page of the message log, newest first: the records, how many match in all, and whether
-/// there is a next page.
+/// Records counted for a page's `total`; past it the page says `totalCapped` (a count over millions
+/// of records would cost more than the page).
+pub(crate) const COUNT_CAP: u64 = 10_000;
+
+/// One page of the message log, newest first.
+pub(crate) struct LogPageData {
+    pub entries: Vec<crate::store::LogRecord>,
+    /// Records matching the filters (all pages), up to [`COUNT_CAP`].
+    pub total: u64,
+    /// More than [`COUNT_CAP`] match.
+    pub capped: bool,
+    /// Where the next page starts, when there is one.
+    pub next: Option<crate::store::LogCursor>,
+}
+
+/// One page of the message log, newest first: the records, how many match in all (up to
+/// [`COUNT_CAP`]), and where the next page starts.
 pub(crate) async fn log_page(
     state: &AppState,
     filter: &LogFilter,
     limit: u32,
     offset: u64,
-) -> Result<(Vec<crate::store::LogRecord>, u64, bool), GatewayError> {
+) -> Result<LogPageData, GatewayError> {
     state.log.flush().await;
-    let total = state.store.count_logs(filter).await.map_err(store_error)?;
+    let all_pages = LogFilter {
+        before: None,
+        ..filter.clone()
+    };
+    let counted = state
+        .store
+        .count_logs(&all_pages, COUNT_CAP + 1)
+        .await
+        .map_err(store_error)?;
     let mut entries = state
         .store
         .query_logs(filter, limit + 1, offset)
@@ -125,7 +154,15 @@ pub(crate) async fn log_page(
         .map_err(store_error)?;
     let more = entries.len() > limit as usize;
     entries.truncate(limit as usize);
-    Ok((entries, total, more))
+    let next = more
+        .then(|| entries.last().map(crate::store::LogCursor::after))
+        .flatten();
+    Ok(LogPageData {
+        entries,
+        total: counted.min(COUNT_CAP),
+        capped: counted > COUNT_CAP,
+        next,
+    })
 }
 
 /// `GET /admin/logs`
@@ -135,13 +172,14 @@ pub async fn logs(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, GatewayError> {
     let (filter, limit, offset) = log_query(&req)?;
-    let (entries, total, more) = log_page(&state, &filter, limit, offset).await?;
+    let page = log_page(&state, &filter, limit, offset).await?;
     Ok(json(&LogPage {
-        entries,
-        total,
+        entries: page.entries,
+        total: page.total,
+        total_capped: page.capped,
         limit,
         offset,
-        next: next_link(&req, limit, offset, more),
+        next: page.next.map(|c| cursor_link(&req, &c.encode())),
     }))
 }
 

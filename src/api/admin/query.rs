@@ -129,6 +129,18 @@ pub(super) fn path_uuid(raw: &str, name: &str) -> Result<Uuid, GatewayError> {
     })
 }
 
+/// The link to the page after `cursor`: the same query without `offset`, with `cursor`.
+pub(crate) fn cursor_link(req: &HttpRequest, cursor: &str) -> String {
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    for (name, value) in url::form_urlencoded::parse(req.query_string().as_bytes()) {
+        if name != "offset" && name != "cursor" {
+            query.append_pair(&name, &value);
+        }
+    }
+    query.append_pair("cursor", cursor);
+    format!("{}?{}", req.path(), query.finish())
+}
+
 /// The link to the next page, when there is one: the same query with `offset` moved on.
 pub(super) fn next_link(req: &HttpRequest, limit: u32, offset: u64, more: bool) -> Option<String> {
     more.then(|| {

@@ -12,11 +12,14 @@ use uuid::Uuid;
 #[serde(rename_all = "camelCase")]
 pub struct LogPage {
     pub entries: Vec<LogRecord>,
-    /// Records matching the filters, on every page.
+    /// Records matching the filters, on every page; counted up to 10,000.
     pub total: u64,
+    /// More than 10,000 records match (`total` says 10,000).
+    pub total_capped: bool,
     pub limit: u32,
     pub offset: u64,
-    /// The next page's path and query; absent on the last page.
+    /// The next page's path and query (a `cursor` after this page's last record); absent on the
+    /// last page.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
 }

@@ -437,18 +437,26 @@ impl MessageLogStore for PostgresStore {
         rows.iter().map(super::rows::log_record).collect()
     }
 
-    async fn count_logs(&self, filter: &LogFilter) -> Result<u64, StoreError> {
-        let mut qb = QueryBuilder::<Postgres>::new("SELECT COUNT(*) FROM message_log");
+    async fn count_logs(&self, filter: &LogFilter, cap: u64) -> Result<u64, StoreError> {
+        let mut qb =
+            QueryBuilder::<Postgres>::new("SELECT COUNT(*) FROM (SELECT 1 FROM message_log");
         push_log_filter(&mut qb, filter);
+        qb.push(" LIMIT ")
+            .push_bind(i64::try_from(cap).unwrap_or(i64::MAX))
+            .push(") AS capped");
         let n: i64 = qb.build_query_scalar().fetch_one(&self.pool).await?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
-    async fn prune_logs(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
-        let gone = sqlx::query("DELETE FROM message_log WHERE at < $1")
-            .bind(before)
-            .execute(&self.pool)
-            .await?;
+    async fn prune_logs(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
+        let gone = sqlx::query(
+            "DELETE FROM message_log WHERE seq IN
+                (SELECT seq FROM message_log WHERE at < $1 ORDER BY at LIMIT $2)",
+        )
+        .bind(before)
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await?;
         Ok(gone.rows_affected())
     }
 }

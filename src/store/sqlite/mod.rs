@@ -48,7 +48,7 @@ enum Op {
     Notify(Uuid, NotifyUpdate),
     UseJti(String, String, DateTime<Utc>),
     AppendLog(Vec<LogRecord>),
-    PruneLogs(DateTime<Utc>),
+    PruneLogs(DateTime<Utc>, u32),
     MarkUnknown(DateTime<Utc>),
     Secret(String, String),
 }
@@ -265,11 +265,15 @@ async fn apply(conn: &mut SqliteConnection, op: &Op) -> Result<Done, StoreError>
             }
             Done::Nothing
         }
-        Op::PruneLogs(before) => {
-            let gone = sqlx::query("DELETE FROM message_log WHERE at < ?1")
-                .bind(ts(*before))
-                .execute(&mut *conn)
-                .await?;
+        Op::PruneLogs(before, limit) => {
+            let gone = sqlx::query(
+                "DELETE FROM message_log WHERE seq IN
+                    (SELECT seq FROM message_log WHERE at < ?1 ORDER BY at LIMIT ?2)",
+            )
+            .bind(ts(*before))
+            .bind(i64::from(*limit))
+            .execute(&mut *conn)
+            .await?;
             Done::Count(gone.rows_affected())
         }
         Op::Notify(job, update) => {
@@ -697,15 +701,18 @@ impl MessageLogStore for SqliteStore {
         rows.iter().map(super::rows::log_record).collect()
     }
 
-    async fn count_logs(&self, filter: &LogFilter) -> Result<u64, StoreError> {
-        let mut qb = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM message_log");
+    async fn count_logs(&self, filter: &LogFilter, cap: u64) -> Result<u64, StoreError> {
+        let mut qb = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM (SELECT 1 FROM message_log");
         push_log_filter(&mut qb, filter);
+        qb.push(" LIMIT ")
+            .push_bind(i64::try_from(cap).unwrap_or(i64::MAX))
+            .push(") AS capped");
         let n: i64 = qb.build_query_scalar().fetch_one(&self.reader).await?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
-    async fn prune_logs(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
-        match self.write(Op::PruneLogs(before)).await? {
+    async fn prune_logs(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
+        match self.write(Op::PruneLogs(before, limit)).await? {
             Done::Count(n) => Ok(n),
             other => Err(StoreError::Corrupt(format!(
                 "unexpected writer answer {other:?}"
