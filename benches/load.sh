@@ -88,8 +88,8 @@ enabled = $3
 slug = "load"
 name = "Fake upstream"
 vendor = "bulk-data"
-discover = false
 [destinations.environments.Production]
+discover = false
 base_url = "http://127.0.0.1:$UPSTREAM_PORT/fhir"
 allow_private_addresses = true
 TOML

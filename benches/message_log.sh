@@ -54,8 +54,8 @@ api_key_sha256 = "$(printf %s "$ADMIN_KEY" | sha256sum | cut -d' ' -f1)"
 slug = "load"
 name = "Fake upstream"
 vendor = "bulk-data"
-discover = false
 [destinations.environments.Production]
+discover = false
 base_url = "http://127.0.0.1:$UPSTREAM_PORT/fhir"
 allow_private_addresses = true
 TOML

@@ -6,13 +6,10 @@
 //! Reads use a pool of read-only connections. Times are fixed-width RFC 3339 UTC text, so they compare
 //! correctly as strings.
 
-use super::filters::{
-    LOG_ROWS_PER_INSERT, log_insert, push_job_filter, push_log_filter, push_page,
-};
+use super::filters::{push_job_filter, push_log_filter, push_page};
 use super::{
-    AssertionStore, AttemptOutcome, AttemptRecord, Claim, Decision, FailureCount, Job, JobFilter,
-    JobState, JobStats, JobStore, LogFilter, LogRecord, MessageLogStore, NewJob, NotifyUpdate,
-    StatusColumns, StatusUpdate, Store, StoreError,
+    AssertionStore, AttemptOutcome, AttemptRecord, Claim, Job, JobFilter, JobStats, JobStore,
+    LogFilter, LogRecord, MessageLogStore, NewJob, NotifyUpdate, StatusUpdate, Store, StoreError,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -27,46 +24,14 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-/// Most writes committed in one transaction.
-const MAX_BATCH: usize = 256;
+mod writer;
+
+use writer::{Done, Op, Write};
 
 #[derive(Debug)]
 pub struct SqliteStore {
     writer: Mutex<Option<mpsc::Sender<Write>>>,
     reader: SqlitePool,
-}
-
-/// One write, queued for the writer task.
-#[derive(Debug)]
-enum Op {
-    Claim(NewJob, Duration),
-    Finish(Uuid, Uuid, AttemptOutcome),
-    Status(Uuid, StatusUpdate, DateTime<Utc>),
-    ClaimDue(String, DateTime<Utc>, Duration, u32),
-    Release(Uuid, String),
-    ReleaseAll(String),
-    Notify(Uuid, NotifyUpdate),
-    UseJti(String, String, DateTime<Utc>),
-    AppendLog(Vec<LogRecord>),
-    PruneLogs(DateTime<Utc>, u32),
-    MarkUnknown(DateTime<Utc>),
-    Secret(String, String),
-}
-
-#[derive(Debug)]
-enum Done {
-    Claim(Claim),
-    Jobs(Vec<Job>),
-    Fresh(bool),
-    Count(u64),
-    Text(String),
-    Nothing,
-}
-
-#[derive(Debug)]
-struct Write {
-    op: Op,
-    reply: oneshot::Sender<Result<Done, StoreError>>,
 }
 
 pub(crate) fn ts(t: DateTime<Utc>) -> String {
@@ -134,13 +99,19 @@ impl SqliteStore {
             .run(&mut conn)
             .await
             .map_err(|e| StoreError::Unavailable(format!("migrations failed: {e}")))?;
+        let path = options.get_filename().to_owned();
         let reader = SqlitePoolOptions::new()
             .max_connections(max_connections.max(1))
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options.read_only(true))
             .await?;
-        let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(writer(conn, rx));
+        conn.close().await?;
+        let tx =
+            tokio::task::spawn_blocking(move || writer::connect(&path).and_then(writer::start))
+                .await
+                .map_err(|e| {
+                    StoreError::Unavailable(format!("cannot open the store writer: {e}"))
+                })??;
         Ok(SqliteStore {
             writer: Mutex::new(Some(tx)),
             reader,
@@ -161,371 +132,6 @@ impl SqliteStore {
             .map_err(|_| closed())?;
         answer.await.map_err(|_| closed())?
     }
-}
-
-/// The writer task: takes what is queued, runs it in one transaction, answers after the commit.
-async fn writer(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Write>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let mut results = Vec::with_capacity(batch.len());
-        let committed = async {
-            let mut tx = conn.begin().await?;
-            for w in &batch {
-                results.push(apply(&mut tx, &w.op).await);
-            }
-            tx.commit().await
-        }
-        .await;
-        match committed {
-            Ok(()) => {
-                for (w, result) in batch.drain(..).zip(results) {
-                    let _ = w.reply.send(result);
-                }
-            }
-            Err(e) => {
-                tracing::error!(message = "Job store commit failed.", error = %e);
-                for w in batch.drain(..) {
-                    let _ = w.reply.send(Err(StoreError::Unavailable(e.to_string())));
-                }
-            }
-        }
-    }
-    let _ = conn.close().await;
-}
-
-async fn apply(conn: &mut SqliteConnection, op: &Op) -> Result<Done, StoreError> {
-    Ok(match op {
-        Op::Claim(job, stale) => Done::Claim(claim(conn, job, *stale).await?),
-        Op::MarkUnknown(before) => Done::Count(mark_unknown(conn, None, Some(*before)).await?),
-        Op::Finish(job, attempt, outcome) => {
-            finish_attempt(conn, *job, *attempt, outcome).await?;
-            Done::Nothing
-        }
-        Op::Status(job, update, at) => {
-            record_status(conn, *job, update, *at).await?;
-            Done::Nothing
-        }
-        Op::ClaimDue(worker, at, ttl, limit) => {
-            Done::Jobs(claim_due(conn, worker, *at, *ttl, *limit).await?)
-        }
-        Op::Release(job, worker) => {
-            sqlx::query("UPDATE jobs SET claimed_by = NULL, claim_until = NULL WHERE id = ?1 AND claimed_by = ?2")
-                .bind(job.to_string())
-                .bind(worker)
-                .execute(&mut *conn)
-                .await?;
-            Done::Nothing
-        }
-        Op::ReleaseAll(worker) => {
-            sqlx::query(
-                "UPDATE jobs SET claimed_by = NULL, claim_until = NULL WHERE claimed_by = ?1",
-            )
-            .bind(worker)
-            .execute(&mut *conn)
-            .await?;
-            Done::Nothing
-        }
-        Op::UseJti(source, jti, expires_at) => {
-            sqlx::query("DELETE FROM assertion_jtis WHERE expires_at < ?1")
-                .bind(ts(Utc::now()))
-                .execute(&mut *conn)
-                .await?;
-            let inserted = sqlx::query(
-                "INSERT INTO assertion_jtis (source_key, jti, expires_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (source_key, jti) DO NOTHING",
-            )
-            .bind(source)
-            .bind(jti)
-            .bind(ts(*expires_at))
-            .execute(&mut *conn)
-            .await?;
-            Done::Fresh(inserted.rows_affected() == 1)
-        }
-        Op::Secret(name, fresh) => {
-            sqlx::query(
-                "INSERT INTO gateway_keys (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
-            )
-            .bind(name)
-            .bind(fresh)
-            .execute(&mut *conn)
-            .await?;
-            let value: String =
-                sqlx::query_scalar("SELECT value FROM gateway_keys WHERE name = ?1")
-                    .bind(name)
-                    .fetch_one(&mut *conn)
-                    .await?;
-            Done::Text(value)
-        }
-        Op::AppendLog(records) => {
-            for chunk in records.chunks(LOG_ROWS_PER_INSERT) {
-                log_insert::<Sqlite>(chunk)
-                    .build()
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            Done::Nothing
-        }
-        Op::PruneLogs(before, limit) => {
-            let gone = sqlx::query(
-                "DELETE FROM message_log WHERE seq IN
-                    (SELECT seq FROM message_log WHERE at < ?1 ORDER BY at LIMIT ?2)",
-            )
-            .bind(ts(*before))
-            .bind(i64::from(*limit))
-            .execute(&mut *conn)
-            .await?;
-            Done::Count(gone.rows_affected())
-        }
-        Op::Notify(job, update) => {
-            let (state, next) = match update {
-                NotifyUpdate::Sent => ("sent", None),
-                NotifyUpdate::RetryAt(t) => ("pending", Some(ts(*t))),
-                NotifyUpdate::GaveUp => ("failed", None),
-            };
-            sqlx::query(
-                "UPDATE jobs SET notify_state = ?1, notify_next_at = ?2, notify_attempts = notify_attempts + 1
-                 WHERE id = ?3",
-            )
-            .bind(state)
-            .bind(next)
-            .bind(job.to_string())
-            .execute(&mut *conn)
-            .await?;
-            Done::Nothing
-        }
-    })
-}
-
-async fn claim(
-    conn: &mut SqliteConnection,
-    job: &NewJob,
-    stale_after: Duration,
-) -> Result<Claim, StoreError> {
-    // Twice at most: a request whose job ended retires that row and is then inserted afresh.
-    for _ in 0..2 {
-        let now = ts(Utc::now());
-        let inserted = sqlx::query(
-            "INSERT INTO jobs (id, source_key, log_id, attempt_id, attempts, destination, environment, event_type,
-                               group_id, fingerprint, state, created_at, updated_at, request)
-             VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7, ?8, ?9, 'pending', ?10, ?10, ?11)
-             ON CONFLICT (source_key, log_id, fingerprint) DO NOTHING",
-        )
-        .bind(job.id.to_string())
-        .bind(&job.source_key)
-        .bind(job.log_id.to_string())
-        .bind(job.attempt_id.to_string())
-        .bind(&job.destination)
-        .bind(&job.environment)
-        .bind(&job.event_type)
-        .bind(&job.group_id)
-        .bind(&job.fingerprint)
-        .bind(&now)
-        .bind(&job.request)
-        .execute(&mut *conn)
-        .await?;
-        if inserted.rows_affected() == 1 {
-            return Ok(Claim::New);
-        }
-        let row = sqlx::query(
-            "SELECT * FROM jobs WHERE source_key = ?1 AND log_id = ?2 AND fingerprint = ?3",
-        )
-        .bind(&job.source_key)
-        .bind(job.log_id.to_string())
-        .bind(&job.fingerprint)
-        .fetch_optional(&mut *conn)
-        .await?;
-        let Some(existing) = row.as_ref().map(row_to_job).transpose()? else {
-            return Ok(Claim::InFlight);
-        };
-        // The writer is the only writer, but each update checks the state it read, as PostgreSQL's do.
-        match super::decide(&existing, stale_after, job.retry_unknown) {
-            Decision::Settled(claim) => return Ok(claim),
-            Decision::MarkUnknown => {
-                mark_unknown(conn, Some(existing.id), None).await?;
-                let mut job = existing;
-                job.state = JobState::KickoffUnknown;
-                return Ok(Claim::Unknown(Box::new(job)));
-            }
-            Decision::StartNewJob => {
-                sqlx::query(
-                    "UPDATE jobs SET fingerprint = fingerprint || '#ended-' || id, updated_at = ?1
-                     WHERE id = ?2 AND state = ?3",
-                )
-                .bind(&now)
-                .bind(existing.id.to_string())
-                .bind(existing.state.as_str())
-                .execute(&mut *conn)
-                .await?;
-            }
-            Decision::RetrySameJob => {
-                let updated = sqlx::query(
-                    "UPDATE jobs SET state = 'pending', attempt_id = ?1, attempts = attempts + 1, updated_at = ?2,
-                                     error_code = NULL, progress = NULL, manifest = NULL, expires = NULL,
-                                     failure = NULL, notify_state = NULL, poll_failures = 0
-                     WHERE id = ?3 AND state = ?4 AND attempt_id = ?5",
-                )
-                .bind(job.attempt_id.to_string())
-                .bind(&now)
-                .bind(existing.id.to_string())
-                .bind(existing.state.as_str())
-                .bind(existing.attempt_id.to_string())
-                .execute(&mut *conn)
-                .await?;
-                return Ok(if updated.rows_affected() == 1 {
-                    Claim::Retry {
-                        job_id: existing.id,
-                        attempt: existing.attempts + 1,
-                    }
-                } else {
-                    Claim::InFlight
-                });
-            }
-        }
-    }
-    Ok(Claim::InFlight)
-}
-
-/// Marks reservations whose outcome never arrived as `kickoff-unknown`: one job, or every one reserved
-/// before `before`. Each gets an attempt record saying so.
-async fn mark_unknown(
-    conn: &mut SqliteConnection,
-    job_id: Option<Uuid>,
-    before: Option<DateTime<Utc>>,
-) -> Result<u64, StoreError> {
-    let now = ts(Utc::now());
-    let rows = sqlx::query(
-        "UPDATE jobs SET state = 'kickoff-unknown', error_code = 'kickoff-unknown', updated_at = ?1
-         WHERE state = 'pending' AND (?2 IS NULL OR id = ?2) AND (?3 IS NULL OR updated_at < ?3)
-         RETURNING id, attempt_id, updated_at",
-    )
-    .bind(&now)
-    .bind(job_id.map(|id| id.to_string()))
-    .bind(before.map(ts))
-    .fetch_all(&mut *conn)
-    .await?;
-    for row in &rows {
-        let id: String = row.try_get("id")?;
-        let attempt: String = row.try_get("attempt_id")?;
-        sqlx::query(
-            "INSERT INTO job_attempts (job_id, attempt_id, started_at, finished_at, outcome, upstream_status, error_code)
-             VALUES (?1, ?2, ?3, ?3, 'unknown', NULL, 'kickoff-unknown')
-             ON CONFLICT (job_id, attempt_id) DO NOTHING",
-        )
-        .bind(id)
-        .bind(attempt)
-        .bind(&now)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(rows.len() as u64)
-}
-
-async fn finish_attempt(
-    conn: &mut SqliteConnection,
-    job_id: Uuid,
-    attempt_id: Uuid,
-    outcome: &AttemptOutcome,
-) -> Result<(), StoreError> {
-    let now = ts(Utc::now());
-    let (state, url, error, upstream_status) = super::attempt_columns(outcome);
-    sqlx::query(
-        "UPDATE jobs SET state = ?1, upstream_status_url = COALESCE(?2, upstream_status_url), error_code = ?3,
-                         updated_at = ?4, next_poll_at = CASE WHEN ?1 = 'accepted' THEN ?4 ELSE NULL END
-         WHERE id = ?5 AND attempt_id = ?6",
-    )
-    .bind(state)
-    .bind(url)
-    .bind(error)
-    .bind(&now)
-    .bind(job_id.to_string())
-    .bind(attempt_id.to_string())
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
-        "INSERT INTO job_attempts (job_id, attempt_id, started_at, finished_at, outcome, upstream_status, error_code)
-         VALUES (?1, ?2, ?3, ?3, ?4, ?5, ?6)
-         ON CONFLICT (job_id, attempt_id) DO UPDATE SET finished_at = ?3, outcome = ?4,
-             upstream_status = ?5, error_code = ?6",
-    )
-    .bind(job_id.to_string())
-    .bind(attempt_id.to_string())
-    .bind(&now)
-    .bind(state)
-    .bind(upstream_status.map(i64::from))
-    .bind(error)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-async fn record_status(
-    conn: &mut SqliteConnection,
-    job_id: Uuid,
-    update: &StatusUpdate,
-    at: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    let c = StatusColumns::from_update(update, at);
-    sqlx::query(
-        "UPDATE jobs SET
-            state = COALESCE(?1, state),
-            progress = COALESCE(?2, progress),
-            retry_after_secs = COALESCE(?3, retry_after_secs),
-            next_poll_at = ?4,
-            last_polled_at = ?5,
-            poll_failures = CASE WHEN ?6 THEN poll_failures + 1 ELSE 0 END,
-            manifest = COALESCE(?7, manifest),
-            expires = COALESCE(?8, expires),
-            error_code = COALESCE(?9, error_code),
-            failure = COALESCE(?12, failure),
-            notify_state = CASE WHEN ?10 THEN 'pending' ELSE notify_state END,
-            notify_next_at = CASE WHEN ?10 THEN ?5 ELSE notify_next_at END,
-            updated_at = ?5
-         WHERE id = ?11 AND state <> 'deleted'",
-    )
-    .bind(c.state)
-    .bind(c.progress)
-    .bind(c.retry_after_secs)
-    .bind(c.next_poll_at.map(ts))
-    .bind(ts(at))
-    .bind(matches!(c.failures, FailureCount::Increment))
-    .bind(c.manifest)
-    .bind(c.expires)
-    .bind(c.error_code)
-    .bind(c.notify)
-    .bind(job_id.to_string())
-    .bind(c.failure)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-async fn claim_due(
-    conn: &mut SqliteConnection,
-    worker: &str,
-    at: DateTime<Utc>,
-    ttl: Duration,
-    limit: u32,
-) -> Result<Vec<Job>, StoreError> {
-    let until = at + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
-    // One writer: this single statement is the whole claim (PostgreSQL needs SKIP LOCKED instead).
-    let rows = sqlx::query(
-        "UPDATE jobs SET claimed_by = ?1, claim_until = ?2
-         WHERE id IN (
-            SELECT id FROM jobs
-            WHERE ((state = 'accepted' AND next_poll_at <= ?3)
-                   OR (notify_state = 'pending' AND notify_next_at <= ?3))
-              AND (claim_until IS NULL OR claim_until < ?3)
-            ORDER BY COALESCE(next_poll_at, notify_next_at)
-            LIMIT ?4)
-         RETURNING *",
-    )
-    .bind(worker)
-    .bind(ts(until))
-    .bind(ts(at))
-    .bind(i64::from(limit))
-    .fetch_all(&mut *conn)
-    .await?;
-    rows.iter().map(row_to_job).collect()
 }
 
 fn expect_nothing(done: Done) -> Result<(), StoreError> {
