@@ -443,7 +443,9 @@ fn initial_log_id(req: &actix_web::dev::ServiceRequest) -> uuid::Uuid {
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| uuid::Uuid::parse_str(v.trim()).ok())
-        .unwrap_or_else(uuid::Uuid::new_v4)
+        // Time-ordered (v7), as every id the gateway mints for the store: the indexes on them then
+        // grow at one end, and a group commit writes a few pages rather than one per row.
+        .unwrap_or_else(uuid::Uuid::now_v7)
 }
 
 /// The one middleware: a span and a context per request, then metrics, the message log, the
@@ -474,7 +476,7 @@ where
         destination = tracing::field::Empty,
         environment = tracing::field::Empty,
     );
-    let ctx = RequestContext::new(initial_log_id(&req), uuid::Uuid::new_v4(), span.clone());
+    let ctx = RequestContext::new(initial_log_id(&req), uuid::Uuid::now_v7(), span.clone());
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let fut = srv.call(req);
     async move {

@@ -74,7 +74,7 @@ pub async fn act(state: &AppState, job_id: Uuid, action: Action) -> Result<Job, 
         destination = %job.destination,
         environment = %job.environment,
     );
-    let ctx = RequestContext::new(job.log_id, Uuid::new_v4(), span.clone());
+    let ctx = RequestContext::new(job.log_id, Uuid::now_v7(), span.clone());
     let result = ctx
         .clone()
         .scope(async {

@@ -144,7 +144,7 @@ impl Poller {
             destination = %job.destination,
             environment = %job.environment,
         );
-        let ctx = RequestContext::new(job.log_id, Uuid::new_v4(), span.clone());
+        let ctx = RequestContext::new(job.log_id, Uuid::now_v7(), span.clone());
         ctx.clone()
             .scope(async {
                 crate::observe::context::set_job(job.id);
