@@ -32,6 +32,10 @@ use writer::{Done, Op, Write};
 pub struct SqliteStore {
     writer: Mutex<Option<mpsc::Sender<Write>>>,
     reader: SqlitePool,
+    /// Read connections for the hot path's point reads (a job by id, on every status poll): used
+    /// on the calling thread, as a WAL reader never waits for the writer, because a hand-off to
+    /// another thread costs several times the read itself (perf, benches/load.sh).
+    points: writer::PointReaders,
 }
 
 pub(crate) fn ts(t: DateTime<Utc>) -> String {
@@ -106,15 +110,16 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await?;
         conn.close().await?;
-        let tx =
-            tokio::task::spawn_blocking(move || writer::connect(&path).and_then(writer::start))
-                .await
-                .map_err(|e| {
-                    StoreError::Unavailable(format!("cannot open the store writer: {e}"))
-                })??;
+        let tx = tokio::task::spawn_blocking({
+            let path = path.clone();
+            move || writer::connect(&path).and_then(writer::start)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("cannot open the store writer: {e}")))??;
         Ok(SqliteStore {
             writer: Mutex::new(Some(tx)),
             reader,
+            points: writer::PointReaders::new(path),
         })
     }
 
@@ -176,11 +181,10 @@ impl JobStore for SqliteStore {
     }
 
     async fn get(&self, job_id: Uuid) -> Result<Option<Job>, StoreError> {
-        let row = sqlx::query("SELECT * FROM jobs WHERE id = ?1")
-            .bind(job_id.to_string())
-            .fetch_optional(&self.reader)
-            .await?;
-        row.as_ref().map(row_to_job).transpose()
+        if self.reader.is_closed() {
+            return Err(StoreError::Unavailable("the job store is closed".into()));
+        }
+        self.points.job(job_id)
     }
 
     async fn record_status(
@@ -389,5 +393,6 @@ impl Store for SqliteStore {
             Err(poisoned) => *poisoned.into_inner() = None,
         }
         self.reader.close().await;
+        self.points.close();
     }
 }

@@ -166,28 +166,72 @@ fn time(s: &str) -> Result<DateTime<Utc>, StoreError> {
         .map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-impl super::super::rows::ReadRow for rusqlite::Row<'_> {
+/// A row with its statement's column indexes by name: rusqlite finds a column by name by asking
+/// SQLite for every column's name in turn, which a profile showed costing more than the read itself
+/// for `SELECT *` of a job.
+struct Named<'a> {
+    row: &'a rusqlite::Row<'a>,
+    columns: &'a std::collections::HashMap<String, usize>,
+}
+
+/// Column indexes by name for `stmt`.
+fn columns(stmt: &rusqlite::Statement<'_>) -> std::collections::HashMap<String, usize> {
+    stmt.column_names()
+        .into_iter()
+        .enumerate()
+        .map(|(i, n)| (n.to_owned(), i))
+        .collect()
+}
+
+impl Named<'_> {
+    fn get<T: rusqlite::types::FromSql>(&self, col: &str) -> Result<T, StoreError> {
+        let i = *self
+            .columns
+            .get(col)
+            .ok_or_else(|| StoreError::Corrupt(format!("no column {col}")))?;
+        Ok(self.row.get(i)?)
+    }
+}
+
+impl super::super::rows::ReadRow for Named<'_> {
     fn text(&self, col: &str) -> Result<Option<String>, StoreError> {
-        Ok(self.get(col)?)
+        self.get(col)
     }
     fn uuid(&self, col: &str) -> Result<Option<Uuid>, StoreError> {
-        self.get::<_, Option<String>>(col)?
+        self.get::<Option<String>>(col)?
             .as_deref()
             .map(uuid)
             .transpose()
     }
     fn time(&self, col: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
-        self.get::<_, Option<String>>(col)?
+        self.get::<Option<String>>(col)?
             .as_deref()
             .map(time)
             .transpose()
     }
     fn int(&self, col: &str) -> Result<Option<i64>, StoreError> {
-        Ok(self.get(col)?)
+        self.get(col)
     }
     fn float(&self, col: &str) -> Result<f64, StoreError> {
-        Ok(self.get(col)?)
+        self.get(col)
     }
+}
+
+/// Every row of `stmt` run with `params`, as jobs.
+fn jobs(
+    stmt: &mut rusqlite::Statement<'_>,
+    params: impl rusqlite::Params,
+) -> Result<Vec<Job>, StoreError> {
+    let columns = columns(stmt);
+    let mut rows = stmt.query(params)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(super::super::rows::job(&Named {
+            row,
+            columns: &columns,
+        })?);
+    }
+    Ok(out)
 }
 
 fn apply(conn: &Connection, op: &Op) -> Result<Done, StoreError> {
@@ -294,10 +338,6 @@ fn apply(conn: &Connection, op: &Op) -> Result<Done, StoreError> {
     })
 }
 
-fn job_row(row: &rusqlite::Row<'_>) -> Result<Job, StoreError> {
-    super::super::rows::job(row)
-}
-
 fn claim(conn: &Connection, job: &NewJob, stale_after: Duration) -> Result<Claim, StoreError> {
     // Twice at most: a request whose job ended retires that row and is then inserted afresh.
     for _ in 0..2 {
@@ -325,19 +365,14 @@ fn claim(conn: &Connection, job: &NewJob, stale_after: Duration) -> Result<Claim
         if inserted == 1 {
             return Ok(Claim::New);
         }
-        let existing = {
-            let mut select = conn.prepare_cached(
+        let found = jobs(
+            &mut *conn.prepare_cached(
                 "SELECT * FROM jobs WHERE source_key = ?1 AND log_id = ?2 AND fingerprint = ?3",
-            )?;
-            let mut rows = select.query(params![
-                job.source_key,
-                job.log_id.to_string(),
-                job.fingerprint
-            ])?;
-            match rows.next()? {
-                Some(row) => job_row(row)?,
-                None => return Ok(Claim::InFlight),
-            }
+            )?,
+            params![job.source_key, job.log_id.to_string(), job.fingerprint],
+        )?;
+        let Some(existing) = found.into_iter().next() else {
+            return Ok(Claim::InFlight);
         };
         // The writer is the only writer, but each update checks the state it read, as PostgreSQL's do.
         match super::super::decide(&existing, stale_after, job.retry_unknown) {
@@ -511,10 +546,72 @@ fn claim_due(
             LIMIT ?4)
          RETURNING *",
     )?;
-    let mut rows = claim.query(params![worker, ts(until), ts(at), i64::from(limit)])?;
-    let mut jobs = Vec::new();
-    while let Some(row) = rows.next()? {
-        jobs.push(job_row(row)?);
+    jobs(
+        &mut claim,
+        params![worker, ts(until), ts(at), i64::from(limit)],
+    )
+}
+
+/// Most idle read connections kept for point reads.
+const MAX_IDLE_READERS: usize = 8;
+
+/// Read-only connections for point reads on the caller's thread: one is taken for a read and put
+/// back after, so each thread reading at a time has its own.
+#[derive(Debug)]
+pub(super) struct PointReaders {
+    path: std::path::PathBuf,
+    idle: std::sync::Mutex<Vec<Connection>>,
+}
+
+impl PointReaders {
+    pub(super) fn new(path: std::path::PathBuf) -> PointReaders {
+        PointReaders {
+            path,
+            idle: std::sync::Mutex::new(Vec::new()),
+        }
     }
-    Ok(jobs)
+
+    fn open(&self) -> Result<Connection, StoreError> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.set_prepared_statement_cache_capacity(8);
+        Ok(conn)
+    }
+
+    /// Closes the idle connections (the store is closing).
+    pub(super) fn close(&self) {
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+    }
+
+    /// The job `id`, as committed.
+    pub(super) fn job(&self, id: Uuid) -> Result<Option<Job>, StoreError> {
+        let taken = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop();
+        let conn = match taken {
+            Some(c) => c,
+            None => self.open()?,
+        };
+        let found = conn
+            .prepare_cached("SELECT * FROM jobs WHERE id = ?1")
+            .map_err(StoreError::from)
+            .and_then(|mut select| jobs(&mut select, params![id.to_string()]))
+            .map(|found| found.into_iter().next());
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(conn);
+        }
+        found
+    }
 }
