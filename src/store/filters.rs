@@ -43,6 +43,83 @@ where
     }
 }
 
+/// A value a filter compares with.
+#[derive(Debug, Clone)]
+pub(crate) enum FilterValue {
+    Text(String),
+    Int(i64),
+    Uuid(Uuid),
+    Time(DateTime<Utc>),
+}
+
+/// A piece of a `WHERE` clause: SQL, or a value bound in its place.
+#[derive(Debug, Clone)]
+pub(crate) enum Part {
+    Sql(&'static str),
+    Value(FilterValue),
+}
+
+/// `WHERE …` for the message log, as pieces: one definition for every backend and driver.
+pub(crate) fn log_filter_parts(f: &LogFilter) -> Vec<Part> {
+    use FilterValue as V;
+    use Part::{Sql, Value};
+    let mut p = vec![Sql(" WHERE 1 = 1")];
+    if let Some(kind) = f.kind {
+        p.extend([
+            Sql(" AND kind = "),
+            Value(V::Text(kind.as_str().to_owned())),
+        ]);
+    }
+    for (column, value) in [
+        (" AND source = ", &f.source),
+        (" AND destination = ", &f.destination),
+        (" AND environment = ", &f.environment),
+        (" AND event_type = ", &f.event_type),
+    ] {
+        if let Some(v) = value {
+            p.extend([Sql(column), Value(V::Text(v.clone()))]);
+        }
+    }
+    if let Some(class) = f.status_class {
+        p.extend([
+            Sql(" AND gateway_status >= "),
+            Value(V::Int(i64::from(class) * 100)),
+            Sql(" AND gateway_status < "),
+            Value(V::Int((i64::from(class) + 1) * 100)),
+        ]);
+    }
+    if let Some(status) = f.status {
+        p.extend([
+            Sql(" AND gateway_status = "),
+            Value(V::Int(i64::from(status))),
+        ]);
+    }
+    if let Some(since) = f.since {
+        p.extend([Sql(" AND at >= "), Value(V::Time(since))]);
+    }
+    if let Some(until) = f.until {
+        p.extend([Sql(" AND at <= "), Value(V::Time(until))]);
+    }
+    if let Some(log_id) = f.log_id {
+        p.extend([Sql(" AND log_id = "), Value(V::Uuid(log_id))]);
+    }
+    if let Some(job_id) = f.job_id {
+        p.extend([Sql(" AND job_id = "), Value(V::Uuid(job_id))]);
+    }
+    if let Some(c) = f.before {
+        p.extend([
+            Sql(" AND (at < "),
+            Value(V::Time(c.time)),
+            Sql(" OR (at = "),
+            Value(V::Time(c.time)),
+            Sql(" AND seq < "),
+            Value(V::Int(c.seq)),
+            Sql("))"),
+        ]);
+    }
+    p
+}
+
 /// `WHERE …` for the message log.
 pub(crate) fn push_log_filter<'a, DB>(qb: &mut QueryBuilder<'a, DB>, f: &LogFilter)
 where
@@ -50,51 +127,20 @@ where
     String: Encode<'a, DB> + Type<DB>,
     i64: Encode<'a, DB> + Type<DB>,
 {
-    qb.push(" WHERE 1 = 1");
-    if let Some(kind) = f.kind {
-        qb.push(" AND kind = ").push_bind(kind.as_str().to_owned());
-    }
-    push_text(
-        qb,
-        &[
-            ("source", &f.source),
-            ("destination", &f.destination),
-            ("environment", &f.environment),
-            ("event_type", &f.event_type),
-        ],
-    );
-    if let Some(class) = f.status_class {
-        qb.push(" AND gateway_status >= ")
-            .push_bind(i64::from(class) * 100)
-            .push(" AND gateway_status < ")
-            .push_bind((i64::from(class) + 1) * 100);
-    }
-    if let Some(status) = f.status {
-        qb.push(" AND gateway_status = ")
-            .push_bind(i64::from(status));
-    }
-    if let Some(since) = f.since {
-        qb.push(" AND at >= ");
-        DB::bind_time(qb, since);
-    }
-    if let Some(until) = f.until {
-        qb.push(" AND at <= ");
-        DB::bind_time(qb, until);
-    }
-    if let Some(log_id) = f.log_id {
-        qb.push(" AND log_id = ");
-        DB::bind_uuid(qb, log_id);
-    }
-    if let Some(job_id) = f.job_id {
-        qb.push(" AND job_id = ");
-        DB::bind_uuid(qb, job_id);
-    }
-    if let Some(c) = f.before {
-        qb.push(" AND (at < ");
-        DB::bind_time(qb, c.time);
-        qb.push(" OR (at = ");
-        DB::bind_time(qb, c.time);
-        qb.push(" AND seq < ").push_bind(c.seq).push("))");
+    for part in log_filter_parts(f) {
+        match part {
+            Part::Sql(sql) => {
+                qb.push(sql);
+            }
+            Part::Value(FilterValue::Text(v)) => {
+                qb.push_bind(v);
+            }
+            Part::Value(FilterValue::Int(v)) => {
+                qb.push_bind(v);
+            }
+            Part::Value(FilterValue::Uuid(v)) => DB::bind_uuid(qb, v),
+            Part::Value(FilterValue::Time(v)) => DB::bind_time(qb, v),
+        }
     }
 }
 

@@ -321,7 +321,7 @@ pub async fn messages(
                 html! {
                     (log_filters(&query))
                     p.count {
-                        @if page.capped { "More than " (total) " records match." }
+                        @if page.capped { "At least " (total) " records match." }
                         @else { (total) " record" @if total != 1 { "s" } " match." }
                     }
                     @if entries.is_empty() {

@@ -382,7 +382,7 @@ async fn message_log_records_older_than_the_retention_are_pruned_by_the_gateway(
     .await;
     assert_eq!(page["total"], 1_236);
 
-    // More past the retention than one pruning transaction takes (5,000 records each).
+    // More past the retention than one pruning transaction takes (1,000 records each).
     let old_batch: Vec<_> = (0..12_000).map(|_| record(40)).collect();
     app.state().store.append_log(&old_batch).await.unwrap();
 

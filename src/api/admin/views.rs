@@ -12,9 +12,10 @@ use uuid::Uuid;
 #[serde(rename_all = "camelCase")]
 pub struct LogPage {
     pub entries: Vec<LogRecord>,
-    /// Records matching the filters, on every page; counted up to 10,000.
+    /// Records matching the filters, on every page; counted up to 10,000 (and for at most 40 ms).
     pub total: u64,
-    /// More than 10,000 records match (`total` says 10,000).
+    /// There are more than `total`: more than 10,000 match, or counting them took too long and
+    /// `total` is only what this page shows (with the pages before it).
     pub total_capped: bool,
     pub limit: u32,
     pub offset: u64,

@@ -312,13 +312,10 @@ impl MessageLogStore for SqliteStore {
     }
 
     async fn count_logs(&self, filter: &LogFilter, cap: u64) -> Result<u64, StoreError> {
-        let mut qb = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM (SELECT 1 FROM message_log");
-        push_log_filter(&mut qb, filter);
-        qb.push(" LIMIT ")
-            .push_bind(i64::try_from(cap).unwrap_or(i64::MAX))
-            .push(") AS capped");
-        let n: i64 = qb.build_query_scalar().fetch_one(&self.reader).await?;
-        Ok(u64::try_from(n).unwrap_or(0))
+        if self.reader.is_closed() {
+            return Err(StoreError::Unavailable("the job store is closed".into()));
+        }
+        self.points.count_logs(filter, cap).await
     }
 
     async fn prune_logs(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {

@@ -589,22 +589,19 @@ impl PointReaders {
             .clear();
     }
 
-    /// The job `id`, as committed.
-    pub(super) fn job(&self, id: Uuid) -> Result<Option<Job>, StoreError> {
+    fn take(&self) -> Result<Connection, StoreError> {
         let taken = self
             .idle
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .pop();
-        let conn = match taken {
-            Some(c) => c,
-            None => self.open()?,
-        };
-        let found = conn
-            .prepare_cached("SELECT * FROM jobs WHERE id = ?1")
-            .map_err(StoreError::from)
-            .and_then(|mut select| jobs(&mut select, params![id.to_string()]))
-            .map(|found| found.into_iter().next());
+        match taken {
+            Some(c) => Ok(c),
+            None => self.open(),
+        }
+    }
+
+    fn give_back(&self, conn: Connection) {
         let mut idle = self
             .idle
             .lock()
@@ -612,6 +609,70 @@ impl PointReaders {
         if idle.len() < MAX_IDLE_READERS {
             idle.push(conn);
         }
+    }
+
+    /// How many message log records match `filter`, up to `cap`: counted on a blocking thread, and
+    /// stopped inside SQLite (interrupted) as soon as the caller stops waiting, so an abandoned count
+    /// over millions of records does not go on holding a connection and a core.
+    pub(super) async fn count_logs(
+        &self,
+        filter: &super::super::LogFilter,
+        cap: u64,
+    ) -> Result<u64, StoreError> {
+        use super::super::filters::{FilterValue, Part, log_filter_parts};
+        use rusqlite::types::Value;
+        let mut sql = String::from("SELECT COUNT(*) FROM (SELECT 1 FROM message_log");
+        let mut values: Vec<Value> = Vec::new();
+        for part in log_filter_parts(filter) {
+            match part {
+                Part::Sql(s) => sql.push_str(s),
+                Part::Value(v) => {
+                    sql.push('?');
+                    values.push(match v {
+                        FilterValue::Text(t) => Value::Text(t),
+                        FilterValue::Int(i) => Value::Integer(i),
+                        FilterValue::Uuid(u) => Value::Text(u.to_string()),
+                        FilterValue::Time(t) => Value::Text(ts(t)),
+                    });
+                }
+            }
+        }
+        sql.push_str(" LIMIT ?) AS capped");
+        values.push(Value::Integer(i64::try_from(cap).unwrap_or(i64::MAX)));
+        let conn = self.take()?;
+        /// Interrupts the count if the caller stops waiting for it.
+        struct Interrupt(Option<rusqlite::InterruptHandle>);
+        impl Drop for Interrupt {
+            fn drop(&mut self) {
+                if let Some(handle) = self.0.take() {
+                    handle.interrupt();
+                }
+            }
+        }
+        let mut interrupt = Interrupt(Some(conn.get_interrupt_handle()));
+        let counted = tokio::task::spawn_blocking(move || {
+            let n = conn.prepare_cached(&sql).and_then(|mut s| {
+                s.query_row(rusqlite::params_from_iter(values), |r| r.get::<_, i64>(0))
+            });
+            (conn, n)
+        })
+        .await;
+        interrupt.0 = None;
+        let (conn, n) =
+            counted.map_err(|e| StoreError::Unavailable(format!("count task failed: {e}")))?;
+        self.give_back(conn);
+        Ok(u64::try_from(n?).unwrap_or(0))
+    }
+
+    /// The job `id`, as committed.
+    pub(super) fn job(&self, id: Uuid) -> Result<Option<Job>, StoreError> {
+        let conn = self.take()?;
+        let found = conn
+            .prepare_cached("SELECT * FROM jobs WHERE id = ?1")
+            .map_err(StoreError::from)
+            .and_then(|mut select| jobs(&mut select, params![id.to_string()]))
+            .map(|found| found.into_iter().next());
+        self.give_back(conn);
         found
     }
 }
