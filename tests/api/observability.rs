@@ -581,3 +581,51 @@ async fn with_metrics_listen_set_metrics_are_served_only_on_the_internal_address
     assert_eq!(partner_route_there.status(), 404, "only /metrics there");
     assert_eq!(app.get(app.url("/healthz")).await.status(), 200);
 }
+
+#[tokio::test]
+async fn paging_by_cursor_visits_every_record_once_even_when_they_share_a_time() {
+    let app = TestApp::spawn_with(&admin_toml()).await;
+    let at = chrono::Utc::now();
+    let batch: Vec<_> = (0..7)
+        .map(|i| fhirgate::store::LogRecord {
+            kind: fhirgate::store::RecordKind::Request,
+            log_id: uuid::Uuid::new_v4(),
+            attempt_id: uuid::Uuid::new_v4(),
+            // Three records at one instant, the rest a second apart.
+            time: at - chrono::Duration::seconds(i64::from(i.max(2))),
+            source: None,
+            destination: Some("spec-ehr".into()),
+            environment: Some("Development".into()),
+            event_type: Some("group-export".into()),
+            method: Some("POST".into()),
+            route: "/fhir/R4/{slug}/{env}/Group/{group_id}/$export".into(),
+            gateway_status: Some(202),
+            upstream_status: Some(202),
+            error_code: None,
+            duration_ms: 1.0,
+            job_id: None,
+            upstream_request_id: None,
+            seq: 0,
+        })
+        .collect();
+    app.state().store.append_log(&batch).await.unwrap();
+    let mut seen = Vec::new();
+    let mut next = Some("/admin/logs?limit=2".to_owned());
+    while let Some(page) = next {
+        let (status, body) = admin_get(&app, &page).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["total"], 7);
+        for entry in body["entries"].as_array().unwrap() {
+            seen.push(entry["logId"].as_str().unwrap().to_owned());
+        }
+        next = body["next"].as_str().map(str::to_owned);
+    }
+    assert_eq!(seen.len(), 7, "{seen:?}");
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 7, "no record twice");
+    let mut expected: Vec<_> = batch.iter().map(|r| r.log_id.to_string()).collect();
+    expected.sort();
+    assert_eq!(unique, expected, "every record");
+}
