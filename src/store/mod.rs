@@ -315,9 +315,14 @@ pub trait MessageLogStore: Send + Sync + std::fmt::Debug {
         limit: u32,
         offset: u64,
     ) -> Result<Vec<LogRecord>, StoreError>;
-    /// How many message log records match `filter`, counting no further than `cap` (so a count over
-    /// millions of records costs what `cap` rows do).
-    async fn count_logs(&self, filter: &LogFilter, cap: u64) -> Result<u64, StoreError>;
+    /// How many message log records match `filter`, counting no further than `cap` and for no longer
+    /// than `budget` (the store stops the query itself); `None` when the budget ran out first.
+    async fn count_logs(
+        &self,
+        filter: &LogFilter,
+        cap: u64,
+        budget: std::time::Duration,
+    ) -> Result<Option<u64>, StoreError>;
     /// Deletes at most `limit` of the message log records older than `before`, oldest first, in one
     /// short transaction; how many went. The pruner calls it until fewer than `limit` go, so pruning
     /// millions of records never holds the store's writes for long.

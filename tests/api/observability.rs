@@ -362,11 +362,16 @@ async fn message_log_records_older_than_the_retention_are_pruned_by_the_gateway(
     let written = app
         .state()
         .store
-        .count_logs(&fhirgate::store::LogFilter::default(), 1_000_000)
+        .count_logs(
+            &fhirgate::store::LogFilter::default(),
+            1_000_000,
+            std::time::Duration::from_secs(30),
+        )
         .await
         .unwrap();
     assert_eq!(
-        written, 1_234,
+        written,
+        Some(1_234),
         "a batch larger than one INSERT is written whole"
     );
     let (old, recent) = (record(31), record(29));
@@ -628,4 +633,48 @@ async fn paging_by_cursor_visits_every_record_once_even_when_they_share_a_time()
     let mut expected: Vec<_> = batch.iter().map(|r| r.log_id.to_string()).collect();
     expected.sort();
     assert_eq!(unique, expected, "every record");
+}
+
+#[tokio::test]
+async fn a_count_that_outruns_its_budget_is_stopped_by_the_store_and_says_so() {
+    let app = TestApp::spawn_with(&admin_toml()).await;
+    let record = fhirgate::store::LogRecord {
+        kind: fhirgate::store::RecordKind::Request,
+        log_id: uuid::Uuid::new_v4(),
+        attempt_id: uuid::Uuid::new_v4(),
+        time: chrono::Utc::now(),
+        source: None,
+        destination: Some("spec-ehr".into()),
+        environment: Some("Development".into()),
+        event_type: Some("group-export".into()),
+        method: Some("POST".into()),
+        route: "/fhir/R4/{slug}/{env}/Group/{group_id}/$export".into(),
+        gateway_status: Some(202),
+        upstream_status: Some(202),
+        error_code: None,
+        duration_ms: 1.0,
+        job_id: None,
+        upstream_request_id: None,
+        seq: 0,
+    };
+    let batch = vec![record; 50_000];
+    app.state().store.append_log(&batch).await.unwrap();
+    let store = &app.state().store;
+    let all = fhirgate::store::LogFilter::default();
+    let generous = store
+        .count_logs(&all, 1_000_000, std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(generous, Some(50_000));
+    let hurried = store
+        .count_logs(&all, 1_000_000, std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(hurried, None, "no time to count 50,000 records");
+    // The store is fine afterwards: the same connection counts again.
+    let again = store
+        .count_logs(&all, 10, std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(again, Some(10));
 }

@@ -148,14 +148,11 @@ pub(crate) async fn log_page(
         before: None,
         ..filter.clone()
     };
-    let counted = tokio::time::timeout(
-        COUNT_BUDGET,
-        state.store.count_logs(&all_pages, COUNT_CAP + 1),
-    )
-    .await
-    .ok()
-    .transpose()
-    .map_err(store_error)?;
+    let counted = state
+        .store
+        .count_logs(&all_pages, COUNT_CAP + 1, COUNT_BUDGET)
+        .await
+        .map_err(store_error)?;
     let mut entries = state
         .store
         .query_logs(filter, limit + 1, offset)

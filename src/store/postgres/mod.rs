@@ -437,15 +437,39 @@ impl MessageLogStore for PostgresStore {
         rows.iter().map(super::rows::log_record).collect()
     }
 
-    async fn count_logs(&self, filter: &LogFilter, cap: u64) -> Result<u64, StoreError> {
+    async fn count_logs(
+        &self,
+        filter: &LogFilter,
+        cap: u64,
+        budget: Duration,
+    ) -> Result<Option<u64>, StoreError> {
         let mut qb =
             QueryBuilder::<Postgres>::new("SELECT COUNT(*) FROM (SELECT 1 FROM message_log");
         push_log_filter(&mut qb, filter);
         qb.push(" LIMIT ")
             .push_bind(i64::try_from(cap).unwrap_or(i64::MAX))
             .push(") AS capped");
-        let n: i64 = qb.build_query_scalar().fetch_one(&self.pool).await?;
-        Ok(u64::try_from(n).unwrap_or(0))
+        // The server stops the count at the budget (the connection comes back at once, unlike a
+        // query abandoned by the client).
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(&format!(
+            "SET LOCAL statement_timeout = {}",
+            budget.as_millis().clamp(1, 60_000)
+        ))
+        .execute(&mut *tx)
+        .await?;
+        match qb.build_query_scalar::<i64>().fetch_one(&mut *tx).await {
+            Ok(n) => {
+                tx.commit().await?;
+                Ok(Some(u64::try_from(n).unwrap_or(0)))
+            }
+            // 57014 query_canceled: the statement timeout.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("57014") => {
+                let _ = tx.rollback().await;
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn prune_logs(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {

@@ -311,11 +311,16 @@ impl MessageLogStore for SqliteStore {
         rows.iter().map(super::rows::log_record).collect()
     }
 
-    async fn count_logs(&self, filter: &LogFilter, cap: u64) -> Result<u64, StoreError> {
+    async fn count_logs(
+        &self,
+        filter: &LogFilter,
+        cap: u64,
+        budget: Duration,
+    ) -> Result<Option<u64>, StoreError> {
         if self.reader.is_closed() {
             return Err(StoreError::Unavailable("the job store is closed".into()));
         }
-        self.points.count_logs(filter, cap).await
+        self.points.count_logs(filter, cap, budget).await
     }
 
     async fn prune_logs(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {

@@ -611,14 +611,15 @@ impl PointReaders {
         }
     }
 
-    /// How many message log records match `filter`, up to `cap`: counted on a blocking thread, and
-    /// stopped inside SQLite (interrupted) as soon as the caller stops waiting, so an abandoned count
-    /// over millions of records does not go on holding a connection and a core.
+    /// How many message log records match `filter`, up to `cap`: counted on a blocking thread,
+    /// stopped inside SQLite when `budget` runs out (`None`) or as soon as the caller stops waiting,
+    /// so a count over millions of records never goes on holding a connection and a core.
     pub(super) async fn count_logs(
         &self,
         filter: &super::super::LogFilter,
         cap: u64,
-    ) -> Result<u64, StoreError> {
+        budget: Duration,
+    ) -> Result<Option<u64>, StoreError> {
         use super::super::filters::{FilterValue, Part, log_filter_parts};
         use rusqlite::types::Value;
         let mut sql = String::from("SELECT COUNT(*) FROM (SELECT 1 FROM message_log");
@@ -651,9 +652,12 @@ impl PointReaders {
         }
         let mut interrupt = Interrupt(Some(conn.get_interrupt_handle()));
         let counted = tokio::task::spawn_blocking(move || {
+            let deadline = std::time::Instant::now() + budget;
+            conn.progress_handler(10_000, Some(move || std::time::Instant::now() > deadline));
             let n = conn.prepare_cached(&sql).and_then(|mut s| {
                 s.query_row(rusqlite::params_from_iter(values), |r| r.get::<_, i64>(0))
             });
+            conn.progress_handler(0, None::<fn() -> bool>);
             (conn, n)
         })
         .await;
@@ -661,7 +665,13 @@ impl PointReaders {
         let (conn, n) =
             counted.map_err(|e| StoreError::Unavailable(format!("count task failed: {e}")))?;
         self.give_back(conn);
-        Ok(u64::try_from(n?).unwrap_or(0))
+        match n {
+            Ok(n) => Ok(Some(u64::try_from(n).unwrap_or(0))),
+            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::OperationInterrupted) => {
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The job `id`, as committed.
