@@ -66,6 +66,7 @@ impl Application {
             issuer: Arc::new(issuer),
             links: Arc::new(links),
             sessions: Arc::new(sessions),
+            rendered: Arc::default(),
             metrics,
             log,
             http,

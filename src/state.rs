@@ -27,6 +27,8 @@ pub struct AppState {
     pub links: Arc<crate::service::attachments::LinkSealer>,
     /// Signs the dashboard's sessions.
     pub sessions: Arc<crate::ui::session::SessionKeys>,
+    /// Completed exports' manifest pages as sent (see `service::export::RenderedPages`).
+    pub rendered: Arc<crate::service::export::RenderedPages>,
 }
 
 impl AppState {

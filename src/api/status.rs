@@ -58,7 +58,7 @@ fn answer(view: StatusView) -> HttpResponse {
             if let Some(e) = expires {
                 res.insert_header((EXPIRES, e));
             }
-            res.body(manifest.to_string())
+            res.body(manifest)
         }
     }
 }

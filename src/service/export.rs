@@ -27,11 +27,50 @@ pub enum StatusView {
         retry_after: u64,
         manifest: Option<Value>,
     },
-    /// 200: the manifest, every URL the gateway's.
+    /// 200: the manifest page, every URL the gateway's, as sent.
     Complete {
-        manifest: Value,
+        manifest: bytes::Bytes,
         expires: Option<String>,
     },
+}
+
+/// Most rendered pages of completed exports kept.
+const MAX_RENDERED_PAGES: usize = 4_096;
+
+/// Completed exports' manifest pages as the partner gets them, so a partner polling a finished export
+/// (or several partners, or a retrying client) costs no parsing or rewriting of the stored manifest.
+/// Keyed by the job's last update: any change to the job (a deletion, expiry) makes a new key, so
+/// every replica answers what its store says.
+#[derive(Debug, Default)]
+pub struct RenderedPages {
+    pages: std::sync::Mutex<HashMap<PageKey, (DateTime<Utc>, bytes::Bytes)>>,
+}
+
+/// A job and a page number.
+type PageKey = (Uuid, usize);
+
+impl RenderedPages {
+    fn get(&self, job: &Job, page: usize) -> Option<bytes::Bytes> {
+        let pages = self
+            .pages
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match pages.get(&(job.id, page)) {
+            Some((at, body)) if *at == job.updated_at => Some(body.clone()),
+            _ => None,
+        }
+    }
+
+    fn put(&self, job: &Job, page: usize, body: bytes::Bytes) {
+        let mut pages = self
+            .pages
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if pages.len() >= MAX_RENDERED_PAGES {
+            pages.clear();
+        }
+        pages.insert((job.id, page), (job.updated_at, body));
+    }
 }
 
 /// Most characters of `X-Progress` passed on.
@@ -142,6 +181,14 @@ fn page_view(
     page: usize,
     now: DateTime<Utc>,
 ) -> Result<StatusView, GatewayError> {
+    if job.state == JobState::Completed
+        && let Some(manifest) = state.rendered.get(job, page)
+    {
+        return Ok(StatusView::Complete {
+            manifest,
+            expires: job.expires.clone(),
+        });
+    }
     let pages = match job.manifest.as_deref() {
         Some(stored) => manifest::pages(stored).map_err(GatewayError::Internal)?,
         None => Vec::new(),
@@ -149,10 +196,14 @@ fn page_view(
     let rewritten = (page < pages.len()).then(|| partner_page(state, connector, job, &pages, page));
     if job.state == JobState::Completed {
         return match rewritten {
-            Some(manifest) => Ok(StatusView::Complete {
-                manifest,
-                expires: job.expires.clone(),
-            }),
+            Some(manifest) => {
+                let body = bytes::Bytes::from(manifest.to_string());
+                state.rendered.put(job, page, body.clone());
+                Ok(StatusView::Complete {
+                    manifest: body,
+                    expires: job.expires.clone(),
+                })
+            }
             None => Err(GatewayError::NotFound("No such manifest page.".into())),
         };
     }
@@ -340,7 +391,9 @@ pub async fn refresh(
             tracing::info!(message = "Export completed.", log_id = %job.log_id, job_id = %job.id,
                 pages = pages.len(), files = manifest::files(&pages).len());
             Ok(StatusView::Complete {
-                manifest: partner_page(state, connector, job, &pages, 0),
+                manifest: bytes::Bytes::from(
+                    partner_page(state, connector, job, &pages, 0).to_string(),
+                ),
                 expires,
             })
         }

@@ -305,3 +305,51 @@ async fn a_job_kicked_off_through_one_replica_is_polled_downloaded_and_deleted_t
     assert_eq!(deleted.status(), 202);
     assert_eq!(after.status(), 404, "the first replica sees the delete");
 }
+
+#[tokio::test]
+async fn a_completed_exports_manifest_is_answered_the_same_to_every_poll_until_the_job_changes() {
+    let app = TestApp::spawn().await;
+    let location = completed(&app, manifest(&app.upstream.uri(), None)).await;
+    let first = app.get(local(&app, &location)).await.text().await.unwrap();
+    let second = app.get(local(&app, &location)).await.text().await.unwrap();
+    assert_eq!(first, second);
+    // The job changes in the store (as another replica's poll would record): the next answer is
+    // what the store now holds, not the page rendered before.
+    let job = stored_job(&app, &location).await;
+    let mut changed = manifest(&app.upstream.uri(), None);
+    changed["output"] = json!([
+        {"type": "Condition", "url": format!("{}/files/c.ndjson", app.upstream.uri()), "count": 3}
+    ]);
+    app.state()
+        .store
+        .record_status(
+            job.id,
+            &fhirgate::store::StatusUpdate::Completed {
+                manifest: changed.to_string(),
+                expires: None,
+                notify: false,
+            },
+            chrono::Utc::now() + chrono::Duration::seconds(1),
+        )
+        .await
+        .unwrap();
+    let after: Value = app.get(local(&app, &location)).await.json().await.unwrap();
+    let types: Vec<&str> = after["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["Condition"]);
+    // Deleted: 404 from then on, whatever was rendered.
+    app.state()
+        .store
+        .record_status(
+            job.id,
+            &fhirgate::store::StatusUpdate::Deleted,
+            chrono::Utc::now() + chrono::Duration::seconds(2),
+        )
+        .await
+        .unwrap();
+    assert_eq!(app.get(local(&app, &location)).await.status(), 404);
+}
