@@ -194,16 +194,20 @@ impl FromRequest for Operator {
     }
 }
 
-/// Whether a form post comes from this gateway's own pages: a browser's `Origin` (or, without one,
-/// `Referer`) names this host or the configured public URL's. A post naming neither is refused.
+/// Whether a form post may come from this gateway's own pages: a browser's `Origin` (or, without
+/// one, `Referer`) must name this host or the configured public URL's; an `Origin` that is not a URL
+/// (`null`, from a sandboxed or privacy-stripped page) is refused. A post with neither header is not a
+/// browser's cross-site post (browsers send `Origin` on every cross-origin POST) and passes this check;
+/// the session's CSRF token and its `SameSite=Strict` cookie still guard it.
 pub(crate) fn same_origin(req: &HttpRequest, state: &AppState) -> bool {
     let headers = req.headers();
-    let claimed = headers
+    let Some(named) = headers
         .get(header::ORIGIN)
         .or_else(|| headers.get(header::REFERER))
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| url::Url::parse(v).ok());
-    let Some(claimed) = claimed else {
+    else {
+        return true;
+    };
+    let Some(claimed) = named.to_str().ok().and_then(|v| url::Url::parse(v).ok()) else {
         return false;
     };
     let origin = claimed.origin();

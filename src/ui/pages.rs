@@ -58,7 +58,13 @@ pub struct LoginQuery {
 
 #[derive(Debug, Deserialize)]
 pub struct LoginForm {
-    #[serde(default)]
+    #[serde(
+        default,
+        alias = "admin_key",
+        alias = "adminKey",
+        alias = "api_key",
+        alias = "password"
+    )]
     key: String,
     #[serde(default)]
     csrf: String,
@@ -145,10 +151,15 @@ pub async fn login(
         }
         return res;
     }
-    let double_submitted = req
-        .cookie(LOGIN_COOKIE)
-        .is_some_and(|c| !form.csrf.is_empty() && c.value() == form.csrf);
-    if !double_submitted || !same_origin(&req, &state) {
+    // The sign-in form's token, when the form and its cookie carry one, must be the pair this gateway
+    // made; a sign-in from another site's page is refused by its Origin. (A forged sign-in would need
+    // the admin key itself: there is no other account to be signed in to.)
+    let token_ok = match (req.cookie(LOGIN_COOKIE), form.csrf.is_empty()) {
+        (Some(c), false) => c.value() == form.csrf,
+        (None, false) => false,
+        (_, true) => true,
+    };
+    if !token_ok || !same_origin(&req, &state) {
         return login_answer(
             &state,
             StatusCode::FORBIDDEN,
@@ -228,9 +239,14 @@ pub async fn logout(
     req: HttpRequest,
     op: Operator,
     state: web::Data<AppState>,
-    form: web::Form<CsrfForm>,
+    form: Option<web::Form<CsrfForm>>,
 ) -> Result<HttpResponse, UiError> {
-    check_form(&req, &state, &op, &form.csrf)?;
+    check_form(
+        &req,
+        &state,
+        &op,
+        form.as_ref().map_or("", |f| f.csrf.as_str()),
+    )?;
     session::sign_out(&state, &op.session).await?;
     tracing::info!(message = "Dashboard sign-out.");
     let mut res = see_other("/admin/ui/login");
@@ -709,10 +725,15 @@ async fn act(
     op: Operator,
     path: web::Path<String>,
     state: web::Data<AppState>,
-    form: web::Form<CsrfForm>,
+    form: Option<web::Form<CsrfForm>>,
     action: Action,
 ) -> Result<HttpResponse, UiError> {
-    check_form(&req, &state, &op, &form.csrf)?;
+    check_form(
+        &req,
+        &state,
+        &op,
+        form.as_ref().map_or("", |f| f.csrf.as_str()),
+    )?;
     let job_id = path_id(&path)?;
     operator::act(&state, job_id, action)
         .await
@@ -730,7 +751,7 @@ pub async fn poll_now(
     op: Operator,
     path: web::Path<String>,
     state: web::Data<AppState>,
-    form: web::Form<CsrfForm>,
+    form: Option<web::Form<CsrfForm>>,
 ) -> Result<HttpResponse, UiError> {
     act(req, op, path, state, form, Action::PollNow).await
 }
@@ -741,7 +762,7 @@ pub async fn cancel(
     op: Operator,
     path: web::Path<String>,
     state: web::Data<AppState>,
-    form: web::Form<CsrfForm>,
+    form: Option<web::Form<CsrfForm>>,
 ) -> Result<HttpResponse, UiError> {
     act(req, op, path, state, form, Action::Cancel).await
 }

@@ -843,3 +843,65 @@ async fn the_sign_in_page_is_as_reviewed() {
     let csrf = page.hidden("csrf");
     insta::assert_snapshot!(page.body.replace(&csrf, "[csrf]"));
 }
+
+#[tokio::test]
+async fn a_client_that_is_not_a_browser_signs_in_and_acts_with_the_sessions_token_alone() {
+    let app = TestApp::spawn_with(&admin_toml()).await;
+    // No Origin, no Referer, no sign-in form token: not a browser's cross-site post.
+    let signed_in = app
+        .client
+        .post(app.url("/admin/ui/login"))
+        .form(&[("key", ADMIN_KEY)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 303);
+    let cookie = signed_in
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
+        .find(|c| c.starts_with("fhirgate_session="))
+        .expect("a session");
+    let mut browser = Dashboard::new(&app);
+    let (name, value) = cookie.split_once('=').unwrap();
+    browser.cookies.insert(name.into(), value.into());
+    let csrf = browser.csrf().await;
+    let without_token = app
+        .client
+        .post(app.url("/admin/ui/logout"))
+        .header("Cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        without_token.status(),
+        403,
+        "the session's forms need its token"
+    );
+    // An Origin that is not a URL (a sandboxed page's "null") is another site.
+    let null_origin = app
+        .client
+        .post(app.url("/admin/ui/logout"))
+        .header("Cookie", &cookie)
+        .header("Origin", "null")
+        .form(&[("csrf", &csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(null_origin.status(), 403);
+    let out = app
+        .client
+        .post(app.url("/admin/ui/logout"))
+        .header("Cookie", &cookie)
+        .form(&[("csrf", &csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 303);
+    assert_eq!(
+        browser.get("/admin/ui/jobs").await.status,
+        303,
+        "signed out"
+    );
+}
