@@ -5,12 +5,10 @@
 use super::export::{delete_job, refresh};
 use crate::connectors::Connector;
 use crate::error::GatewayError;
-use crate::observe::context::RequestContext;
 use crate::state::AppState;
 use crate::store::{Job, JobState};
 use chrono::Utc;
 use std::sync::Arc;
-use tracing::Instrument;
 use uuid::Uuid;
 
 /// What an operator asked for.
@@ -65,29 +63,13 @@ pub async fn act(state: &AppState, job_id: Uuid, action: Action) -> Result<Job, 
         .ok_or_else(|| {
             GatewayError::NotFound("This job's destination is no longer configured.".into())
         })?;
-    let span = tracing::info_span!(
-        "operator",
-        log_id = tracing::field::Empty,
-        attempt_id = tracing::field::Empty,
-        job_id = %job.id,
-        source = %job.source_key,
-        destination = %job.destination,
-        environment = %job.environment,
-    );
-    let ctx = RequestContext::new(job.log_id, Uuid::now_v7(), span.clone());
-    let result = ctx
-        .clone()
-        .scope(async {
-            crate::observe::context::set_job(job.id);
-            crate::observe::context::set_source(&job.source_key);
-            crate::observe::context::set_event_type(action.event_type());
-            run(state, &connector, &job, action).await
-        })
-        .instrument(span)
-        .await;
-    for call in ctx.snapshot().upstream {
-        state.log.record(call);
-    }
+    let result = super::on_behalf_of_job(
+        state,
+        &job,
+        action.event_type(),
+        run(state, &connector, &job, action),
+    )
+    .await;
     tracing::info!(
         message = "Operator action on a job.",
         action = action.event_type(),

@@ -6,7 +6,6 @@
 
 use crate::envelope::{LogRef, OutboundMeta, Party};
 use crate::fhir::manifest;
-use crate::observe::context::RequestContext;
 use crate::service::backoff::{backoff_secs, jitter};
 use crate::service::export::refresh;
 use crate::state::AppState;
@@ -18,7 +17,6 @@ use serde_json::Value;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
-use tracing::Instrument;
 use uuid::Uuid;
 
 /// Where the poller reads the time; tests use a [`ManualClock`].
@@ -135,28 +133,7 @@ impl Poller {
     /// Handles one claimed job like a request (its upstream calls go to the message log under the
     /// job's Log ID, its log lines carry the job's fields), then gives the claim back.
     async fn handle_recorded(&self, job: &Job, now: DateTime<Utc>) -> Result<(), StoreError> {
-        let span = tracing::info_span!(
-            "poll",
-            log_id = tracing::field::Empty,
-            attempt_id = tracing::field::Empty,
-            job_id = %job.id,
-            source = %job.source_key,
-            destination = %job.destination,
-            environment = %job.environment,
-        );
-        let ctx = RequestContext::new(job.log_id, Uuid::now_v7(), span.clone());
-        ctx.clone()
-            .scope(async {
-                crate::observe::context::set_job(job.id);
-                crate::observe::context::set_source(&job.source_key);
-                crate::observe::context::set_event_type("background-poll");
-                self.handle(job, now).await
-            })
-            .instrument(span)
-            .await;
-        for call in ctx.snapshot().upstream {
-            self.state.log.record(call);
-        }
+        super::on_behalf_of_job(&self.state, job, "background-poll", self.handle(job, now)).await;
         self.state.store.release(job.id, &self.id).await
     }
 

@@ -308,6 +308,11 @@ fn job_link(id: &Uuid) -> Markup {
     html! { a.id href={ "/admin/ui/jobs/" (id) } { (id) } }
 }
 
+/// What was wrong with the filters, under the form that keeps what was typed.
+fn refused_filters(issues: &[crate::domain::Issue]) -> Markup {
+    html! { div.notice.bad role="alert" { @for issue in issues { p { (issue.diagnostics) } } } }
+}
+
 /// `GET /admin/ui/messages`: the message log with the admin API's filters, newest first.
 pub async fn messages(
     op: Operator,
@@ -320,9 +325,7 @@ pub async fn messages(
             StatusCode::BAD_REQUEST,
             html! {
                 (log_filters(&query))
-                div.notice.bad role="alert" {
-                    @for issue in &issues { p { (issue.diagnostics) } }
-                }
+                (refused_filters(&issues))
             },
         ),
         Err(e) => return Err(ui_error(e)),
@@ -514,7 +517,7 @@ pub async fn jobs(
             StatusCode::BAD_REQUEST,
             html! {
                 (job_filters(&query))
-                div.notice.bad role="alert" { @for issue in &issues { p { (issue.diagnostics) } } }
+                (refused_filters(&issues))
             },
         ),
         Err(e) => return Err(ui_error(e)),

@@ -102,6 +102,18 @@ fn chromium_capabilities(driver: &Driver) -> serde_json::Map<String, serde_json:
     caps
 }
 
+/// Types `text` into the element `css` finds.
+async fn fill(browser: &fantoccini::Client, css: &str, text: &str) {
+    let field = browser.find(Locator::Css(css)).await.unwrap();
+    field.send_keys(text).await.unwrap();
+}
+
+/// Clicks the element `css` finds.
+async fn click(browser: &fantoccini::Client, css: &str) {
+    let element = browser.find(Locator::Css(css)).await.unwrap();
+    element.click().await.unwrap();
+}
+
 /// Waits (up to 10 s) until the browser is at a URL `at` accepts.
 async fn until(browser: &fantoccini::Client, at: impl Fn(&url::Url) -> bool) {
     for _ in 0..100 {
@@ -238,20 +250,8 @@ async fn an_operator_signs_in_searches_a_log_id_and_opens_its_message_and_job_in
     screenshot(&browser, "login").await;
 
     // A wrong key is refused on the form.
-    browser
-        .find(Locator::Css("#key"))
-        .await
-        .unwrap()
-        .send_keys("not-the-key")
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Css("form.login button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    fill(&browser, "#key", "not-the-key").await;
+    click(&browser, "form.login button").await;
     let alert = browser
         .wait()
         .for_element(Locator::Css("p.notice.bad"))
@@ -260,20 +260,8 @@ async fn an_operator_signs_in_searches_a_log_id_and_opens_its_message_and_job_in
     assert_eq!(alert.text().await.unwrap(), "That is not the admin key.");
 
     // The admin key signs in, and lands on the message log.
-    browser
-        .find(Locator::Css("#key"))
-        .await
-        .unwrap()
-        .send_keys(ADMIN_KEY)
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Css("form.login button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    fill(&browser, "#key", ADMIN_KEY).await;
+    click(&browser, "form.login button").await;
     browser
         .wait()
         .for_element(Locator::Css("table.log"))
@@ -291,20 +279,8 @@ async fn an_operator_signs_in_searches_a_log_id_and_opens_its_message_and_job_in
     screenshot(&browser, "messages").await;
 
     // Search the Log ID.
-    browser
-        .find(Locator::Css("input[name=logId]"))
-        .await
-        .unwrap()
-        .send_keys(log_id)
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Css("form.filters button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    fill(&browser, "input[name=logId]", log_id).await;
+    click(&browser, "form.filters button").await;
     until(&browser, |url| url.query().unwrap_or("").contains("logId=")).await;
     let count = browser.find(Locator::Css("p.count")).await.unwrap();
     assert_eq!(count.text().await.unwrap(), "2 records match.");
@@ -317,15 +293,11 @@ async fn an_operator_signs_in_searches_a_log_id_and_opens_its_message_and_job_in
     );
 
     // Open its message: the timeline, oldest first, and its job.
-    browser
-        .find(Locator::Css(&format!(
-            "table.log a[href='/admin/ui/messages/{log_id}']"
-        )))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(
+        &browser,
+        &format!("table.log a[href='/admin/ui/messages/{log_id}']"),
+    )
+    .await;
     let heading = browser
         .wait()
         .for_element(Locator::Css("ol.timeline"))
@@ -349,15 +321,11 @@ async fn an_operator_signs_in_searches_a_log_id_and_opens_its_message_and_job_in
     screenshot(&browser, "message").await;
 
     // Open the job: completed, with its files by type.
-    browser
-        .find(Locator::Css(&format!(
-            "table.jobs a[href='/admin/ui/jobs/{job_id}']"
-        )))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(
+        &browser,
+        &format!("table.jobs a[href='/admin/ui/jobs/{job_id}']"),
+    )
+    .await;
     browser
         .wait()
         .for_element(Locator::Css("table.files"))
@@ -411,13 +379,7 @@ async fn an_operator_signs_in_searches_a_log_id_and_opens_its_message_and_job_in
     screenshot(&browser, "destinations").await;
 
     // Sign out: back to the form, and the pages are closed again.
-    browser
-        .find(Locator::Css("form.signout button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "form.signout button").await;
     browser
         .wait()
         .for_element(Locator::Css("form.login"))

@@ -4,25 +4,10 @@
 
 use crate::helpers::*;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
 
 const PARTNER_KEY: &str = "partner-key-for-the-dashboard-tests";
-const SOURCE_ID: &str = "7ce6f387-c33c-417d-8682-81e83628cbd9";
-
-fn sha(key: &str) -> String {
-    hex::encode(Sha256::digest(key.as_bytes()))
-}
-
-/// An admin key and one partner with an API key.
-fn admin_and_partner_toml() -> String {
-    format!(
-        "{}\n[[sources]]\nid = \"{SOURCE_ID}\"\nname = \"Partner\"\napi_key_sha256 = \"{}\"\ndestinations = [\"spec-ehr\"]\n",
-        admin_toml(),
-        sha(PARTNER_KEY)
-    )
-}
 
 fn with_log_id(log_id: &str) -> Value {
     let mut envelope = seed();
@@ -48,23 +33,16 @@ async fn accepted_export(app: &TestApp, log_id: &str) -> String {
 /// A log record of the partner's request, with hostile text where text goes.
 fn hostile_record(text: &str) -> fhirgate::store::LogRecord {
     fhirgate::store::LogRecord {
-        kind: fhirgate::store::RecordKind::Request,
-        log_id: uuid::Uuid::new_v4(),
-        attempt_id: uuid::Uuid::new_v4(),
-        time: chrono::Utc::now(),
         source: Some(text.into()),
         destination: Some(text.into()),
         environment: Some(text.into()),
         event_type: Some(text.into()),
-        method: Some("POST".into()),
         route: text.into(),
         gateway_status: Some(400),
         upstream_status: None,
         error_code: Some(text.into()),
-        duration_ms: 1.0,
-        job_id: None,
         upstream_request_id: Some(text.into()),
-        seq: 0,
+        ..request_record(chrono::Utc::now())
     }
 }
 
@@ -168,7 +146,7 @@ async fn the_cookie_is_not_secure_when_the_public_url_is_plain_http() {
 
 #[tokio::test]
 async fn a_wrong_key_or_a_partners_credential_does_not_sign_in() {
-    let app = TestApp::spawn_with(&admin_and_partner_toml()).await;
+    let app = TestApp::spawn_with(&admin_and_partner_toml(PARTNER_KEY)).await;
     let mut browser = Dashboard::new(&app);
     let wrong = browser.sign_in("not-the-admin-key").await;
     assert_eq!(wrong.status, 401);

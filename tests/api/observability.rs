@@ -2,24 +2,15 @@
 
 use crate::helpers::*;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use wiremock::matchers::path;
 use wiremock::{Mock, ResponseTemplate};
 
 const PARTNER_KEY: &str = "partner-key-for-tests-9e2a";
 const SOURCE_ID: &str = "7ce6f387-c33c-417d-8682-81e83628cbd9";
 
-fn sha(key: &str) -> String {
-    hex::encode(Sha256::digest(key.as_bytes()))
-}
-
 /// TOML giving the gateway an admin key and one partner with an API key.
 fn admin_and_partner_toml() -> String {
-    format!(
-        "{}\n[[sources]]\nid = \"{SOURCE_ID}\"\nname = \"Partner\"\napi_key_sha256 = \"{}\"\ndestinations = [\"spec-ehr\"]\n",
-        admin_toml(),
-        sha(PARTNER_KEY)
-    )
+    crate::helpers::admin_and_partner_toml(PARTNER_KEY)
 }
 
 fn with_log_id(log_id: &str) -> Value {
@@ -325,25 +316,8 @@ async fn admin_jobs_show_state_attempts_last_upstream_status_and_next_poll() {
 #[tokio::test]
 async fn message_log_records_older_than_the_retention_are_pruned_by_the_gateway() {
     let app = TestApp::spawn_with(&admin_toml()).await;
-    let record = |days_ago: i64| fhirgate::store::LogRecord {
-        kind: fhirgate::store::RecordKind::Request,
-        log_id: uuid::Uuid::new_v4(),
-        attempt_id: uuid::Uuid::new_v4(),
-        time: chrono::Utc::now() - chrono::Duration::days(days_ago),
-        source: None,
-        destination: Some("spec-ehr".into()),
-        environment: Some("Development".into()),
-        event_type: Some("group-export".into()),
-        method: Some("POST".into()),
-        route: "/fhir/R4/{slug}/{env}/Group/{group_id}/$export".into(),
-        gateway_status: Some(202),
-        upstream_status: Some(202),
-        error_code: None,
-        duration_ms: 1.0,
-        job_id: None,
-        upstream_request_id: None,
-        seq: 0,
-    };
+    let record =
+        |days_ago: i64| request_record(chrono::Utc::now() - chrono::Duration::days(days_ago));
     let many: Vec<_> = (0..10_050).map(|_| record(2)).collect();
     app.state().store.append_log(&many).await.unwrap();
     let (_, capped) = admin_get(&app, "/admin/logs?limit=1").await;
@@ -592,26 +566,8 @@ async fn paging_by_cursor_visits_every_record_once_even_when_they_share_a_time()
     let app = TestApp::spawn_with(&admin_toml()).await;
     let at = chrono::Utc::now();
     let batch: Vec<_> = (0..7)
-        .map(|i| fhirgate::store::LogRecord {
-            kind: fhirgate::store::RecordKind::Request,
-            log_id: uuid::Uuid::new_v4(),
-            attempt_id: uuid::Uuid::new_v4(),
-            // Three records at one instant, the rest a second apart.
-            time: at - chrono::Duration::seconds(i64::from(i.max(2))),
-            source: None,
-            destination: Some("spec-ehr".into()),
-            environment: Some("Development".into()),
-            event_type: Some("group-export".into()),
-            method: Some("POST".into()),
-            route: "/fhir/R4/{slug}/{env}/Group/{group_id}/$export".into(),
-            gateway_status: Some(202),
-            upstream_status: Some(202),
-            error_code: None,
-            duration_ms: 1.0,
-            job_id: None,
-            upstream_request_id: None,
-            seq: 0,
-        })
+        // Three records at one instant, the rest a second apart.
+        .map(|i| request_record(at - chrono::Duration::seconds(i64::from(i.max(2)))))
         .collect();
     app.state().store.append_log(&batch).await.unwrap();
     let mut seen = Vec::new();
@@ -638,25 +594,7 @@ async fn paging_by_cursor_visits_every_record_once_even_when_they_share_a_time()
 #[tokio::test]
 async fn a_count_that_outruns_its_budget_is_stopped_by_the_store_and_says_so() {
     let app = TestApp::spawn_with(&admin_toml()).await;
-    let record = fhirgate::store::LogRecord {
-        kind: fhirgate::store::RecordKind::Request,
-        log_id: uuid::Uuid::new_v4(),
-        attempt_id: uuid::Uuid::new_v4(),
-        time: chrono::Utc::now(),
-        source: None,
-        destination: Some("spec-ehr".into()),
-        environment: Some("Development".into()),
-        event_type: Some("group-export".into()),
-        method: Some("POST".into()),
-        route: "/fhir/R4/{slug}/{env}/Group/{group_id}/$export".into(),
-        gateway_status: Some(202),
-        upstream_status: Some(202),
-        error_code: None,
-        duration_ms: 1.0,
-        job_id: None,
-        upstream_request_id: None,
-        seq: 0,
-    };
+    let record = request_record(chrono::Utc::now());
     let batch = vec![record; 50_000];
     app.state().store.append_log(&batch).await.unwrap();
     let store = &app.state().store;
