@@ -4,20 +4,61 @@ use super::filters::{
     LOG_ROWS_PER_INSERT, log_insert, push_job_filter, push_log_filter, push_page,
 };
 use super::{
-    AssertionStore, AttemptOutcome, AttemptRecord, Claim, Decision, FailureCount, Job, JobFilter,
-    JobState, JobStats, JobStore, LogFilter, LogRecord, MessageLogStore, NewJob, NotifyUpdate,
-    StatusColumns, StatusUpdate, Store, StoreError,
+    AssertionStore, AttemptOutcome, AttemptRecord, Claim, Job, JobFilter, JobStats, JobStore,
+    LogFilter, LogRecord, MessageLogStore, NewJob, NotifyUpdate, StatusUpdate, Store, StoreError,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, QueryBuilder, Row};
+use std::str::FromStr;
 use std::time::Duration;
 use uuid::Uuid;
 
-#[derive(Debug, Clone)]
+mod writer;
+
+use writer::{Done, Op, Write};
+
+#[derive(Debug)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// The request path's writes, committed in groups (see [`writer`]).
+    writer: std::sync::Mutex<Option<tokio::sync::mpsc::Sender<Write>>>,
+}
+
+/// Marks reservations whose outcome never arrived as `kickoff-unknown`: one job, or every one
+/// reserved before `before`. Each gets an attempt record saying so. Runs in the caller's transaction.
+async fn mark_unknown(
+    conn: &mut PgConnection,
+    job_id: Option<Uuid>,
+    before: Option<DateTime<Utc>>,
+) -> Result<u64, StoreError> {
+    let now = Utc::now();
+    let rows = sqlx::query(
+        "UPDATE jobs SET state = 'kickoff-unknown', error_code = 'kickoff-unknown', updated_at = $1
+         WHERE state = 'pending' AND ($2::uuid IS NULL OR id = $2) AND ($3::timestamptz IS NULL OR updated_at < $3)
+         RETURNING id, attempt_id",
+    )
+    .bind(now)
+    .bind(job_id)
+    .bind(before)
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in &rows {
+        let id: Uuid = row.try_get("id")?;
+        let attempt: Uuid = row.try_get("attempt_id")?;
+        sqlx::query(
+            "INSERT INTO job_attempts (job_id, attempt_id, started_at, finished_at, outcome, upstream_status, error_code)
+             VALUES ($1, $2, $3, $3, 'unknown', NULL, 'kickoff-unknown')
+             ON CONFLICT (job_id, attempt_id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(attempt)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(rows.len() as u64)
 }
 
 impl super::rows::ReadRow for PgRow {
@@ -43,43 +84,6 @@ impl super::rows::ReadRow for PgRow {
 }
 
 impl PostgresStore {
-    /// Marks reservations whose outcome never arrived as `kickoff-unknown`: one job, or every one
-    /// reserved before `before`. Each gets an attempt record saying so.
-    async fn mark_unknown(
-        &self,
-        job_id: Option<Uuid>,
-        before: Option<DateTime<Utc>>,
-    ) -> Result<u64, StoreError> {
-        let now = Utc::now();
-        let mut tx = self.pool.begin().await?;
-        let rows = sqlx::query(
-            "UPDATE jobs SET state = 'kickoff-unknown', error_code = 'kickoff-unknown', updated_at = $1
-             WHERE state = 'pending' AND ($2::uuid IS NULL OR id = $2) AND ($3::timestamptz IS NULL OR updated_at < $3)
-             RETURNING id, attempt_id",
-        )
-        .bind(now)
-        .bind(job_id)
-        .bind(before)
-        .fetch_all(&mut *tx)
-        .await?;
-        for row in &rows {
-            let id: Uuid = row.try_get("id")?;
-            let attempt: Uuid = row.try_get("attempt_id")?;
-            sqlx::query(
-                "INSERT INTO job_attempts (job_id, attempt_id, started_at, finished_at, outcome, upstream_status, error_code)
-                 VALUES ($1, $2, $3, $3, 'unknown', NULL, 'kickoff-unknown')
-                 ON CONFLICT (job_id, attempt_id) DO NOTHING",
-            )
-            .bind(id)
-            .bind(attempt)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(rows.len() as u64)
-    }
-
     /// Connects to `url` and runs the migrations (safe to run from several replicas at once).
     pub async fn open(url: &str, max_connections: u32) -> Result<Self, StoreError> {
         let pool = PgPoolOptions::new()
@@ -91,7 +95,38 @@ impl PostgresStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Unavailable(format!("migrations failed: {e}")))?;
-        Ok(PostgresStore { pool })
+        let writer = writer::start(PgConnectOptions::from_str(url)?).await?;
+        Ok(PostgresStore {
+            pool,
+            writer: std::sync::Mutex::new(Some(writer)),
+        })
+    }
+
+    async fn write(&self, op: Op) -> Result<Done, StoreError> {
+        let sender = self
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let closed = || StoreError::Unavailable("the job store is closed".into());
+        let sender = sender.ok_or_else(closed)?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        sender
+            .send(Write { op, reply })
+            .await
+            .map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
+    }
+
+    async fn mark_unknown(
+        &self,
+        job_id: Option<Uuid>,
+        before: Option<DateTime<Utc>>,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let n = mark_unknown(&mut tx, job_id, before).await?;
+        tx.commit().await?;
+        Ok(n)
     }
 
     fn row_to_job(row: &PgRow) -> Result<Job, StoreError> {
@@ -102,88 +137,12 @@ impl PostgresStore {
 #[async_trait]
 impl JobStore for PostgresStore {
     async fn claim(&self, job: &NewJob, stale_after: Duration) -> Result<Claim, StoreError> {
-        // Twice at most: a request whose job ended retires that row and is then inserted afresh.
-        for _ in 0..2 {
-            let now = Utc::now();
-            let inserted = sqlx::query(
-                "INSERT INTO jobs (id, source_key, log_id, attempt_id, attempts, destination, environment, event_type,
-                                   group_id, fingerprint, state, created_at, updated_at, request)
-                 VALUES ($1, $2, $3, $4, 1, $5, $6, $7, $8, $9, 'pending', $10, $10, $11)
-                 ON CONFLICT (source_key, log_id, fingerprint) DO NOTHING",
-            )
-            .bind(job.id)
-            .bind(&job.source_key)
-            .bind(job.log_id)
-            .bind(job.attempt_id)
-            .bind(&job.destination)
-            .bind(&job.environment)
-            .bind(&job.event_type)
-            .bind(&job.group_id)
-            .bind(&job.fingerprint)
-            .bind(now)
-            .bind(&job.request)
-            .execute(&self.pool)
-            .await?;
-            if inserted.rows_affected() == 1 {
-                return Ok(Claim::New);
-            }
-            let row = sqlx::query(
-                "SELECT * FROM jobs WHERE source_key = $1 AND log_id = $2 AND fingerprint = $3",
-            )
-            .bind(&job.source_key)
-            .bind(job.log_id)
-            .bind(&job.fingerprint)
-            .fetch_optional(&self.pool)
-            .await?;
-            let Some(existing) = row.as_ref().map(Self::row_to_job).transpose()? else {
-                return Ok(Claim::InFlight);
-            };
-            // Every update is conditional on the state read, so two replicas racing agree on one winner.
-            match super::decide(&existing, stale_after, job.retry_unknown) {
-                Decision::Settled(claim) => return Ok(claim),
-                Decision::MarkUnknown => {
-                    self.mark_unknown(Some(existing.id), None).await?;
-                    let mut job = existing;
-                    job.state = JobState::KickoffUnknown;
-                    return Ok(Claim::Unknown(Box::new(job)));
-                }
-                Decision::StartNewJob => {
-                    sqlx::query(
-                        "UPDATE jobs SET fingerprint = fingerprint || '#ended-' || id::text, updated_at = $1
-                         WHERE id = $2 AND state = $3",
-                    )
-                    .bind(now)
-                    .bind(existing.id)
-                    .bind(existing.state.as_str())
-                    .execute(&self.pool)
-                    .await?;
-                }
-                Decision::RetrySameJob => {
-                    let updated = sqlx::query(
-                        "UPDATE jobs SET state = 'pending', attempt_id = $1, attempts = attempts + 1, updated_at = $2,
-                                         error_code = NULL, progress = NULL, manifest = NULL, expires = NULL,
-                                         failure = NULL, notify_state = NULL, poll_failures = 0
-                         WHERE id = $3 AND state = $4 AND attempt_id = $5",
-                    )
-                    .bind(job.attempt_id)
-                    .bind(now)
-                    .bind(existing.id)
-                    .bind(existing.state.as_str())
-                    .bind(existing.attempt_id)
-                    .execute(&self.pool)
-                    .await?;
-                    return Ok(if updated.rows_affected() == 1 {
-                        Claim::Retry {
-                            job_id: existing.id,
-                            attempt: existing.attempts + 1,
-                        }
-                    } else {
-                        Claim::InFlight
-                    });
-                }
-            }
+        match self.write(Op::Claim(job.clone(), stale_after)).await? {
+            Done::Claim(claim) => Ok(claim),
+            Done::Nothing => Err(StoreError::Unavailable(
+                "the store writer lost a claim".into(),
+            )),
         }
-        Ok(Claim::InFlight)
     }
 
     async fn mark_unknown_kickoffs(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
@@ -196,38 +155,9 @@ impl JobStore for PostgresStore {
         attempt_id: Uuid,
         outcome: &AttemptOutcome,
     ) -> Result<(), StoreError> {
-        let now = Utc::now();
-        let (state, url, error, upstream_status) = super::attempt_columns(outcome);
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "UPDATE jobs SET state = $1, upstream_status_url = COALESCE($2, upstream_status_url), error_code = $3,
-                             updated_at = $4, next_poll_at = CASE WHEN $1 = 'accepted' THEN $4 ELSE NULL END
-             WHERE id = $5 AND attempt_id = $6",
-        )
-        .bind(state)
-        .bind(url)
-        .bind(error)
-        .bind(now)
-        .bind(job_id)
-        .bind(attempt_id)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO job_attempts (job_id, attempt_id, started_at, finished_at, outcome, upstream_status, error_code)
-             VALUES ($1, $2, $3, $3, $4, $5, $6)
-             ON CONFLICT (job_id, attempt_id) DO UPDATE SET finished_at = $3, outcome = $4,
-                 upstream_status = $5, error_code = $6",
-        )
-        .bind(job_id)
-        .bind(attempt_id)
-        .bind(now)
-        .bind(state)
-        .bind(upstream_status.map(i32::from))
-        .bind(error)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        self.write(Op::Finish(job_id, attempt_id, outcome.clone()))
+            .await
+            .map(drop)
     }
 
     async fn get(&self, job_id: Uuid) -> Result<Option<Job>, StoreError> {
@@ -244,39 +174,9 @@ impl JobStore for PostgresStore {
         update: &StatusUpdate,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let c = StatusColumns::from_update(update, at);
-        sqlx::query(
-            "UPDATE jobs SET
-                state = COALESCE($1, state),
-                progress = COALESCE($2, progress),
-                retry_after_secs = COALESCE($3, retry_after_secs),
-                next_poll_at = $4,
-                last_polled_at = $5,
-                poll_failures = CASE WHEN $6 THEN poll_failures + 1 ELSE 0 END,
-                manifest = COALESCE($7, manifest),
-                expires = COALESCE($8, expires),
-                error_code = COALESCE($9, error_code),
-                failure = COALESCE($12, failure),
-                notify_state = CASE WHEN $10 THEN 'pending' ELSE notify_state END,
-                notify_next_at = CASE WHEN $10 THEN $5 ELSE notify_next_at END,
-                updated_at = $5
-             WHERE id = $11 AND state <> 'deleted'",
-        )
-        .bind(c.state)
-        .bind(c.progress)
-        .bind(c.retry_after_secs)
-        .bind(c.next_poll_at)
-        .bind(at)
-        .bind(matches!(c.failures, FailureCount::Increment))
-        .bind(c.manifest)
-        .bind(c.expires)
-        .bind(c.error_code)
-        .bind(c.notify)
-        .bind(job_id)
-        .bind(c.failure)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        self.write(Op::Status(job_id, update.clone(), at))
+            .await
+            .map(drop)
     }
 
     async fn claim_due(
@@ -309,12 +209,9 @@ impl JobStore for PostgresStore {
     }
 
     async fn release(&self, job_id: Uuid, worker: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE jobs SET claimed_by = NULL, claim_until = NULL WHERE id = $1 AND claimed_by = $2")
-            .bind(job_id)
-            .bind(worker)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        self.write(Op::Release(job_id, worker.to_owned()))
+            .await
+            .map(drop)
     }
 
     async fn release_all(&self, worker: &str) -> Result<(), StoreError> {
@@ -330,21 +227,7 @@ impl JobStore for PostgresStore {
         job_id: Uuid,
         update: NotifyUpdate,
     ) -> Result<(), StoreError> {
-        let (state, next) = match update {
-            NotifyUpdate::Sent => ("sent", None),
-            NotifyUpdate::RetryAt(t) => ("pending", Some(t)),
-            NotifyUpdate::GaveUp => ("failed", None),
-        };
-        sqlx::query(
-            "UPDATE jobs SET notify_state = $1, notify_next_at = $2, notify_attempts = notify_attempts + 1
-             WHERE id = $3",
-        )
-        .bind(state)
-        .bind(next)
-        .bind(job_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        self.write(Op::Notify(job_id, update)).await.map(drop)
     }
 
     async fn list_jobs(
@@ -544,6 +427,11 @@ impl Store for PostgresStore {
     }
 
     async fn close(&self) {
+        // Dropping the only sender ends the writer thread, which closes its connection.
+        *self
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         self.pool.close().await;
     }
 }

@@ -1,0 +1,469 @@
+//! PostgreSQL's group commit: the request path's writes (kick-off reservations and outcomes, the
+//! poller's updates) go to one writer thread that owns its own connection, takes everything queued,
+//! and commits it as one transaction: one WAL flush and a handful of round trips for the whole group
+//! (the reservations of a group are one multi-row `INSERT`, their outcomes one `UPDATE` and one
+//! `INSERT`), instead of a pooled autocommit round trip and a flush per statement. Callers hear back
+//! once the group is committed. The thread runs its own single-threaded runtime, so none of this
+//! work lands on the gateway's runtimes.
+//!
+//! A group that fails is rolled back and each of its writes runs again in a transaction of its own,
+//! so one bad write (or a deadlock with another replica) fails only itself.
+
+use super::super::{
+    AttemptOutcome, Claim, Decision, FailureCount, JobState, NewJob, NotifyUpdate, StatusColumns,
+    StatusUpdate, StoreError,
+};
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{Connection, Row};
+use std::collections::HashSet;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+/// Most writes committed in one transaction.
+const MAX_GROUP: usize = 512;
+
+/// One write, queued for the writer thread.
+#[derive(Debug)]
+pub(super) enum Op {
+    Claim(NewJob, Duration),
+    Finish(Uuid, Uuid, AttemptOutcome),
+    Status(Uuid, StatusUpdate, DateTime<Utc>),
+    Release(Uuid, String),
+    Notify(Uuid, NotifyUpdate),
+}
+
+#[derive(Debug)]
+pub(super) enum Done {
+    Claim(Claim),
+    Nothing,
+}
+
+#[derive(Debug)]
+pub(super) struct Write {
+    pub op: Op,
+    pub reply: oneshot::Sender<Result<Done, StoreError>>,
+}
+
+/// Starts the writer thread with a connection made from `options`; fails when that connection
+/// cannot be made. The thread ends when every sender is gone.
+pub(super) async fn start(options: PgConnectOptions) -> Result<mpsc::Sender<Write>, StoreError> {
+    let (tx, rx) = mpsc::channel(4096);
+    let (ready, started) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("store-writer".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = ready.send(Err(StoreError::Unavailable(format!(
+                        "cannot start the store writer: {e}"
+                    ))));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                match PgConnection::connect_with(&options).await {
+                    Ok(conn) => {
+                        let _ = ready.send(Ok(()));
+                        run(conn, options, rx).await;
+                    }
+                    Err(e) => {
+                        let _ = ready.send(Err(e.into()));
+                    }
+                }
+            });
+        })
+        .map_err(|e| StoreError::Unavailable(format!("cannot start the store writer: {e}")))?;
+    started
+        .await
+        .map_err(|_| StoreError::Unavailable("the store writer did not start".into()))??;
+    Ok(tx)
+}
+
+async fn run(conn: PgConnection, options: PgConnectOptions, mut rx: mpsc::Receiver<Write>) {
+    let mut conn = Some(conn);
+    let mut group: Vec<Write> = Vec::with_capacity(MAX_GROUP);
+    while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
+        if conn.is_none() {
+            match PgConnection::connect_with(&options).await {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    tracing::error!(message = "The store writer cannot reach PostgreSQL.", error = %e);
+                    let message = e.to_string();
+                    for w in group.drain(..) {
+                        let _ = w.reply.send(Err(StoreError::Unavailable(message.clone())));
+                    }
+                    // Not a busy loop while the database is away.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            }
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        let (results, failed) = match commit_group(c, &group).await {
+            Ok(results) => (results, false),
+            Err(e) => {
+                if group.len() > 1 {
+                    tracing::debug!(message = "A group commit failed; its writes run one by one.", error = %e);
+                }
+                let mut results = Vec::with_capacity(group.len());
+                for w in &group {
+                    results.push(commit_one(c, &w.op).await);
+                }
+                (results, true)
+            }
+        };
+        for (w, result) in group.drain(..).zip(results) {
+            let _ = w.reply.send(result);
+        }
+        // A connection that failed under us is replaced before the next group.
+        if failed && c.ping().await.is_err() {
+            conn = None;
+        }
+    }
+}
+
+/// One write in a transaction of its own.
+async fn commit_one(conn: &mut PgConnection, op: &Op) -> Result<Done, StoreError> {
+    let mut tx = conn.begin().await?;
+    let done = apply(&mut tx, op).await?;
+    tx.commit().await?;
+    Ok(done)
+}
+
+/// One write, on its own (the rare claims that meet an existing row, the poller's updates).
+async fn apply(conn: &mut PgConnection, op: &Op) -> Result<Done, StoreError> {
+    Ok(match op {
+        Op::Claim(job, stale) => Done::Claim(claim(conn, job, *stale).await?),
+        Op::Finish(job, attempt, outcome) => {
+            finish(conn, &[(*job, *attempt, outcome)]).await?;
+            Done::Nothing
+        }
+        Op::Status(job, update, at) => {
+            record_status(conn, *job, update, *at).await?;
+            Done::Nothing
+        }
+        Op::Release(job, worker) => {
+            sqlx::query(
+                "UPDATE jobs SET claimed_by = NULL, claim_until = NULL WHERE id = $1 AND claimed_by = $2",
+            )
+            .bind(job)
+            .bind(worker)
+            .execute(&mut *conn)
+            .await?;
+            Done::Nothing
+        }
+        Op::Notify(job, update) => {
+            let (state, next) = match update {
+                NotifyUpdate::Sent => ("sent", None),
+                NotifyUpdate::RetryAt(t) => ("pending", Some(*t)),
+                NotifyUpdate::GaveUp => ("failed", None),
+            };
+            sqlx::query(
+                "UPDATE jobs SET notify_state = $1, notify_next_at = $2, notify_attempts = notify_attempts + 1
+                 WHERE id = $3",
+            )
+            .bind(state)
+            .bind(next)
+            .bind(job)
+            .execute(&mut *conn)
+            .await?;
+            Done::Nothing
+        }
+    })
+}
+
+/// The whole group in one transaction: every new reservation in one `INSERT`, every attempt outcome
+/// in one `UPDATE` and one `INSERT`, the rest one statement each; `Err` when the transaction failed
+/// (nothing of it was kept).
+async fn commit_group(
+    conn: &mut PgConnection,
+    group: &[Write],
+) -> Result<Vec<Result<Done, StoreError>>, StoreError> {
+    let mut results: Vec<Option<Result<Done, StoreError>>> = group.iter().map(|_| None).collect();
+    let mut tx = conn.begin().await?;
+
+    // Reservations: the new ones in one statement; one that meets an existing row (a retried
+    // envelope, or two of the same in this group) goes through the whole claim on its own.
+    let claims: Vec<(usize, &NewJob, Duration)> = group
+        .iter()
+        .enumerate()
+        .filter_map(|(i, w)| match &w.op {
+            Op::Claim(job, stale) => Some((i, job, *stale)),
+            _ => None,
+        })
+        .collect();
+    if !claims.is_empty() {
+        let inserted = insert_new(&mut tx, claims.iter().map(|(_, job, _)| *job)).await?;
+        for (i, job, stale) in &claims {
+            results[*i] = Some(Ok(Done::Claim(if inserted.contains(&job.id) {
+                Claim::New
+            } else {
+                claim(&mut tx, job, *stale).await?
+            })));
+        }
+    }
+
+    let finishes: Vec<(usize, (Uuid, Uuid, &AttemptOutcome))> = group
+        .iter()
+        .enumerate()
+        .filter_map(|(i, w)| match &w.op {
+            Op::Finish(job, attempt, outcome) => Some((i, (*job, *attempt, outcome))),
+            _ => None,
+        })
+        .collect();
+    if !finishes.is_empty() {
+        let rows: Vec<_> = finishes.iter().map(|(_, f)| *f).collect();
+        finish(&mut tx, &rows).await?;
+        for (i, _) in &finishes {
+            results[*i] = Some(Ok(Done::Nothing));
+        }
+    }
+
+    for (i, w) in group.iter().enumerate() {
+        if results[i].is_none() {
+            results[i] = Some(Ok(apply(&mut tx, &w.op).await?));
+        }
+    }
+    tx.commit().await?;
+    Ok(results
+        .into_iter()
+        .map(|r| r.unwrap_or(Ok(Done::Nothing)))
+        .collect())
+}
+
+/// Inserts the jobs whose (source, Log ID, fingerprint) is not taken yet, in one statement; the ids
+/// of those inserted.
+async fn insert_new<'a>(
+    conn: &mut PgConnection,
+    jobs: impl Iterator<Item = &'a NewJob>,
+) -> Result<HashSet<Uuid>, StoreError> {
+    let mut jobs: Vec<&NewJob> = jobs.collect();
+    // One order for every replica's writer, so two groups inserting the same keys wait for one
+    // another instead of deadlocking.
+    jobs.sort_by(|a, b| {
+        (&a.source_key, a.log_id, &a.fingerprint).cmp(&(&b.source_key, b.log_id, &b.fingerprint))
+    });
+    let column = |f: fn(&NewJob) -> String| jobs.iter().map(|j| f(j)).collect::<Vec<String>>();
+    let rows = sqlx::query(
+        "INSERT INTO jobs (id, source_key, log_id, attempt_id, attempts, destination, environment, event_type,
+                           group_id, fingerprint, state, created_at, updated_at, request)
+         SELECT id, source_key, log_id, attempt_id, 1, destination, environment, event_type,
+                group_id, fingerprint, 'pending', $10, $10, request
+         FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[],
+                     $8::text[], $9::text[], $11::text[])
+              WITH ORDINALITY AS t(id, source_key, log_id, attempt_id, destination, environment, event_type,
+                                   group_id, fingerprint, request, n)
+         ORDER BY n
+         ON CONFLICT (source_key, log_id, fingerprint) DO NOTHING
+         RETURNING id",
+    )
+    .bind(jobs.iter().map(|j| j.id).collect::<Vec<_>>())
+    .bind(column(|j| j.source_key.clone()))
+    .bind(jobs.iter().map(|j| j.log_id).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.attempt_id).collect::<Vec<_>>())
+    .bind(column(|j| j.destination.clone()))
+    .bind(column(|j| j.environment.clone()))
+    .bind(column(|j| j.event_type.clone()))
+    .bind(jobs.iter().map(|j| j.group_id.clone()).collect::<Vec<_>>())
+    .bind(column(|j| j.fingerprint.clone()))
+    .bind(Utc::now())
+    .bind(jobs.iter().map(|j| j.request.clone()).collect::<Vec<_>>())
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| r.try_get::<Uuid, _>("id").map_err(StoreError::from))
+        .collect()
+}
+
+/// Reserves `job`, or tells what became of an earlier reservation of the same request.
+pub(super) async fn claim(
+    conn: &mut PgConnection,
+    job: &NewJob,
+    stale_after: Duration,
+) -> Result<Claim, StoreError> {
+    // Twice at most: a request whose job ended retires that row and is then inserted afresh.
+    for _ in 0..2 {
+        let now = Utc::now();
+        if insert_new(&mut *conn, std::iter::once(job))
+            .await?
+            .contains(&job.id)
+        {
+            return Ok(Claim::New);
+        }
+        let row = sqlx::query(
+            "SELECT * FROM jobs WHERE source_key = $1 AND log_id = $2 AND fingerprint = $3",
+        )
+        .bind(&job.source_key)
+        .bind(job.log_id)
+        .bind(&job.fingerprint)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let Some(existing) = row.as_ref().map(super::super::rows::job).transpose()? else {
+            return Ok(Claim::InFlight);
+        };
+        // Every update is conditional on the state read, so two replicas racing agree on one winner.
+        match super::super::decide(&existing, stale_after, job.retry_unknown) {
+            Decision::Settled(claim) => return Ok(claim),
+            Decision::MarkUnknown => {
+                super::mark_unknown(&mut *conn, Some(existing.id), None).await?;
+                let mut job = existing;
+                job.state = JobState::KickoffUnknown;
+                return Ok(Claim::Unknown(Box::new(job)));
+            }
+            Decision::StartNewJob => {
+                sqlx::query(
+                    "UPDATE jobs SET fingerprint = fingerprint || '#ended-' || id::text, updated_at = $1
+                     WHERE id = $2 AND state = $3",
+                )
+                .bind(now)
+                .bind(existing.id)
+                .bind(existing.state.as_str())
+                .execute(&mut *conn)
+                .await?;
+            }
+            Decision::RetrySameJob => {
+                let updated = sqlx::query(
+                    "UPDATE jobs SET state = 'pending', attempt_id = $1, attempts = attempts + 1, updated_at = $2,
+                                     error_code = NULL, progress = NULL, manifest = NULL, expires = NULL,
+                                     failure = NULL, notify_state = NULL, poll_failures = 0
+                     WHERE id = $3 AND state = $4 AND attempt_id = $5",
+                )
+                .bind(job.attempt_id)
+                .bind(now)
+                .bind(existing.id)
+                .bind(existing.state.as_str())
+                .bind(existing.attempt_id)
+                .execute(&mut *conn)
+                .await?;
+                return Ok(if updated.rows_affected() == 1 {
+                    Claim::Retry {
+                        job_id: existing.id,
+                        attempt: existing.attempts + 1,
+                    }
+                } else {
+                    Claim::InFlight
+                });
+            }
+        }
+    }
+    Ok(Claim::InFlight)
+}
+
+/// Records how kick-off attempts ended: each job's state and one attempt record each, two
+/// statements for all of them.
+async fn finish(
+    conn: &mut PgConnection,
+    outcomes: &[(Uuid, Uuid, &AttemptOutcome)],
+) -> Result<(), StoreError> {
+    let now = Utc::now();
+    let mut rows: Vec<(
+        Uuid,
+        Uuid,
+        &'static str,
+        Option<&str>,
+        Option<&str>,
+        Option<i32>,
+    )> = outcomes
+        .iter()
+        .map(|(job, attempt, outcome)| {
+            let (state, url, error, status) = super::super::attempt_columns(outcome);
+            (*job, *attempt, state, url, error, status.map(i32::from))
+        })
+        .collect();
+    // One row per attempt (the last word wins, as it would one statement at a time), in one order
+    // for every replica.
+    rows.sort_by_key(|r| (r.0, r.1));
+    rows.dedup_by(|later, earlier| {
+        let same = (later.0, later.1) == (earlier.0, earlier.1);
+        if same {
+            std::mem::swap(later, earlier);
+        }
+        same
+    });
+    let jobs: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
+    let attempts: Vec<Uuid> = rows.iter().map(|r| r.1).collect();
+    let states: Vec<&str> = rows.iter().map(|r| r.2).collect();
+    let urls: Vec<Option<&str>> = rows.iter().map(|r| r.3).collect();
+    let errors: Vec<Option<&str>> = rows.iter().map(|r| r.4).collect();
+    let statuses: Vec<Option<i32>> = rows.iter().map(|r| r.5).collect();
+    sqlx::query(
+        "UPDATE jobs SET state = t.state, upstream_status_url = COALESCE(t.url, jobs.upstream_status_url),
+                         error_code = t.error, updated_at = $6,
+                         next_poll_at = CASE WHEN t.state = 'accepted' THEN $6 ELSE NULL END
+         FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[]) AS t(id, attempt, state, url, error)
+         WHERE jobs.id = t.id AND jobs.attempt_id = t.attempt",
+    )
+    .bind(&jobs)
+    .bind(&attempts)
+    .bind(&states)
+    .bind(&urls)
+    .bind(&errors)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO job_attempts (job_id, attempt_id, started_at, finished_at, outcome, upstream_status, error_code)
+         SELECT job_id, attempt_id, $6, $6, outcome, upstream_status, error_code
+         FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::int4[], $5::text[])
+              AS t(job_id, attempt_id, outcome, upstream_status, error_code)
+         ON CONFLICT (job_id, attempt_id) DO UPDATE SET finished_at = EXCLUDED.finished_at,
+             outcome = EXCLUDED.outcome, upstream_status = EXCLUDED.upstream_status,
+             error_code = EXCLUDED.error_code",
+    )
+    .bind(&jobs)
+    .bind(&attempts)
+    .bind(&states)
+    .bind(&statuses)
+    .bind(&errors)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn record_status(
+    conn: &mut PgConnection,
+    job_id: Uuid,
+    update: &StatusUpdate,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let c = StatusColumns::from_update(update, at);
+    sqlx::query(
+        "UPDATE jobs SET
+            state = COALESCE($1, state),
+            progress = COALESCE($2, progress),
+            retry_after_secs = COALESCE($3, retry_after_secs),
+            next_poll_at = $4,
+            last_polled_at = $5,
+            poll_failures = CASE WHEN $6 THEN poll_failures + 1 ELSE 0 END,
+            manifest = COALESCE($7, manifest),
+            expires = COALESCE($8, expires),
+            error_code = COALESCE($9, error_code),
+            failure = COALESCE($12, failure),
+            notify_state = CASE WHEN $10 THEN 'pending' ELSE notify_state END,
+            notify_next_at = CASE WHEN $10 THEN $5 ELSE notify_next_at END,
+            updated_at = $5
+         WHERE id = $11 AND state <> 'deleted'",
+    )
+    .bind(c.state)
+    .bind(c.progress)
+    .bind(c.retry_after_secs)
+    .bind(c.next_poll_at)
+    .bind(at)
+    .bind(matches!(c.failures, FailureCount::Increment))
+    .bind(c.manifest)
+    .bind(c.expires)
+    .bind(c.error_code)
+    .bind(c.notify)
+    .bind(job_id)
+    .bind(c.failure)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
