@@ -89,3 +89,52 @@ async fn an_accepted_job_survives_a_restart_of_the_gateway() {
         "the retried envelope finds the job from before the restart"
     );
 }
+
+#[tokio::test]
+async fn forty_simultaneous_kickoffs_under_ten_log_ids_make_ten_jobs_and_ten_upstream_calls() {
+    // The store commits concurrent writes in groups: the same Log ID several times in one group must
+    // still make one job, and every copy hears about that job or that it is in flight.
+    let app = TestApp::spawn().await;
+    expect_kickoffs(&app, 10).await;
+    let envelopes: Vec<serde_json::Value> = (0..40)
+        .map(|i| {
+            let mut e = seed();
+            e["Meta"]["Logs"][0]["ID"] =
+                serde_json::Value::String(format!("00000000-0000-4000-8000-{:012}", i % 10));
+            e
+        })
+        .collect();
+
+    let route = spec_group_route();
+    let answers =
+        futures_util::future::join_all(envelopes.iter().map(|e| app.post_envelope(&route, e)))
+            .await;
+
+    let mut jobs_by_log: std::collections::HashMap<usize, std::collections::HashSet<String>> =
+        Default::default();
+    for (i, answer) in answers.iter().enumerate() {
+        let status = answer.status().as_u16();
+        assert!(
+            status == 202 || status == 409,
+            "kick-off {i} answered {status}"
+        );
+        if let Some(location) = answer.headers().get("Content-Location") {
+            jobs_by_log
+                .entry(i % 10)
+                .or_default()
+                .insert(location.to_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(jobs_by_log.len(), 10, "every Log ID was accepted once");
+    assert!(
+        jobs_by_log.values().all(|jobs| jobs.len() == 1),
+        "one job per Log ID: {jobs_by_log:?}"
+    );
+    let stored = app
+        .state()
+        .store
+        .list_jobs(&Default::default(), 100, 0)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 10);
+}
