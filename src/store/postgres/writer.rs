@@ -355,6 +355,16 @@ pub(super) async fn claim(
     Ok(Claim::InFlight)
 }
 
+/// An attempt's outcome as columns: job, attempt, state, status URL, error code, EHR status.
+type AttemptRow<'a> = (
+    Uuid,
+    Uuid,
+    &'static str,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<i32>,
+);
+
 /// Records how kick-off attempts ended: each job's state and one attempt record each, two
 /// statements for all of them.
 async fn finish(
@@ -362,14 +372,7 @@ async fn finish(
     outcomes: &[(Uuid, Uuid, &AttemptOutcome)],
 ) -> Result<(), StoreError> {
     let now = Utc::now();
-    let mut rows: Vec<(
-        Uuid,
-        Uuid,
-        &'static str,
-        Option<&str>,
-        Option<&str>,
-        Option<i32>,
-    )> = outcomes
+    let mut rows: Vec<AttemptRow<'_>> = outcomes
         .iter()
         .map(|(job, attempt, outcome)| {
             let (state, url, error, status) = super::super::attempt_columns(outcome);
