@@ -181,59 +181,6 @@ where
         .push_bind(i64::try_from(offset).unwrap_or(i64::MAX));
 }
 
-/// Rows per multi-row `INSERT` of message log records (15 parameters each, under SQLite's 32,766).
-pub(crate) const LOG_ROWS_PER_INSERT: usize = 500;
-
-/// One multi-row `INSERT` of message log records: a single statement for a whole batch, so the log
-/// costs the store one round trip per batch rather than one per record.
-pub(crate) fn log_insert<'a, DB>(records: &[super::LogRecord]) -> QueryBuilder<'a, DB>
-where
-    DB: FilterValues,
-    String: Encode<'a, DB> + Type<DB>,
-    Option<String>: Encode<'a, DB> + Type<DB>,
-    Option<i64>: Encode<'a, DB> + Type<DB>,
-    f64: Encode<'a, DB> + Type<DB>,
-{
-    let mut qb = QueryBuilder::new(
-        "INSERT INTO message_log (kind, log_id, attempt_id, at, source, destination, environment, \
-         event_type, method, route, gateway_status, upstream_status, error_code, duration_ms, job_id, \
-         upstream_request_id) VALUES ",
-    );
-    for (i, r) in records.iter().enumerate() {
-        qb.push(if i == 0 { "(" } else { ", (" });
-        qb.push_bind(r.kind.as_str().to_owned()).push(", ");
-        DB::bind_uuid(&mut qb, r.log_id);
-        qb.push(", ");
-        DB::bind_uuid(&mut qb, r.attempt_id);
-        qb.push(", ");
-        DB::bind_time(&mut qb, r.time);
-        for text in [
-            &r.source,
-            &r.destination,
-            &r.environment,
-            &r.event_type,
-            &r.method,
-        ] {
-            qb.push(", ").push_bind(text.clone());
-        }
-        qb.push(", ").push_bind(r.route.clone());
-        qb.push(", ").push_bind(r.gateway_status.map(i64::from));
-        qb.push(", ").push_bind(r.upstream_status.map(i64::from));
-        qb.push(", ").push_bind(r.error_code.clone());
-        qb.push(", ").push_bind(r.duration_ms);
-        qb.push(", ");
-        match r.job_id {
-            Some(job) => DB::bind_uuid(&mut qb, job),
-            None => {
-                qb.push("NULL");
-            }
-        }
-        qb.push(", ").push_bind(r.upstream_request_id.clone());
-        qb.push(")");
-    }
-    qb
-}
-
 /// `(job_id, upstream_status, source)` of each job's newest upstream call (`source` 0) and of its last
 /// kick-off attempt that had a status (`source` 1): the admin job list's "last EHR status" for a whole
 /// page in one query.

@@ -10,8 +10,8 @@
 //! so one bad write (or a deadlock with another replica) fails only itself.
 
 use super::super::{
-    AttemptOutcome, Claim, Decision, FailureCount, JobState, NewJob, NotifyUpdate, StatusColumns,
-    StatusUpdate, StoreError,
+    AttemptOutcome, Claim, Decision, FailureCount, JobState, LogRecord, NewJob, NotifyUpdate,
+    StatusColumns, StatusUpdate, StoreError,
 };
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
@@ -32,6 +32,7 @@ pub(super) enum Op {
     Status(Uuid, StatusUpdate, DateTime<Utc>),
     Release(Uuid, String),
     Notify(Uuid, NotifyUpdate),
+    AppendLog(Vec<LogRecord>),
 }
 
 #[derive(Debug)]
@@ -175,6 +176,10 @@ async fn apply(conn: &mut PgConnection, op: &Op) -> Result<Done, StoreError> {
             .await?;
             Done::Nothing
         }
+        Op::AppendLog(records) => {
+            append_log(conn, records.iter()).await?;
+            Done::Nothing
+        }
     })
 }
 
@@ -222,6 +227,28 @@ async fn commit_group(
         finish(&mut tx, &rows).await?;
         for (i, _) in &finishes {
             results[*i] = Some(Ok(Done::Nothing));
+        }
+    }
+
+    // The message log's records of the whole group: one statement.
+    let logs: Vec<usize> = group
+        .iter()
+        .enumerate()
+        .filter_map(|(i, w)| matches!(w.op, Op::AppendLog(_)).then_some(i))
+        .collect();
+    if !logs.is_empty() {
+        append_log(
+            &mut tx,
+            logs.iter()
+                .filter_map(|i| match &group[*i].op {
+                    Op::AppendLog(records) => Some(records.iter()),
+                    _ => None,
+                })
+                .flatten(),
+        )
+        .await?;
+        for i in logs {
+            results[i] = Some(Ok(Done::Nothing));
         }
     }
 
@@ -466,6 +493,58 @@ async fn record_status(
     .bind(c.notify)
     .bind(job_id)
     .bind(c.failure)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Appends message log records in one statement (a fixed one, so it is prepared once: a multi-row
+/// `VALUES` list would be a new statement for every batch size).
+async fn append_log<'a>(
+    conn: &mut PgConnection,
+    records: impl Iterator<Item = &'a LogRecord>,
+) -> Result<(), StoreError> {
+    let records: Vec<&LogRecord> = records.collect();
+    if records.is_empty() {
+        return Ok(());
+    }
+    let text = |f: fn(&LogRecord) -> Option<&str>| records.iter().map(|r| f(r)).collect::<Vec<_>>();
+    let status = |f: fn(&LogRecord) -> Option<u16>| {
+        records
+            .iter()
+            .map(|r| f(r).map(i32::from))
+            .collect::<Vec<_>>()
+    };
+    sqlx::query(
+        "INSERT INTO message_log (kind, log_id, attempt_id, at, source, destination, environment,
+             event_type, method, route, gateway_status, upstream_status, error_code, duration_ms, job_id,
+             upstream_request_id)
+         SELECT kind, log_id, attempt_id, at, source, destination, environment, event_type, method, route,
+                gateway_status, upstream_status, error_code, duration_ms, job_id, upstream_request_id
+         FROM unnest($1::text[], $2::uuid[], $3::uuid[], $4::timestamptz[], $5::text[], $6::text[],
+                     $7::text[], $8::text[], $9::text[], $10::text[], $11::int4[], $12::int4[],
+                     $13::text[], $14::float8[], $15::uuid[], $16::text[])
+              WITH ORDINALITY AS t(kind, log_id, attempt_id, at, source, destination, environment,
+                                   event_type, method, route, gateway_status, upstream_status,
+                                   error_code, duration_ms, job_id, upstream_request_id, n)
+         ORDER BY n",
+    )
+    .bind(text(|r| Some(r.kind.as_str())))
+    .bind(records.iter().map(|r| r.log_id).collect::<Vec<_>>())
+    .bind(records.iter().map(|r| r.attempt_id).collect::<Vec<_>>())
+    .bind(records.iter().map(|r| r.time).collect::<Vec<_>>())
+    .bind(text(|r| r.source.as_deref()))
+    .bind(text(|r| r.destination.as_deref()))
+    .bind(text(|r| r.environment.as_deref()))
+    .bind(text(|r| r.event_type.as_deref()))
+    .bind(text(|r| r.method.as_deref()))
+    .bind(text(|r| Some(r.route.as_str())))
+    .bind(status(|r| r.gateway_status))
+    .bind(status(|r| r.upstream_status))
+    .bind(text(|r| r.error_code.as_deref()))
+    .bind(records.iter().map(|r| r.duration_ms).collect::<Vec<_>>())
+    .bind(records.iter().map(|r| r.job_id).collect::<Vec<_>>())
+    .bind(text(|r| r.upstream_request_id.as_deref()))
     .execute(&mut *conn)
     .await?;
     Ok(())
