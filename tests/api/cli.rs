@@ -372,3 +372,26 @@ async fn check_config_online_shows_what_each_ehr_declares_and_fails_when_one_can
         "{stdout}"
     );
 }
+
+#[test]
+fn check_config_refuses_a_dashboard_session_lifetime_outside_a_minute_to_a_week() {
+    let dir = tempfile::tempdir().unwrap();
+    for (ttl, code) in [(59, 1), (60, 0), (604_800, 0), (604_801, 1)] {
+        let file = dir.path().join(format!("ttl-{ttl}.toml"));
+        std::fs::write(&file, format!("[admin]\nsession_ttl_secs = {ttl}\n")).unwrap();
+        let out = fhirgate()
+            .args(["check-config", "--config"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "session_ttl_secs = {ttl}: {stderr}"
+        );
+        if code == 1 {
+            assert!(stderr.contains("admin.session_ttl_secs"), "{stderr}");
+        }
+    }
+}

@@ -138,3 +138,48 @@ async fn forty_simultaneous_kickoffs_under_ten_log_ids_make_ten_jobs_and_ten_ups
         .unwrap();
     assert_eq!(stored.len(), 10);
 }
+
+#[tokio::test]
+async fn the_ids_the_gateway_mints_are_time_ordered_uuidv7_and_the_partners_are_kept() {
+    let app = TestApp::spawn().await;
+    expect_kickoffs(&app, 3).await;
+    let mut anonymous = seed();
+    anonymous["Meta"].as_object_mut().unwrap().remove("Logs");
+
+    let (_, minted) = location_of(&app).await;
+    let first = app.post_envelope(&spec_group_route(), &anonymous).await;
+    let second = app.post_envelope(&spec_group_route(), &anonymous).await;
+
+    let job = |location: &str| uuid::Uuid::parse_str(location.rsplit('/').next().unwrap()).unwrap();
+    let kept = app
+        .state()
+        .store
+        .get(job(&minted.unwrap()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        kept.log_id.to_string(),
+        SEED_LOG_ID,
+        "the partner's Log ID is kept"
+    );
+    assert_eq!(kept.id.get_version_num(), 7);
+    let ids: Vec<uuid::Uuid> = [&first, &second]
+        .iter()
+        .map(|r| job(r.headers()["Content-Location"].to_str().unwrap()))
+        .collect();
+    let stored =
+        futures_util::future::join_all(ids.iter().map(|id| app.state().store.get(*id))).await;
+    for job in stored {
+        let job = job.unwrap().unwrap();
+        assert_eq!(job.id.get_version_num(), 7, "job id {}", job.id);
+        assert_eq!(job.log_id.get_version_num(), 7, "Log ID {}", job.log_id);
+        assert_eq!(
+            job.attempt_id.get_version_num(),
+            7,
+            "AttemptID {}",
+            job.attempt_id
+        );
+    }
+    assert!(ids[0] < ids[1], "a later job sorts after an earlier one");
+}

@@ -358,3 +358,57 @@ async fn the_poller_follows_every_manifest_page_and_notifies_once_with_every_fil
     assert!(output[2]["url"].as_str().unwrap().ends_with("/4"), "{body}");
     assert!(!body.to_string().contains(&up));
 }
+
+#[tokio::test]
+async fn a_poller_that_claims_a_full_batch_looks_again_at_once_instead_of_waiting_a_tick() {
+    // Batch 2, a tick of an hour: five due jobs are all polled within seconds only if every full
+    // batch is followed by another look at once.
+    let app = TestApp::spawn().await;
+    let mut settings = app.settings.clone();
+    settings.worker.batch = 2;
+    settings.worker.tick_secs = 3600.0;
+    let app = app.with_settings(settings).await;
+    app.upstream_accepts_kickoffs().await;
+    upstream_completes(&app).await;
+    let mut locations = Vec::new();
+    for i in 0..5 {
+        let mut envelope = seed();
+        envelope["Meta"]["Logs"][0]["ID"] =
+            Value::String(format!("00000000-0000-4000-8000-{i:012}"));
+        let response = app.post_envelope(&spec_group_route(), &envelope).await;
+        assert_eq!(response.status(), 202);
+        locations.push(
+            response.headers()["Content-Location"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let poller = Poller::new(
+        app.state().clone(),
+        Arc::new(fhirgate::service::poller::SystemClock),
+    );
+    let running = tokio::spawn(poller.run(stopped));
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut completed = 0;
+        for location in &locations {
+            if stored_job(&app, location).await.state == JobState::Completed {
+                completed += 1;
+            }
+        }
+        if completed == locations.len() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{completed} of 5 jobs completed: the poller waited for its next tick"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.send(true).unwrap();
+    running.await.unwrap();
+    assert_eq!(status_polls(&app).await, 5, "each job polled once");
+}

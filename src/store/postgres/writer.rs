@@ -24,6 +24,10 @@ use uuid::Uuid;
 /// Most writes committed in one transaction.
 const MAX_GROUP: usize = 512;
 
+/// Connections committing groups at once: while one waits for its commit (the WAL flush), the next
+/// group runs on another.
+const WRITERS: usize = 3;
+
 /// One write, queued for the writer thread.
 #[derive(Debug)]
 pub(super) enum Op {
@@ -68,15 +72,24 @@ pub(super) async fn start(options: PgConnectOptions) -> Result<mpsc::Sender<Writ
                 }
             };
             runtime.block_on(async move {
-                match PgConnection::connect_with(&options).await {
-                    Ok(conn) => {
-                        let _ = ready.send(Ok(()));
-                        run(conn, options, rx).await;
-                    }
-                    Err(e) => {
-                        let _ = ready.send(Err(e.into()));
+                let mut conns = Vec::with_capacity(WRITERS);
+                for _ in 0..WRITERS {
+                    match PgConnection::connect_with(&options).await {
+                        Ok(conn) => conns.push(conn),
+                        Err(e) => {
+                            let _ = ready.send(Err(e.into()));
+                            return;
+                        }
                     }
                 }
+                let _ = ready.send(Ok(()));
+                let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
+                futures_util::future::join_all(
+                    conns
+                        .into_iter()
+                        .map(|conn| run(conn, options.clone(), rx.clone())),
+                )
+                .await;
             });
         })
         .map_err(|e| StoreError::Unavailable(format!("cannot start the store writer: {e}")))?;
@@ -86,10 +99,20 @@ pub(super) async fn start(options: PgConnectOptions) -> Result<mpsc::Sender<Writ
     Ok(tx)
 }
 
-async fn run(conn: PgConnection, options: PgConnectOptions, mut rx: mpsc::Receiver<Write>) {
+/// One of the writer's connections: takes the next group from the shared queue, commits it, answers.
+async fn run(
+    conn: PgConnection,
+    options: PgConnectOptions,
+    rx: std::sync::Arc<tokio::sync::Mutex<mpsc::Receiver<Write>>>,
+) {
     let mut conn = Some(conn);
     let mut group: Vec<Write> = Vec::with_capacity(MAX_GROUP);
-    while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
+    loop {
+        // The queue is held while waiting for writes: the next group forms there while the other
+        // connections commit theirs.
+        if rx.lock().await.recv_many(&mut group, MAX_GROUP).await == 0 {
+            break;
+        }
         if conn.is_none() {
             match PgConnection::connect_with(&options).await {
                 Ok(c) => conn = Some(c),
