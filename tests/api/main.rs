@@ -28,5 +28,6 @@ mod semantics;
 mod shutdown;
 mod smart;
 mod source_tokens;
+mod store;
 mod upstream_failures;
 mod upstream_requests;
