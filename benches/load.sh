@@ -129,6 +129,21 @@ p = d["latencyPercentiles"]
 print(json.dumps({"rps": round(d["summary"]["requestsPerSec"], 1), "p50_ms": round(p["p50"] * 1000, 3),
                   "p99_ms": round(p["p99"] * 1000, 3), "status": d.get("statusCodeDistribution", {})}))'; }
 
+# The disk's own durable-write latency: every kick-off waits for two (the reservation, then the EHR's
+# answer), so it sets a floor under the gateway's latency that nginx does not have.
+python3 - "$work" <<'PY'
+import os, sys, time
+path = os.path.join(sys.argv[1], "fsync-probe")
+fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+took = []
+for _ in range(500):
+    os.write(fd, b"x" * 4096)
+    t = time.perf_counter(); os.fsync(fd); took.append(time.perf_counter() - t)
+os.close(fd); os.unlink(path)
+took.sort()
+print(f"== the store's disk: fsync p50 {took[250] * 1000:.3f} ms, p99 {took[495] * 1000:.3f} ms (two per kick-off)")
+PY
+
 echo "== kick-offs at saturation, $CONNECTIONS connections, $DURATION each"
 up_sat=$(get -c "$CONNECTIONS" "$upstream_kickoff" | summary);     echo "  upstream alone   : $up_sat"
 ng_sat=$(get -c "$CONNECTIONS" "$nginx_kickoff" | summary);        echo "  nginx proxy      : $ng_sat"
@@ -183,8 +198,17 @@ if [ -n "${FHIRGATE_BENCH_POSTGRES_URL:-}" ]; then
     psql "$FHIRGATE_BENCH_POSTGRES_URL" -qc "CREATE DATABASE $db" >/dev/null
     pg_url="${FHIRGATE_BENCH_POSTGRES_URL%/*}/$db"
     start_gateway postgres "$PG_GATEWAY_PORT" "$pg_url" false
+    # PostgreSQL shares the two cores: how much of them its own processes took during the run.
+    pg_cpu() { for p in $(pgrep -x postgres; pgrep -f '^postgres: '); do awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null; done | awk '{s += $1} END {print s + 0}'; }
+    pg_before=$(pg_cpu); t0=$(date +%s.%N)
     pg_sat=$(post -c "$CONNECTIONS" "$(gateway_kickoff "$PG_GATEWAY_PORT")" | summary)
+    pg_after=$(pg_cpu); t1=$(date +%s.%N)
     echo "== kick-offs at saturation, gateway on PostgreSQL: $pg_sat"
+    python3 -c "
+import json
+cores = ($pg_after - $pg_before) / $(getconf CLK_TCK) / ($t1 - $t0)
+rps = json.loads('$pg_sat')['rps']
+print(f'  PostgreSQL itself used {cores:.2f} of the $(nproc) cores: {cores * 1e6 / rps:.0f} us of its CPU per kick-off')"
     kill "$gateway_pid"; wait "$gateway_pid" 2>/dev/null || true
     psql "$FHIRGATE_BENCH_POSTGRES_URL" -qc "DROP DATABASE $db" >/dev/null || true
     pg_line=$pg_sat
