@@ -199,7 +199,7 @@ if [ -n "${FHIRGATE_BENCH_POSTGRES_URL:-}" ]; then
     pg_url="${FHIRGATE_BENCH_POSTGRES_URL%/*}/$db"
     start_gateway postgres "$PG_GATEWAY_PORT" "$pg_url" false
     # PostgreSQL shares the two cores: how much of them its own processes took during the run.
-    pg_cpu() { for p in $(pgrep -x postgres; pgrep -f '^postgres: '); do awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null; done | awk '{s += $1} END {print s + 0}'; }
+    pg_cpu() { for p in $(pgrep -x postgres); do awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null; done | awk '{s += $1} END {print s + 0}'; }
     pg_before=$(pg_cpu); t0=$(date +%s.%N)
     pg_sat=$(post -c "$CONNECTIONS" "$(gateway_kickoff "$PG_GATEWAY_PORT")" | summary)
     pg_after=$(pg_cpu); t1=$(date +%s.%N)

@@ -16,7 +16,7 @@ use fhirgate::startup::Application;
 use serde_json::Value;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tempfile::TempDir;
 use wiremock::matchers::{method, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -40,12 +40,69 @@ pub struct TestApp {
     pub settings: Settings,
     handle: actix_web::dev::ServerHandle,
     state: fhirgate::state::AppState,
-    _dir: Arc<TempDir>,
+    _dir: Arc<Scratch>,
+}
+
+/// A test's files, and its PostgreSQL database when it has one: both go when the last gateway of the
+/// test does (hundreds of test databases were left behind otherwise).
+pub struct Scratch {
+    dir: TempDir,
+    database: Mutex<Option<(String, String)>>,
+}
+
+impl Scratch {
+    fn new() -> Arc<Scratch> {
+        Arc::new(Scratch {
+            dir: tempfile::tempdir().expect("tempdir"),
+            database: Mutex::new(None),
+        })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The job store for this test: a fresh PostgreSQL database when `FHIRGATE_TEST_POSTGRES_URL` is
+    /// set, otherwise a SQLite file here.
+    async fn store_url(&self) -> String {
+        let url = test_store_url(self.path()).await;
+        if url.starts_with("postgres")
+            && let Ok(admin) = std::env::var("FHIRGATE_TEST_POSTGRES_URL")
+        {
+            let name = url.rsplit('/').next().unwrap_or_default().to_owned();
+            *self.database.lock().unwrap() = Some((admin, name));
+        }
+        url
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let Some((admin, name)) = self.database.lock().unwrap().take() else {
+            return;
+        };
+        // On a thread of its own: the test's runtime may be the one being dropped.
+        let dropped = std::thread::spawn(move || {
+            use sqlx::Connection;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async {
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut conn)
+                        .await;
+                }
+            });
+        });
+        let _ = dropped.join();
+    }
 }
 
 /// The job store for a test: a fresh PostgreSQL database when `FHIRGATE_TEST_POSTGRES_URL` is set,
 /// otherwise a SQLite file in `dir`.
-pub async fn test_store_url(dir: &Path) -> String {
+async fn test_store_url(dir: &Path) -> String {
     match std::env::var("FHIRGATE_TEST_POSTGRES_URL") {
         Ok(admin) if !admin.is_empty() => {
             use sqlx::Connection;
@@ -161,8 +218,8 @@ impl TestApp {
     /// A gateway whose configuration has `extra` TOML appended, then is changed by `change`.
     pub async fn spawn_configured(extra: &str, change: impl FnOnce(&mut Settings)) -> TestApp {
         let upstream = Arc::new(MockServer::start().await);
-        let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
-        let store = test_store_url(dir.path()).await;
+        let dir = Scratch::new();
+        let store = dir.store_url().await;
         let text = test_config_with_store(&upstream.uri(), dir.path(), &store, extra);
         let mut settings = Settings::from_toml(&text).expect("test config");
         change(&mut settings);
@@ -202,7 +259,7 @@ impl TestApp {
     /// A gateway whose only destination is its own sandbox EHR (switches as `sandbox_toml` says).
     pub async fn spawn_sandbox(sandbox_toml: &str) -> TestApp {
         let upstream = Arc::new(MockServer::start().await);
-        let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+        let dir = Scratch::new();
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
         let port = listener.local_addr().expect("port").port();
         let token = dir.path().join("sandbox-token");
@@ -225,14 +282,14 @@ auth = {{ type = "bearer", token_file = "{token}" }}
 file_hosts = ["localhost"]
 allow_private_addresses = true
 "#,
-            store = test_store_url(dir.path()).await,
+            store = dir.store_url().await,
             token = token.display(),
         );
         let settings = Settings::from_toml(&text).expect("sandbox config");
         Self::start_on(listener, upstream, settings, dir).await
     }
 
-    async fn start(upstream: Arc<MockServer>, settings: Settings, dir: Arc<TempDir>) -> TestApp {
+    async fn start(upstream: Arc<MockServer>, settings: Settings, dir: Arc<Scratch>) -> TestApp {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
         Self::start_on(listener, upstream, settings, dir).await
     }
@@ -241,7 +298,7 @@ allow_private_addresses = true
         listener: TcpListener,
         upstream: Arc<MockServer>,
         settings: Settings,
-        dir: Arc<TempDir>,
+        dir: Arc<Scratch>,
     ) -> TestApp {
         let app = Application::build_with_listener(settings.clone(), listener)
             .await
