@@ -1,5 +1,5 @@
-//! The embedded store under a steady stream of writes: its write-ahead log is started over instead of
-//! growing for as long as the writes go on.
+//! The job store under load: writes that share a commit fail alone, and the embedded store's
+//! write-ahead log is started over under writes that never pause, instead of growing while they last.
 
 use fhirgate::store::{Claim, NewJob};
 use std::time::Duration;
@@ -73,4 +73,36 @@ async fn under_writes_that_never_pause_the_sqlite_write_ahead_log_stays_bounded(
         "the log was cut back to 64 MiB: {} MiB",
         wal >> 20
     );
+}
+
+#[tokio::test]
+async fn a_write_that_fails_fails_alone_and_the_writes_committed_beside_it_stand() {
+    // Writes arriving together share one transaction; one refused by the database (an attempt
+    // recorded for a job that does not exist breaks a foreign key) must not take the others with it.
+    let app = crate::helpers::TestApp::spawn().await;
+    let store = app.state().store.clone();
+    let jobs: Vec<NewJob> = (0..20).map(new_job).collect();
+    let missing = uuid::Uuid::now_v7();
+    let outcome = fhirgate::store::AttemptOutcome::Failed {
+        error_code: "upstream-unavailable".into(),
+        upstream_status: None,
+    };
+
+    let (claims, orphan) = tokio::join!(
+        futures_util::future::join_all(
+            jobs.iter()
+                .map(|job| store.claim(job, Duration::from_secs(60)))
+        ),
+        store.finish_attempt(missing, missing, &outcome),
+    );
+
+    assert!(orphan.is_err(), "an attempt of no job is refused");
+    for (job, claim) in jobs.iter().zip(claims) {
+        assert_eq!(claim.unwrap(), Claim::New);
+        assert!(
+            store.get(job.id).await.unwrap().is_some(),
+            "job {} kept",
+            job.id
+        );
+    }
 }
