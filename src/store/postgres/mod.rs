@@ -1,4 +1,6 @@
-//! The job store for several gateway replicas: PostgreSQL, claims taken with `FOR UPDATE SKIP LOCKED`.
+//! The job store for several gateway replicas: PostgreSQL. The request path's writes (kick-off
+//! reservations and outcomes, the poller's updates, message-log records) are committed in groups by
+//! [`writer`]; reads, the poller's claims (`FOR UPDATE SKIP LOCKED`) and the rest use the pool.
 
 use super::filters::{push_job_filter, push_log_filter, push_page};
 use super::{
