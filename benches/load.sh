@@ -42,7 +42,11 @@ fi
 cargo build --release --quiet --bin fhirgate --example fake_upstream
 work=$(mktemp -d)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"
+    # The PostgreSQL database goes too, also when a step failed.
+    if [ -n "${db:-}" ]; then psql "$FHIRGATE_BENCH_POSTGRES_URL" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true; fi
+}
 trap cleanup EXIT
 
 # --- peers -----------------------------------------------------------------------------------------
