@@ -116,8 +116,8 @@ async fn writer(
 ) {
     let pruning = tokio::spawn(pruner(store.clone(), retention_days));
     let mut batch = Vec::with_capacity(BATCH);
-    let mut records = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
+        let mut records = Vec::with_capacity(batch.len());
         let mut waiting = Vec::new();
         for msg in batch.drain(..) {
             match msg {
@@ -127,14 +127,13 @@ async fn writer(
         }
         if !records.is_empty() {
             let n = records.len() as u64;
-            match store.append_log(&records).await {
+            match store.append_log(records).await {
                 Ok(()) => metrics.log_records("written", n),
                 Err(e) => {
                     metrics.log_records("dropped", n);
                     tracing::warn!(message = "Message log records could not be written.", records = n, error = %e);
                 }
             }
-            records.clear();
         }
         for done in waiting {
             let _ = done.send(());

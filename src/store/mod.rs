@@ -306,8 +306,8 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
 /// The message log: appended off the request path, searched by the admin API, pruned by age.
 #[async_trait]
 pub trait MessageLogStore: Send + Sync + std::fmt::Debug {
-    /// Appends message log records.
-    async fn append_log(&self, records: &[LogRecord]) -> Result<(), StoreError>;
+    /// Appends message log records (taken, as they go to the store's writer).
+    async fn append_log(&self, records: Vec<LogRecord>) -> Result<(), StoreError>;
     /// Message log records matching `filter`, newest first.
     async fn query_logs(
         &self,

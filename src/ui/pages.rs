@@ -222,8 +222,9 @@ fn check_form(
     req: &HttpRequest,
     state: &AppState,
     op: &Operator,
-    token: &str,
+    form: Option<&web::Form<CsrfForm>>,
 ) -> Result<(), UiError> {
+    let token = form.map_or("", |f| f.csrf.as_str());
     if state.sessions.csrf_ok(&op.session, token) && same_origin(req, state) {
         Ok(())
     } else {
@@ -241,12 +242,7 @@ pub async fn logout(
     state: web::Data<AppState>,
     form: Option<web::Form<CsrfForm>>,
 ) -> Result<HttpResponse, UiError> {
-    check_form(
-        &req,
-        &state,
-        &op,
-        form.as_ref().map_or("", |f| f.csrf.as_str()),
-    )?;
+    check_form(&req, &state, &op, form.as_ref())?;
     session::sign_out(&state, &op.session).await?;
     tracing::info!(message = "Dashboard sign-out.");
     let mut res = see_other("/admin/ui/login");
@@ -731,12 +727,7 @@ async fn act(
     form: Option<web::Form<CsrfForm>>,
     action: Action,
 ) -> Result<HttpResponse, UiError> {
-    check_form(
-        &req,
-        &state,
-        &op,
-        form.as_ref().map_or("", |f| f.csrf.as_str()),
-    )?;
+    check_form(&req, &state, &op, form.as_ref())?;
     let job_id = path_id(&path)?;
     operator::act(&state, job_id, action)
         .await

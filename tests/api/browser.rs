@@ -181,7 +181,7 @@ async fn some_traffic(app: &TestApp, log_id: &str) -> String {
     assert_eq!(refused.status(), 400);
     app.state()
         .store
-        .append_log(&a_day_of_ehr_calls())
+        .append_log(a_day_of_ehr_calls())
         .await
         .unwrap();
     status_url.rsplit('/').next().unwrap().to_owned()

@@ -429,7 +429,7 @@ async fn the_message_log_pages_through_records() {
             r
         })
         .collect();
-    app.state().store.append_log(&batch).await.unwrap();
+    app.state().store.append_log(batch).await.unwrap();
     let mut browser = Dashboard::signed_in(&app).await;
     let first = browser.get("/admin/ui/messages?limit=5").await;
     assert_eq!(first.body.matches("<tr>").count(), 1 + 5);
@@ -490,7 +490,7 @@ async fn hostile_values_in_the_message_log_and_the_filters_are_escaped() {
     let hostile = "<script>alert(1)</script>\"'><img src=x onerror=alert(2)>";
     app.state()
         .store
-        .append_log(&[hostile_record(hostile)])
+        .append_log(vec![hostile_record(hostile)])
         .await
         .unwrap();
     let mut browser = Dashboard::signed_in(&app).await;

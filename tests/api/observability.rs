@@ -319,7 +319,7 @@ async fn message_log_records_older_than_the_retention_are_pruned_by_the_gateway(
     let record =
         |days_ago: i64| request_record(chrono::Utc::now() - chrono::Duration::days(days_ago));
     let many: Vec<_> = (0..10_050).map(|_| record(2)).collect();
-    app.state().store.append_log(&many).await.unwrap();
+    app.state().store.append_log(many).await.unwrap();
     let (_, capped) = admin_get(&app, "/admin/logs?limit=1").await;
     assert_eq!(capped["total"], 10_000, "counted no further than 10,000");
     assert_eq!(capped["totalCapped"], true);
@@ -332,7 +332,7 @@ async fn message_log_records_older_than_the_retention_are_pruned_by_the_gateway(
         .unwrap();
 
     let batch: Vec<_> = (0..1_234).map(|_| record(1)).collect();
-    app.state().store.append_log(&batch).await.unwrap();
+    app.state().store.append_log(batch).await.unwrap();
     let written = app
         .state()
         .store
@@ -351,7 +351,7 @@ async fn message_log_records_older_than_the_retention_are_pruned_by_the_gateway(
     let (old, recent) = (record(31), record(29));
     app.state()
         .store
-        .append_log(&[old.clone(), recent.clone()])
+        .append_log(vec![old.clone(), recent.clone()])
         .await
         .unwrap();
     let (_, page) = admin_get(
@@ -363,7 +363,7 @@ async fn message_log_records_older_than_the_retention_are_pruned_by_the_gateway(
 
     // More past the retention than one pruning transaction takes (1,000 records each).
     let old_batch: Vec<_> = (0..12_000).map(|_| record(40)).collect();
-    app.state().store.append_log(&old_batch).await.unwrap();
+    app.state().store.append_log(old_batch).await.unwrap();
 
     // Pruning runs beside the writer when the gateway starts and hourly after, in short
     // transactions; [log] retention_days = 30 by default.
@@ -569,7 +569,9 @@ async fn paging_by_cursor_visits_every_record_once_even_when_they_share_a_time()
         // Three records at one instant, the rest a second apart.
         .map(|i| request_record(at - chrono::Duration::seconds(i64::from(i.max(2)))))
         .collect();
-    app.state().store.append_log(&batch).await.unwrap();
+    let mut expected: Vec<_> = batch.iter().map(|r| r.log_id.to_string()).collect();
+    expected.sort();
+    app.state().store.append_log(batch).await.unwrap();
     let mut seen = Vec::new();
     let mut next = Some("/admin/logs?limit=2".to_owned());
     while let Some(page) = next {
@@ -586,8 +588,6 @@ async fn paging_by_cursor_visits_every_record_once_even_when_they_share_a_time()
     unique.sort();
     unique.dedup();
     assert_eq!(unique.len(), 7, "no record twice");
-    let mut expected: Vec<_> = batch.iter().map(|r| r.log_id.to_string()).collect();
-    expected.sort();
     assert_eq!(unique, expected, "every record");
 }
 
@@ -596,7 +596,7 @@ async fn a_count_that_outruns_its_budget_is_stopped_by_the_store_and_says_so() {
     let app = TestApp::spawn_with(&admin_toml()).await;
     let record = request_record(chrono::Utc::now());
     let batch = vec![record; 50_000];
-    app.state().store.append_log(&batch).await.unwrap();
+    app.state().store.append_log(batch).await.unwrap();
     let store = &app.state().store;
     let all = fhirgate::store::LogFilter::default();
     let generous = store

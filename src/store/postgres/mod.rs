@@ -300,11 +300,11 @@ impl JobStore for PostgresStore {
 
 #[async_trait]
 impl MessageLogStore for PostgresStore {
-    async fn append_log(&self, records: &[LogRecord]) -> Result<(), StoreError> {
+    async fn append_log(&self, records: Vec<LogRecord>) -> Result<(), StoreError> {
         if records.is_empty() {
             return Ok(());
         }
-        self.write(Op::AppendLog(records.to_vec())).await.map(drop)
+        self.write(Op::AppendLog(records)).await.map(drop)
     }
 
     async fn query_logs(

@@ -200,91 +200,52 @@ async fn apply(conn: &mut PgConnection, op: &Op) -> Result<Done, StoreError> {
             Done::Nothing
         }
         Op::AppendLog(records) => {
-            append_log(conn, records.iter()).await?;
+            append_log(conn, &records.iter().collect::<Vec<_>>()).await?;
             Done::Nothing
         }
     })
 }
 
 /// The whole group in one transaction: every new reservation in one `INSERT`, every attempt outcome
-/// in one `UPDATE` and one `INSERT`, the rest one statement each; `Err` when the transaction failed
-/// (nothing of it was kept).
+/// in one `UPDATE` and one `INSERT`, every message-log record in one `INSERT`, the rest one statement
+/// each; `Err` when the transaction failed (nothing of it was kept).
 async fn commit_group(
     conn: &mut PgConnection,
     group: &[Write],
 ) -> Result<Vec<Result<Done, StoreError>>, StoreError> {
-    let mut results: Vec<Option<Result<Done, StoreError>>> = group.iter().map(|_| None).collect();
+    let mut results: Vec<Result<Done, StoreError>> =
+        group.iter().map(|_| Ok(Done::Nothing)).collect();
+    let (mut claims, mut finishes, mut logs, mut rest) = (vec![], vec![], vec![], vec![]);
+    for (i, w) in group.iter().enumerate() {
+        match &w.op {
+            Op::Claim(job, stale) => claims.push((i, job, *stale)),
+            Op::Finish(job, attempt, outcome) => finishes.push((*job, *attempt, outcome)),
+            Op::AppendLog(records) => logs.extend(records),
+            _ => rest.push(i),
+        }
+    }
     let mut tx = conn.begin().await?;
-
     // Reservations: the new ones in one statement; one that meets an existing row (a retried
     // envelope, or two of the same in this group) goes through the whole claim on its own.
-    let claims: Vec<(usize, &NewJob, Duration)> = group
-        .iter()
-        .enumerate()
-        .filter_map(|(i, w)| match &w.op {
-            Op::Claim(job, stale) => Some((i, job, *stale)),
-            _ => None,
-        })
-        .collect();
     if !claims.is_empty() {
         let inserted = insert_new(&mut tx, claims.iter().map(|(_, job, _)| *job)).await?;
-        for (i, job, stale) in &claims {
-            results[*i] = Some(Ok(Done::Claim(if inserted.contains(&job.id) {
+        for (i, job, stale) in claims {
+            results[i] = Ok(Done::Claim(if inserted.contains(&job.id) {
                 Claim::New
             } else {
-                claim(&mut tx, job, *stale).await?
-            })));
+                claim(&mut tx, job, stale).await?
+            }));
         }
     }
-
-    let finishes: Vec<(usize, (Uuid, Uuid, &AttemptOutcome))> = group
-        .iter()
-        .enumerate()
-        .filter_map(|(i, w)| match &w.op {
-            Op::Finish(job, attempt, outcome) => Some((i, (*job, *attempt, outcome))),
-            _ => None,
-        })
-        .collect();
     if !finishes.is_empty() {
-        let rows: Vec<_> = finishes.iter().map(|(_, f)| *f).collect();
-        finish(&mut tx, &rows).await?;
-        for (i, _) in &finishes {
-            results[*i] = Some(Ok(Done::Nothing));
-        }
+        finish(&mut tx, &finishes).await?;
     }
-
-    // The message log's records of the whole group: one statement.
-    let logs: Vec<usize> = group
-        .iter()
-        .enumerate()
-        .filter_map(|(i, w)| matches!(w.op, Op::AppendLog(_)).then_some(i))
-        .collect();
-    if !logs.is_empty() {
-        append_log(
-            &mut tx,
-            logs.iter()
-                .filter_map(|i| match &group[*i].op {
-                    Op::AppendLog(records) => Some(records.iter()),
-                    _ => None,
-                })
-                .flatten(),
-        )
-        .await?;
-        for i in logs {
-            results[i] = Some(Ok(Done::Nothing));
-        }
-    }
-
-    for (i, w) in group.iter().enumerate() {
-        if results[i].is_none() {
-            results[i] = Some(Ok(apply(&mut tx, &w.op).await?));
-        }
+    append_log(&mut tx, &logs).await?;
+    for i in rest {
+        results[i] = Ok(apply(&mut tx, &group[i].op).await?);
     }
     tx.commit().await?;
-    Ok(results
-        .into_iter()
-        .map(|r| r.unwrap_or(Ok(Done::Nothing)))
-        .collect())
+    Ok(results)
 }
 
 /// Inserts the jobs whose (source, Log ID, fingerprint) is not taken yet, in one statement; the ids
@@ -523,11 +484,7 @@ async fn record_status(
 
 /// Appends message log records in one statement (a fixed one, so it is prepared once: a multi-row
 /// `VALUES` list would be a new statement for every batch size).
-async fn append_log<'a>(
-    conn: &mut PgConnection,
-    records: impl Iterator<Item = &'a LogRecord>,
-) -> Result<(), StoreError> {
-    let records: Vec<&LogRecord> = records.collect();
+async fn append_log(conn: &mut PgConnection, records: &[&LogRecord]) -> Result<(), StoreError> {
     if records.is_empty() {
         return Ok(());
     }

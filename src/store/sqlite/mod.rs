@@ -294,8 +294,8 @@ impl JobStore for SqliteStore {
 
 #[async_trait]
 impl MessageLogStore for SqliteStore {
-    async fn append_log(&self, records: &[LogRecord]) -> Result<(), StoreError> {
-        expect_nothing(self.write(Op::AppendLog(records.to_vec())).await?)
+    async fn append_log(&self, records: Vec<LogRecord>) -> Result<(), StoreError> {
+        expect_nothing(self.write(Op::AppendLog(records)).await?)
     }
 
     async fn query_logs(

@@ -63,16 +63,25 @@ impl Scratch {
     }
 
     /// The job store for this test: a fresh PostgreSQL database when `FHIRGATE_TEST_POSTGRES_URL` is
-    /// set, otherwise a SQLite file here.
+    /// set (dropped with this), otherwise a SQLite file here.
     async fn store_url(&self) -> String {
-        let url = test_store_url(self.path()).await;
-        if url.starts_with("postgres")
-            && let Ok(admin) = std::env::var("FHIRGATE_TEST_POSTGRES_URL")
-        {
-            let name = url.rsplit('/').next().unwrap_or_default().to_owned();
-            *self.database.lock().unwrap() = Some((admin, name));
-        }
-        url
+        let admin = match std::env::var("FHIRGATE_TEST_POSTGRES_URL") {
+            Ok(admin) if !admin.is_empty() => admin,
+            _ => return format!("sqlite://{}", self.path().join("jobs.db").display()),
+        };
+        use sqlx::Connection;
+        let name = format!("fhirgate_test_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .expect("connect to the test PostgreSQL");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .expect("create a test database");
+        let mut url = url::Url::parse(&admin).expect("FHIRGATE_TEST_POSTGRES_URL is a URL");
+        url.set_path(&name);
+        *self.database.lock().unwrap() = Some((admin, name));
+        url.to_string()
     }
 }
 
@@ -97,28 +106,6 @@ impl Drop for Scratch {
             });
         });
         let _ = dropped.join();
-    }
-}
-
-/// The job store for a test: a fresh PostgreSQL database when `FHIRGATE_TEST_POSTGRES_URL` is set,
-/// otherwise a SQLite file in `dir`.
-async fn test_store_url(dir: &Path) -> String {
-    match std::env::var("FHIRGATE_TEST_POSTGRES_URL") {
-        Ok(admin) if !admin.is_empty() => {
-            use sqlx::Connection;
-            let name = format!("fhirgate_test_{}", uuid::Uuid::new_v4().simple());
-            let mut conn = sqlx::PgConnection::connect(&admin)
-                .await
-                .expect("connect to the test PostgreSQL");
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(&mut conn)
-                .await
-                .expect("create a test database");
-            let mut url = url::Url::parse(&admin).expect("FHIRGATE_TEST_POSTGRES_URL is a URL");
-            url.set_path(&name);
-            url.to_string()
-        }
-        _ => format!("sqlite://{}", dir.join("jobs.db").display()),
     }
 }
 
