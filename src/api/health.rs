@@ -9,8 +9,10 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// `GET /metrics`: Prometheus text format. Job counts and poller lag are read from the store now.
+/// `GET /metrics`: Prometheus text format. Job counts and poller lag are read from the store now,
+/// the store writer's commit counts from its counters.
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    state.metrics.set_commits(state.store.commits());
     match state.store.job_stats().await {
         Ok(stats) => {
             let lag = stats.oldest_due.map_or(0.0, |due| {

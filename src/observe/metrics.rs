@@ -45,6 +45,12 @@ pub struct StateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SyncedLabels {
+    /// true: the commit waited for the disk; false: message-log records only, synced by the next.
+    pub synced: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LogWriteLabels {
     pub outcome: String,
 }
@@ -70,6 +76,8 @@ pub struct Metrics {
     poller_lag: Gauge<f64, AtomicU64>,
     log_records: Family<LogWriteLabels, Counter>,
     kickoff_window: Histogram,
+    store_commits: Family<SyncedLabels, Counter>,
+    store_writes: Family<SyncedLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -144,8 +152,22 @@ impl Metrics {
             "Time from an EHR's answer to a kick-off until that answer is durable in the job store: a crash inside it leaves a kickoff-unknown job",
             kickoff_window.clone(),
         );
+        let store_commits = Family::<SyncedLabels, Counter>::default();
+        registry.register(
+            "store_commits",
+            "Transactions the store's writer committed (each a group of queued writes), by whether the commit waited for the disk",
+            store_commits.clone(),
+        );
+        let store_writes = Family::<SyncedLabels, Counter>::default();
+        registry.register(
+            "store_committed_writes",
+            "Writes in those transactions: divided by store_commits, the writes sharing one commit",
+            store_writes.clone(),
+        );
         Metrics {
             registry,
+            store_commits,
+            store_writes,
             inbound,
             inbound_latency,
             upstream,
@@ -238,6 +260,27 @@ impl Metrics {
                 .set(n);
         }
         self.poller_lag.set(poller_lag_secs.max(0.0));
+    }
+
+    /// Sets the store writer's commit counters to what the store counted since it opened.
+    pub fn set_commits(&self, counts: crate::store::CommitCounts) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let label = |synced: bool| SyncedLabels {
+            synced: synced.to_string(),
+        };
+        for (synced, groups, writes) in [
+            (true, counts.synced_groups, counts.synced_writes),
+            (false, counts.unsynced_groups, counts.unsynced_writes),
+        ] {
+            self.store_commits
+                .get_or_create(&label(synced))
+                .inner()
+                .store(groups, Relaxed);
+            self.store_writes
+                .get_or_create(&label(synced))
+                .inner()
+                .store(writes, Relaxed);
+        }
     }
 
     /// The text exposition format.

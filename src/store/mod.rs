@@ -346,9 +346,49 @@ pub trait AssertionStore: Send + Sync + std::fmt::Debug {
     async fn jti_used(&self, source_key: &str, jti: &str) -> Result<bool, StoreError>;
 }
 
+/// The store writer's commits since the store opened, by whether the commit waited for the disk: a
+/// group holding a job write does (`synced`); a group of message-log records only does not (the
+/// next synced commit puts it on disk with its own). For `/metrics`.
+#[derive(Debug, Default)]
+pub struct CommitStats {
+    groups: [std::sync::atomic::AtomicU64; 2],
+    writes: [std::sync::atomic::AtomicU64; 2],
+}
+
+/// A reading of [`CommitStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitCounts {
+    pub synced_groups: u64,
+    pub synced_writes: u64,
+    pub unsynced_groups: u64,
+    pub unsynced_writes: u64,
+}
+
+impl CommitStats {
+    /// One committed group of `writes` writes.
+    pub(crate) fn record(&self, synced: bool, writes: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let i = usize::from(synced);
+        self.groups[i].fetch_add(1, Relaxed);
+        self.writes[i].fetch_add(writes as u64, Relaxed);
+    }
+
+    pub fn counts(&self) -> CommitCounts {
+        use std::sync::atomic::Ordering::Relaxed;
+        CommitCounts {
+            synced_groups: self.groups[1].load(Relaxed),
+            synced_writes: self.writes[1].load(Relaxed),
+            unsynced_groups: self.groups[0].load(Relaxed),
+            unsynced_writes: self.writes[0].load(Relaxed),
+        }
+    }
+}
+
 /// One backend holding all three, as the gateway opens it.
 #[async_trait]
 pub trait Store: JobStore + MessageLogStore + AssertionStore {
+    /// The writer's commits so far (see [`CommitStats`]).
+    fn commits(&self) -> CommitCounts;
     /// Cheap round trip, for readiness.
     async fn ping(&self) -> Result<(), StoreError>;
     /// The secret kept under `name`: `fresh` is stored the first time, and every later call (from any

@@ -106,3 +106,52 @@ async fn a_write_that_fails_fails_alone_and_the_writes_committed_beside_it_stand
         );
     }
 }
+
+fn counter(metrics: &str, name_and_labels: &str) -> u64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name_and_labels))
+        .and_then(|l| l.rsplit(' ').next())
+        .map_or(0, |v| v.parse().unwrap())
+}
+
+#[tokio::test]
+async fn a_commit_holding_a_job_write_waits_for_the_disk_and_one_of_log_records_alone_does_not() {
+    // No poller: its claims would share commits with the log's records.
+    let app = crate::helpers::TestApp::spawn_configured("", |s| s.worker.enabled = false).await;
+    app.upstream_accepts_kickoffs().await;
+    let envelopes: Vec<serde_json::Value> = (0..5)
+        .map(|_| {
+            let mut e = crate::helpers::seed();
+            e["Meta"]["Logs"][0]["ID"] = uuid::Uuid::new_v4().to_string().into();
+            e
+        })
+        .collect();
+    let route = crate::helpers::spec_group_route();
+    let kickoffs = envelopes.iter().map(|e| app.post_envelope(&route, e));
+    for r in futures_util::future::join_all(kickoffs).await {
+        assert_eq!(r.status(), 202);
+    }
+    // The last request's record is queued after its answer, with nothing else to write beside it.
+    app.state().log.flush().await;
+    let metrics = app.get(app.url("/metrics")).await.text().await.unwrap();
+    let synced = counter(
+        &metrics,
+        r#"fhirgate_store_committed_writes_total{synced="true"}"#,
+    );
+    let unsynced_commits = counter(&metrics, r#"fhirgate_store_commits_total{synced="false"}"#);
+    let unsynced = counter(
+        &metrics,
+        r#"fhirgate_store_committed_writes_total{synced="false"}"#,
+    );
+    // Each kick-off's reservation and the EHR's answer went to disk before anyone heard back.
+    assert!(synced >= 10, "{metrics}");
+    assert!(
+        unsynced_commits >= 1 && unsynced >= 1,
+        "a group of log records alone was not synced by itself: {metrics}"
+    );
+    assert!(
+        counter(&metrics, r#"fhirgate_store_commits_total{synced="true"}"#) >= 1,
+        "{metrics}"
+    );
+}

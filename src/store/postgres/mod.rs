@@ -24,6 +24,7 @@ pub struct PostgresStore {
     pool: PgPool,
     /// The request path's writes, committed in groups (see [`writer`]).
     writer: std::sync::Mutex<Option<tokio::sync::mpsc::Sender<Write>>>,
+    commits: std::sync::Arc<super::CommitStats>,
 }
 
 /// Marks reservations whose outcome never arrived as `kickoff-unknown`: one job, or every one
@@ -98,13 +99,16 @@ impl PostgresStore {
         // Plans made per execution: a statement prepared while the tables were empty would otherwise
         // keep its first generic plan (a sequential scan of `jobs` for every group's UPDATE, seen in
         // a profile as the database backend's whole core).
+        let commits = std::sync::Arc::new(super::CommitStats::default());
         let writer = writer::start(
             PgConnectOptions::from_str(url)?.options([("plan_cache_mode", "force_custom_plan")]),
+            commits.clone(),
         )
         .await?;
         Ok(PostgresStore {
             pool,
             writer: std::sync::Mutex::new(Some(writer)),
+            commits,
         })
     }
 
@@ -405,6 +409,10 @@ impl AssertionStore for PostgresStore {
 
 #[async_trait]
 impl Store for PostgresStore {
+    fn commits(&self) -> super::CommitCounts {
+        self.commits.counts()
+    }
+
     async fn shared_secret(&self, name: &str, fresh: &str) -> Result<String, StoreError> {
         sqlx::query(
             "INSERT INTO gateway_keys (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",

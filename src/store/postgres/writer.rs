@@ -10,8 +10,8 @@
 //! so one bad write (or a deadlock with another replica) fails only itself.
 
 use super::super::{
-    AttemptOutcome, Claim, Decision, FailureCount, JobState, LogRecord, NewJob, NotifyUpdate,
-    StatusColumns, StatusUpdate, StoreError,
+    AttemptOutcome, Claim, CommitStats, Decision, FailureCount, JobState, LogRecord, NewJob,
+    NotifyUpdate, StatusColumns, StatusUpdate, StoreError,
 };
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
@@ -39,6 +39,14 @@ pub(super) enum Op {
     AppendLog(Vec<LogRecord>),
 }
 
+impl Op {
+    /// Whether the caller must not hear back before the write is on disk: everything but the
+    /// message log's records.
+    fn durable(&self) -> bool {
+        !matches!(self, Op::AppendLog(_))
+    }
+}
+
 #[derive(Debug)]
 pub(super) enum Done {
     Claim(Claim),
@@ -53,7 +61,10 @@ pub(super) struct Write {
 
 /// Starts the writer thread with a connection made from `options`; fails when that connection
 /// cannot be made. The thread ends when every sender is gone.
-pub(super) async fn start(options: PgConnectOptions) -> Result<mpsc::Sender<Write>, StoreError> {
+pub(super) async fn start(
+    options: PgConnectOptions,
+    stats: std::sync::Arc<CommitStats>,
+) -> Result<mpsc::Sender<Write>, StoreError> {
     let (tx, rx) = mpsc::channel(4096);
     let (ready, started) = oneshot::channel();
     std::thread::Builder::new()
@@ -87,7 +98,7 @@ pub(super) async fn start(options: PgConnectOptions) -> Result<mpsc::Sender<Writ
                 futures_util::future::join_all(
                     conns
                         .into_iter()
-                        .map(|conn| run(conn, options.clone(), rx.clone())),
+                        .map(|conn| run(conn, options.clone(), rx.clone(), &stats)),
                 )
                 .await;
             });
@@ -104,6 +115,7 @@ async fn run(
     conn: PgConnection,
     options: PgConnectOptions,
     rx: std::sync::Arc<tokio::sync::Mutex<mpsc::Receiver<Write>>>,
+    stats: &CommitStats,
 ) {
     let mut conn = Some(conn);
     let mut group: Vec<Write> = Vec::with_capacity(MAX_GROUP);
@@ -129,15 +141,23 @@ async fn run(
             }
         }
         let Some(c) = conn.as_mut() else { continue };
-        let (results, failed) = match commit_group(c, &group).await {
-            Ok(results) => (results, false),
+        let durable = group.iter().any(|w| w.op.durable());
+        let (results, failed) = match commit_group(c, &group, durable).await {
+            Ok(results) => {
+                stats.record(durable, group.len());
+                (results, false)
+            }
             Err(e) => {
                 if group.len() > 1 {
                     tracing::debug!(message = "A group commit failed; its writes run one by one.", error = %e);
                 }
                 let mut results = Vec::with_capacity(group.len());
                 for w in &group {
-                    results.push(commit_one(c, &w.op).await);
+                    let result = commit_one(c, &w.op).await;
+                    if result.is_ok() {
+                        stats.record(true, 1);
+                    }
+                    results.push(result);
                 }
                 (results, true)
             }
@@ -212,6 +232,7 @@ async fn apply(conn: &mut PgConnection, op: &Op) -> Result<Done, StoreError> {
 async fn commit_group(
     conn: &mut PgConnection,
     group: &[Write],
+    durable: bool,
 ) -> Result<Vec<Result<Done, StoreError>>, StoreError> {
     let mut results: Vec<Result<Done, StoreError>> =
         group.iter().map(|_| Ok(Done::Nothing)).collect();
@@ -225,6 +246,13 @@ async fn commit_group(
         }
     }
     let mut tx = conn.begin().await?;
+    // A group of message-log records alone does not wait for its WAL flush (PostgreSQL's WAL writer
+    // makes it durable within moments, and in order: a crash loses at most those last records).
+    if !durable {
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *tx)
+            .await?;
+    }
     // Reservations: the new ones in one statement; one that meets an existing row (a retried
     // envelope, or two of the same in this group) goes through the whole claim on its own.
     if !claims.is_empty() {

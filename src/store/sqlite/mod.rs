@@ -2,14 +2,16 @@
 //!
 //! Every write goes to one writer task that owns the only write connection and commits whatever is
 //! queued in one transaction (group commit): a caller hears back only once its write is on disk
-//! (`synchronous = FULL`), and concurrent kick-offs share one fsync instead of queueing for one each.
+//! (`synchronous = FULL`), and concurrent kick-offs share one fsync instead of queueing for one each;
+//! a group of message-log records alone is not synced by itself (see `writer`).
 //! Reads use a pool of read-only connections. Times are fixed-width RFC 3339 UTC text, so they compare
 //! correctly as strings.
 
 use super::filters::{push_job_filter, push_log_filter, push_page};
 use super::{
-    AssertionStore, AttemptOutcome, AttemptRecord, Claim, Job, JobFilter, JobStats, JobStore,
-    LogFilter, LogRecord, MessageLogStore, NewJob, NotifyUpdate, StatusUpdate, Store, StoreError,
+    AssertionStore, AttemptOutcome, AttemptRecord, Claim, CommitCounts, CommitStats, Job,
+    JobFilter, JobStats, JobStore, LogFilter, LogRecord, MessageLogStore, NewJob, NotifyUpdate,
+    StatusUpdate, Store, StoreError,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -19,7 +21,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqlitePool};
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -31,6 +33,7 @@ use writer::{Done, Op, Write};
 #[derive(Debug)]
 pub struct SqliteStore {
     writer: Mutex<Option<mpsc::Sender<Write>>>,
+    commits: Arc<CommitStats>,
     reader: SqlitePool,
     /// Read connections for the hot path's point reads (a job by id, on every status poll): used
     /// on the calling thread, as a WAL reader never waits for the writer, because a hand-off to
@@ -110,14 +113,16 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await?;
         conn.close().await?;
+        let commits = Arc::new(CommitStats::default());
         let tx = tokio::task::spawn_blocking({
-            let path = path.clone();
-            move || writer::connect(&path).and_then(writer::start)
+            let (path, commits) = (path.clone(), commits.clone());
+            move || writer::connect(&path).and_then(|conn| writer::start(conn, commits))
         })
         .await
         .map_err(|e| StoreError::Unavailable(format!("cannot open the store writer: {e}")))??;
         Ok(SqliteStore {
             writer: Mutex::new(Some(tx)),
+            commits,
             reader,
             points: writer::PointReaders::new(path),
         })
@@ -371,6 +376,10 @@ impl AssertionStore for SqliteStore {
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn commits(&self) -> CommitCounts {
+        self.commits.counts()
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.reader).await?;
         Ok(())

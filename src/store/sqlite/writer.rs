@@ -2,13 +2,15 @@
 //! prepared statements cached). Callers queue writes; the thread takes everything queued, runs each
 //! write in its own savepoint inside one transaction, commits once (`synchronous = FULL`: on disk
 //! before anyone hears back) and answers every caller. Concurrent kick-offs, poller updates and
-//! message-log batches share one commit and one fsync, and nothing of this runs on the async
+//! message-log batches share one commit and one fsync; a group of message-log records alone commits
+//! without one (`synchronous = NORMAL`: the next synced commit writes it down with its own, so a
+//! crash can lose the log's last moments, never a job). Nothing of this runs on the async
 //! runtimes: a profile of the earlier design (every statement a round trip between the runtime and
 //! sqlx's connection thread) showed the thread hand-offs, not SQLite, as the cost.
 
 use super::super::{
-    AttemptOutcome, Claim, Decision, FailureCount, Job, JobState, LogRecord, NewJob, NotifyUpdate,
-    StatusColumns, StatusUpdate, StoreError,
+    AttemptOutcome, Claim, CommitStats, Decision, FailureCount, Job, JobState, LogRecord, NewJob,
+    NotifyUpdate, StatusColumns, StatusUpdate, StoreError,
 };
 use super::ts;
 use chrono::{DateTime, Utc};
@@ -35,6 +37,15 @@ pub(super) enum Op {
     PruneLogs(DateTime<Utc>, u32),
     MarkUnknown(DateTime<Utc>),
     Secret(String, String),
+}
+
+impl Op {
+    /// Whether the caller must not hear back before the write is on disk: everything but the
+    /// message log's records and their pruning (a crash may lose the last moments of the log, never
+    /// a job, an attempt or a spent assertion id).
+    fn durable(&self) -> bool {
+        !matches!(self, Op::AppendLog(_) | Op::PruneLogs(..))
+    }
 }
 
 #[derive(Debug)]
@@ -78,11 +89,14 @@ pub(super) fn connect(path: &std::path::Path) -> Result<Connection, StoreError> 
 }
 
 /// Starts the writer thread on `conn`; it ends when every sender is gone.
-pub(super) fn start(conn: Connection) -> Result<mpsc::Sender<Write>, StoreError> {
+pub(super) fn start(
+    conn: Connection,
+    stats: std::sync::Arc<CommitStats>,
+) -> Result<mpsc::Sender<Write>, StoreError> {
     let (tx, rx) = mpsc::channel(4096);
     std::thread::Builder::new()
         .name("store-writer".into())
-        .spawn(move || run(conn, rx))
+        .spawn(move || run(conn, rx, &stats))
         .map_err(|e| StoreError::Unavailable(format!("cannot start the store writer: {e}")))?;
     Ok(tx)
 }
@@ -136,7 +150,7 @@ fn checkpointer(
     }
 }
 
-fn run(mut conn: Connection, mut rx: mpsc::Receiver<Write>) {
+fn run(mut conn: Connection, mut rx: mpsc::Receiver<Write>, stats: &CommitStats) {
     let (_stop_checkpoints, stop) = std::sync::mpsc::channel::<()>();
     let restart = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     if let Some(path) = conn.path().map(std::path::PathBuf::from) {
@@ -150,12 +164,33 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Write>) {
         }
     }
     let mut batch: Vec<Write> = Vec::with_capacity(MAX_BATCH);
+    // The connection opens with `synchronous = FULL` (see `connect`).
+    let mut synced = true;
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(w) => batch.push(w),
                 Err(_) => break,
+            }
+        }
+        // A group of message-log writes only commits without waiting for the disk: the next group
+        // that holds a job write syncs the log file, and with it every frame before its own.
+        let durable = batch.iter().any(|w| w.op.durable());
+        if durable != synced {
+            match conn.pragma_update(None, "synchronous", if durable { "FULL" } else { "NORMAL" }) {
+                Ok(()) => synced = durable,
+                // A job write is never answered before it is on disk.
+                Err(e) if durable => {
+                    tracing::error!(message = "Could not make the store's commits durable again.", error = %e);
+                    for w in batch.drain(..) {
+                        let _ = w.reply.send(Err(StoreError::Unavailable(e.to_string())));
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(message = "The store's log-only commits stay synced.", error = %e)
+                }
             }
         }
         let mut results = Vec::with_capacity(batch.len());
@@ -171,6 +206,7 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Write>) {
         })();
         match committed {
             Ok(()) => {
+                stats.record(synced, batch.len());
                 for (w, result) in batch.drain(..).zip(results) {
                     let _ = w.reply.send(result);
                 }
