@@ -155,3 +155,37 @@ async fn a_commit_holding_a_job_write_waits_for_the_disk_and_one_of_log_records_
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn message_log_records_arriving_together_share_one_commit() {
+    // No poller: its claims would share commits with the log's records.
+    let app = crate::helpers::TestApp::spawn_configured("", |s| s.worker.enabled = false).await;
+    let before = app.get(app.url("/metrics")).await.text().await.unwrap();
+    // Ten requests one after the other, each leaving one record (a status poll of a job that is not
+    // there is still filed): written as they came, they would be ten commits (nine or ten here when
+    // the writer does not gather them).
+    for _ in 0..10 {
+        let unknown = format!(
+            "/fhir/R4/spec-ehr/Development/export-status/{}",
+            uuid::Uuid::new_v4()
+        );
+        assert_eq!(app.get(app.url(&unknown)).await.status(), 404);
+        // A moment apart, as a partner's polls come: each record alone in the queue when it lands.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    app.state().log.flush().await;
+    let after = app.get(app.url("/metrics")).await.text().await.unwrap();
+    let commits = |m: &str| counter(m, r#"fhirgate_store_commits_total{synced="false"}"#);
+    let records = |m: &str| {
+        counter(
+            m,
+            r#"fhirgate_message_log_records_total{outcome="written"}"#,
+        )
+    };
+    assert_eq!(records(&after) - records(&before), 10, "{after}");
+    let made = commits(&after) - commits(&before);
+    assert!(
+        (1..=5).contains(&made),
+        "the records were gathered into a few commits, not one each: {made}"
+    );
+}
