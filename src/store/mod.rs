@@ -373,6 +373,7 @@ impl CommitStats {
         self.writes[i].fetch_add(writes as u64, Relaxed);
     }
 
+    /// What was counted so far.
     pub fn counts(&self) -> CommitCounts {
         use std::sync::atomic::Ordering::Relaxed;
         CommitCounts {

@@ -7,7 +7,9 @@
 //! work lands on the gateway's runtimes.
 //!
 //! A group that fails is rolled back and each of its writes runs again in a transaction of its own,
-//! so one bad write (or a deadlock with another replica) fails only itself.
+//! so one bad write (or a deadlock with another replica) fails only itself. A group of message-log
+//! records alone commits with `synchronous_commit = off`: nobody waits on it, and a crash can lose
+//! the log's last moments, never a job.
 
 use super::super::{
     AttemptOutcome, Claim, CommitStats, Decision, FailureCount, JobState, LogRecord, NewJob,
