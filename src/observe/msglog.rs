@@ -123,9 +123,12 @@ async fn writer(
     let pruning = tokio::spawn(pruner(store.clone(), retention_days));
     let mut batch = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
-        // Gather what arrives in the next LINGER, unless someone waits for a flush.
+        // Gather what arrives in the next LINGER, unless someone waits for a flush (each message
+        // looked at once).
         let deadline = tokio::time::Instant::now() + LINGER;
-        while batch.len() < BATCH && !batch.iter().any(|m| matches!(m, Msg::Flush(_))) {
+        let mut seen = 0;
+        while batch.len() < BATCH && !batch[seen..].iter().any(|m| matches!(m, Msg::Flush(_))) {
+            seen = batch.len();
             let room = BATCH - batch.len();
             match tokio::time::timeout_at(deadline, rx.recv_many(&mut batch, room)).await {
                 Ok(0) | Err(_) => break,

@@ -1,7 +1,7 @@
 //! The SQLite store's one writer: a dedicated OS thread owning the only write connection (rusqlite,
-//! prepared statements cached). Callers queue writes; the thread takes everything queued, runs each
-//! write in its own savepoint inside one transaction, commits once (`synchronous = FULL`: on disk
-//! before anyone hears back) and answers every caller. Concurrent kick-offs, poller updates and
+//! prepared statements cached). Callers queue writes; the thread takes everything queued, runs it in
+//! one transaction, commits once (`synchronous = FULL`: on disk before anyone hears back) and answers
+//! every caller. Concurrent kick-offs, poller updates and
 //! message-log batches share one commit and one fsync; a group of message-log records alone commits
 //! without one (`synchronous = NORMAL`: the next synced commit writes it down with its own, so a
 //! crash can lose the log's last moments, never a job). Nothing of this runs on the async
@@ -178,19 +178,31 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Write>, stats: &CommitStats)
         // that holds a job write syncs the log file, and with it every frame before its own.
         let durable = batch.iter().any(|w| w.op.durable());
         if durable != synced {
-            match conn.pragma_update(None, "synchronous", if durable { "FULL" } else { "NORMAL" }) {
-                Ok(()) => synced = durable,
-                // A job write is never answered before it is on disk.
-                Err(e) if durable => {
-                    tracing::error!(message = "Could not make the store's commits durable again.", error = %e);
-                    for w in batch.drain(..) {
-                        let _ = w.reply.send(Err(StoreError::Unavailable(e.to_string())));
-                    }
-                    continue;
-                }
+            // Set, then read back: what the metrics count and what a job write relies on is the mode
+            // SQLite says it is in (FULL is 2, EXTRA 3).
+            let mode = if durable { "FULL" } else { "NORMAL" };
+            synced = match conn
+                .pragma_update(None, "synchronous", mode)
+                .and_then(|()| conn.pragma_query_value(None, "synchronous", |r| r.get::<_, i64>(0)))
+            {
+                Ok(level) => level >= 2,
                 Err(e) => {
-                    tracing::warn!(message = "The store's log-only commits stay synced.", error = %e)
+                    tracing::warn!(message = "Could not set the store's synchronous mode.", error = %e);
+                    false
                 }
+            };
+            // A job write is never answered before it is on disk.
+            if durable && !synced {
+                tracing::error!(
+                    message =
+                        "The store's commits could not be made durable again; the group fails."
+                );
+                for w in batch.drain(..) {
+                    let _ = w.reply.send(Err(StoreError::Unavailable(
+                        "the job store could not make its commit durable".into(),
+                    )));
+                }
+                continue;
             }
         }
         let mut results = Vec::with_capacity(batch.len());
