@@ -1,8 +1,9 @@
 //! The SQLite store's one writer: a dedicated OS thread owning the only write connection (rusqlite,
 //! prepared statements cached). Callers queue writes; the thread takes everything queued, runs it in
 //! one transaction, commits once (`synchronous = FULL`: on disk before anyone hears back) and answers
-//! every caller. Concurrent kick-offs, poller updates and
-//! message-log batches share one commit and one fsync; a group of message-log records alone commits
+//! every caller. Concurrent kick-offs, poller updates and message-log batches share one commit and
+//! one sync of the write-ahead log (`fdatasync`: SQLite is built with `HAVE_FDATASYNC`, see
+//! `.cargo/config.toml`); a group of message-log records alone commits
 //! without one (`synchronous = NORMAL`: the next synced commit writes it down with its own, so a
 //! crash can lose the log's last moments, never a job). Nothing of this runs on the async
 //! runtimes: a profile of the earlier design (every statement a round trip between the runtime and
