@@ -9,9 +9,8 @@ use super::{
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, QueryBuilder, Row};
-use std::str::FromStr;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -96,15 +95,8 @@ impl PostgresStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Unavailable(format!("migrations failed: {e}")))?;
-        // Plans made per execution: a statement prepared while the tables were empty would otherwise
-        // keep its first generic plan (a sequential scan of `jobs` for every group's UPDATE, seen in
-        // a profile as the database backend's whole core).
         let commits = std::sync::Arc::new(super::CommitStats::default());
-        let writer = writer::start(
-            PgConnectOptions::from_str(url)?.options([("plan_cache_mode", "force_custom_plan")]),
-            commits.clone(),
-        )
-        .await?;
+        let writer = writer::start(writer::connect_options(url)?, commits.clone()).await?;
         Ok(PostgresStore {
             pool,
             writer: std::sync::Mutex::new(Some(writer)),

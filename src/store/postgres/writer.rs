@@ -61,6 +61,27 @@ pub(super) struct Write {
     pub reply: oneshot::Sender<Result<Done, StoreError>>,
 }
 
+/// The writer's connections: `url` with settings that keep every statement on its key's index.
+///
+/// Every statement the writer runs finds its rows by a key (a job's id, the reservation's unique
+/// key, an attempt's), so the right plan is always an index scan and a nested loop, and the writer's
+/// connections plan each statement once and keep that plan (`force_generic_plan`): planning had been
+/// a sixth of PostgreSQL's CPU per kick-off when every execution was planned afresh. A generic plan
+/// made from the statistics of the moment can be wrong for good (made while `jobs` was empty, the
+/// group's UPDATE hashed a sequential scan of the whole table, seen in a profile as the backend's
+/// whole core), so sequential scans and hash and merge joins are off on these connections: the
+/// planner takes the index whatever the statistics say. Reads, the poller's claims and pruning run
+/// on the pool with PostgreSQL's defaults.
+pub(super) fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError> {
+    use std::str::FromStr;
+    Ok(PgConnectOptions::from_str(url)?.options([
+        ("plan_cache_mode", "force_generic_plan"),
+        ("enable_seqscan", "off"),
+        ("enable_hashjoin", "off"),
+        ("enable_mergejoin", "off"),
+    ]))
+}
+
 /// Starts the writer thread with a connection made from `options`; fails when that connection
 /// cannot be made. The thread ends when every sender is gone.
 pub(super) async fn start(
@@ -406,6 +427,13 @@ type AttemptRow<'a> = (
     Option<i32>,
 );
 
+/// A group's attempt outcomes on their jobs, in one statement.
+const FINISH_JOBS: &str = "UPDATE jobs SET state = t.state, upstream_status_url = COALESCE(t.url, jobs.upstream_status_url),
+                 error_code = t.error, updated_at = $6,
+                 next_poll_at = CASE WHEN t.state = 'accepted' THEN $6 ELSE NULL END
+ FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[]) AS t(id, attempt, state, url, error)
+ WHERE jobs.id = t.id AND jobs.attempt_id = t.attempt";
+
 /// Records how kick-off attempts ended: each job's state and one attempt record each, two
 /// statements for all of them.
 async fn finish(
@@ -436,21 +464,15 @@ async fn finish(
     let urls: Vec<Option<&str>> = rows.iter().map(|r| r.3).collect();
     let errors: Vec<Option<&str>> = rows.iter().map(|r| r.4).collect();
     let statuses: Vec<Option<i32>> = rows.iter().map(|r| r.5).collect();
-    sqlx::query(
-        "UPDATE jobs SET state = t.state, upstream_status_url = COALESCE(t.url, jobs.upstream_status_url),
-                         error_code = t.error, updated_at = $6,
-                         next_poll_at = CASE WHEN t.state = 'accepted' THEN $6 ELSE NULL END
-         FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[]) AS t(id, attempt, state, url, error)
-         WHERE jobs.id = t.id AND jobs.attempt_id = t.attempt",
-    )
-    .bind(&jobs)
-    .bind(&attempts)
-    .bind(&states)
-    .bind(&urls)
-    .bind(&errors)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
+    sqlx::query(FINISH_JOBS)
+        .bind(&jobs)
+        .bind(&attempts)
+        .bind(&states)
+        .bind(&urls)
+        .bind(&errors)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
     sqlx::query(
         "INSERT INTO job_attempts (job_id, attempt_id, started_at, finished_at, outcome, upstream_status, error_code)
          SELECT job_id, attempt_id, $6, $6, outcome, upstream_status, error_code
@@ -558,4 +580,57 @@ async fn append_log(conn: &mut PgConnection, records: &[&LogRecord]) -> Result<(
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    /// The plan the writer's connection keeps for the group's UPDATE, prepared in a database whose
+    /// tables are empty (the statistics that once made it a sequential scan of `jobs`).
+    async fn kept_plan(url: &str) -> Result<String, StoreError> {
+        let store = super::super::PostgresStore::open(url, 2).await?;
+        store.close().await;
+        let mut conn = PgConnection::connect_with(&connect_options(url)?).await?;
+        sqlx::raw_sql(&format!(
+            "PREPARE finish(uuid[], uuid[], text[], text[], text[], timestamptz) AS {FINISH_JOBS}"
+        ))
+        .execute(&mut conn)
+        .await?;
+        let lines: Vec<String> =
+            sqlx::query_scalar("EXPLAIN EXECUTE finish('{}', '{}', '{}', '{}', '{}', now())")
+                .fetch_all(&mut conn)
+                .await?;
+        Ok(lines.join("\n"))
+    }
+
+    #[tokio::test]
+    async fn the_writers_kept_plan_finds_jobs_by_their_key_even_when_made_on_an_empty_table() {
+        let admin = match std::env::var("FHIRGATE_TEST_POSTGRES_URL") {
+            Ok(admin) if !admin.is_empty() => admin,
+            _ => {
+                eprintln!("PostgreSQL only: set FHIRGATE_TEST_POSTGRES_URL");
+                return;
+            }
+        };
+        let name = format!("fhirgate_test_{}", Uuid::new_v4().simple());
+        let mut admin_conn = PgConnection::connect(&admin).await.expect("connect");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin_conn)
+            .await
+            .expect("create a test database");
+        let mut url = url::Url::parse(&admin).expect("FHIRGATE_TEST_POSTGRES_URL is a URL");
+        url.set_path(&name);
+        let plan = kept_plan(url.as_str()).await;
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut admin_conn)
+            .await
+            .expect("drop the test database");
+        let plan = plan.expect("the plan was read");
+
+        assert!(plan.contains("Index Scan using jobs_pkey"), "{plan}");
+        assert!(!plan.contains("Seq Scan"), "{plan}");
+        assert!(!plan.contains("Hash"), "{plan}");
+    }
 }
