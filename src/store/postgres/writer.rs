@@ -1,9 +1,10 @@
 //! PostgreSQL's group commit: the request path's writes (kick-off reservations and outcomes, the
 //! poller's updates) go to one writer thread that owns its own connection, takes everything queued,
-//! and commits it as one transaction: one WAL flush and a handful of round trips for the whole group
-//! (the reservations of a group are one multi-row `INSERT`, their outcomes one `UPDATE` and one
-//! `INSERT`), instead of a pooled autocommit round trip and a flush per statement. Callers hear back
-//! once the group is committed. The thread runs its own single-threaded runtime, so none of this
+//! and commits it at once: one WAL flush and one round trip for the whole group (its reservations,
+//! outcomes and message-log records are one statement, [`WRITE_BATCH`], outside any transaction),
+//! instead of a pooled autocommit round trip and a flush per write. A group that also holds the
+//! poller's writes, or only log records, is one transaction around that statement and the rest.
+//! Callers hear back once the group is committed. The thread runs its own single-threaded runtime, so none of this
 //! work lands on the gateway's runtimes.
 //!
 //! A group that fails is rolled back and each of its writes runs again in a transaction of its own,
@@ -208,7 +209,11 @@ async fn apply(conn: &mut PgConnection, op: &Op) -> Result<Done, StoreError> {
     Ok(match op {
         Op::Claim(job, stale) => Done::Claim(claim(conn, job, *stale).await?),
         Op::Finish(job, attempt, outcome) => {
-            finish(conn, &[(*job, *attempt, outcome)]).await?;
+            let outcome = Batch {
+                outcomes: vec![(*job, *attempt, outcome)],
+                ..Batch::default()
+            };
+            write_batch(conn, outcome).await?;
             Done::Nothing
         }
         Op::Status(job, update, at) => {
@@ -243,7 +248,11 @@ async fn apply(conn: &mut PgConnection, op: &Op) -> Result<Done, StoreError> {
             Done::Nothing
         }
         Op::AppendLog(records) => {
-            append_log(conn, &records.iter().collect::<Vec<_>>()).await?;
+            let logs = Batch {
+                logs: records.iter().collect(),
+                ..Batch::default()
+            };
+            write_batch(conn, logs).await?;
             Done::Nothing
         }
     })
@@ -268,6 +277,26 @@ async fn commit_group(
             _ => rest.push(i),
         }
     }
+    let claimed: Vec<&NewJob> = claims.iter().map(|(_, job, _)| *job).collect();
+    let batch = Batch {
+        jobs: claimed,
+        outcomes: finishes,
+        logs,
+    };
+    if durable && rest.is_empty() {
+        // The common group (reservations, outcomes, log records): one statement outside any
+        // transaction, so one round trip and one commit. A reservation that met an existing row
+        // then goes through the whole claim in a transaction of its own; its failure is its own.
+        let inserted = write_batch(conn, batch).await?;
+        for (i, job, _) in claims {
+            results[i] = if inserted.contains(&job.id) {
+                Ok(Done::Claim(Claim::New))
+            } else {
+                commit_one(conn, &group[i].op).await
+            };
+        }
+        return Ok(results);
+    }
     let mut tx = conn.begin().await?;
     // A group of message-log records alone does not wait for its WAL flush (PostgreSQL's WAL writer
     // makes it durable within moments, and in order: a crash loses at most those last records).
@@ -276,22 +305,16 @@ async fn commit_group(
             .execute(&mut *tx)
             .await?;
     }
-    // Reservations: the new ones in one statement; one that meets an existing row (a retried
-    // envelope, or two of the same in this group) goes through the whole claim on its own.
-    if !claims.is_empty() {
-        let inserted = insert_new(&mut tx, claims.iter().map(|(_, job, _)| *job)).await?;
-        for (i, job, stale) in claims {
-            results[i] = Ok(Done::Claim(if inserted.contains(&job.id) {
-                Claim::New
-            } else {
-                claim(&mut tx, job, stale).await?
-            }));
-        }
+    // A reservation that meets an existing row (a retried envelope, or two of the same in this
+    // group) goes through the whole claim on its own.
+    let inserted = write_batch(&mut tx, batch).await?;
+    for (i, job, stale) in claims {
+        results[i] = Ok(Done::Claim(if inserted.contains(&job.id) {
+            Claim::New
+        } else {
+            claim(&mut tx, job, stale).await?
+        }));
     }
-    if !finishes.is_empty() {
-        finish(&mut tx, &finishes).await?;
-    }
-    append_log(&mut tx, &logs).await?;
     for i in rest {
         results[i] = Ok(apply(&mut tx, &group[i].op).await?);
     }
@@ -299,46 +322,137 @@ async fn commit_group(
     Ok(results)
 }
 
-/// Inserts the jobs whose (source, Log ID, fingerprint) is not taken yet, in one statement; the ids
-/// of those inserted.
-async fn insert_new<'a>(
+/// What one statement writes: new reservations, attempt outcomes and message-log records.
+#[derive(Default)]
+struct Batch<'a> {
+    jobs: Vec<&'a NewJob>,
+    outcomes: Vec<(Uuid, Uuid, &'a AttemptOutcome)>,
+    logs: Vec<&'a LogRecord>,
+}
+
+/// Every write of a group in one statement. `new`: the reservations whose (source, Log ID,
+/// fingerprint) is not taken yet; `done` and `tried`: each outcome on its job and as its attempt's
+/// record; `logged`: the message log's records. Each part is one `unnest` of arrays, empty when the
+/// group has nothing of its kind, so this is one prepared statement whatever the group holds. An
+/// outcome's job was reserved by an earlier, committed group (its kick-off called the EHR after
+/// that commit), so no part touches a row another part writes.
+const WRITE_BATCH: &str = "
+WITH new AS (
+    INSERT INTO jobs (id, source_key, log_id, attempt_id, attempts, destination, environment, event_type,
+                      group_id, fingerprint, state, created_at, updated_at, request)
+    SELECT id, source_key, log_id, attempt_id, 1, destination, environment, event_type,
+           group_id, fingerprint, 'pending', $10, $10, request
+    FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[],
+                $8::text[], $9::text[], $11::text[])
+         WITH ORDINALITY AS t(id, source_key, log_id, attempt_id, destination, environment, event_type,
+                              group_id, fingerprint, request, n)
+    ORDER BY n
+    ON CONFLICT (source_key, log_id, fingerprint) DO NOTHING
+    RETURNING id
+), done AS (
+    UPDATE jobs SET state = t.state, upstream_status_url = COALESCE(t.url, jobs.upstream_status_url),
+                    error_code = t.error, updated_at = $10,
+                    next_poll_at = CASE WHEN t.state = 'accepted' THEN $10 ELSE NULL END
+    FROM unnest($12::uuid[], $13::uuid[], $14::text[], $15::text[], $16::text[])
+         AS t(id, attempt, state, url, error)
+    WHERE jobs.id = t.id AND jobs.attempt_id = t.attempt
+), tried AS (
+    INSERT INTO job_attempts (job_id, attempt_id, started_at, finished_at, outcome, upstream_status, error_code)
+    SELECT job_id, attempt_id, $10, $10, outcome, upstream_status, error_code
+    FROM unnest($12::uuid[], $13::uuid[], $14::text[], $17::int4[], $16::text[])
+         AS t(job_id, attempt_id, outcome, upstream_status, error_code)
+    ON CONFLICT (job_id, attempt_id) DO UPDATE SET finished_at = EXCLUDED.finished_at,
+        outcome = EXCLUDED.outcome, upstream_status = EXCLUDED.upstream_status,
+        error_code = EXCLUDED.error_code
+), logged AS (
+    INSERT INTO message_log (kind, log_id, attempt_id, at, source, destination, environment,
+        event_type, method, route, gateway_status, upstream_status, error_code, duration_ms, job_id,
+        upstream_request_id)
+    SELECT kind, log_id, attempt_id, at, source, destination, environment, event_type, method, route,
+           gateway_status, upstream_status, error_code, duration_ms, job_id, upstream_request_id
+    FROM unnest($18::text[], $19::uuid[], $20::uuid[], $21::timestamptz[], $22::text[], $23::text[],
+                $24::text[], $25::text[], $26::text[], $27::text[], $28::int4[], $29::int4[],
+                $30::text[], $31::float8[], $32::uuid[], $33::text[])
+         WITH ORDINALITY AS t(kind, log_id, attempt_id, at, source, destination, environment,
+                              event_type, method, route, gateway_status, upstream_status,
+                              error_code, duration_ms, job_id, upstream_request_id, n)
+    ORDER BY n
+)
+SELECT id FROM new";
+
+/// Writes `batch` in one statement; the ids of the reservations inserted.
+async fn write_batch(
     conn: &mut PgConnection,
-    jobs: impl Iterator<Item = &'a NewJob>,
+    mut batch: Batch<'_>,
 ) -> Result<HashSet<Uuid>, StoreError> {
-    let mut jobs: Vec<&NewJob> = jobs.collect();
-    // One order for every replica's writer, so two groups inserting the same keys wait for one
-    // another instead of deadlocking.
+    let now = Utc::now();
+    // One order for every replica's writer, so two groups inserting the same keys (or finishing
+    // the same jobs) wait for one another instead of deadlocking.
+    let jobs = &mut batch.jobs;
     jobs.sort_by(|a, b| {
         (&a.source_key, a.log_id, &a.fingerprint).cmp(&(&b.source_key, b.log_id, &b.fingerprint))
     });
     let column = |f: fn(&NewJob) -> String| jobs.iter().map(|j| f(j)).collect::<Vec<String>>();
-    let rows = sqlx::query(
-        "INSERT INTO jobs (id, source_key, log_id, attempt_id, attempts, destination, environment, event_type,
-                           group_id, fingerprint, state, created_at, updated_at, request)
-         SELECT id, source_key, log_id, attempt_id, 1, destination, environment, event_type,
-                group_id, fingerprint, 'pending', $10, $10, request
-         FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[],
-                     $8::text[], $9::text[], $11::text[])
-              WITH ORDINALITY AS t(id, source_key, log_id, attempt_id, destination, environment, event_type,
-                                   group_id, fingerprint, request, n)
-         ORDER BY n
-         ON CONFLICT (source_key, log_id, fingerprint) DO NOTHING
-         RETURNING id",
-    )
-    .bind(jobs.iter().map(|j| j.id).collect::<Vec<_>>())
-    .bind(column(|j| j.source_key.clone()))
-    .bind(jobs.iter().map(|j| j.log_id).collect::<Vec<_>>())
-    .bind(jobs.iter().map(|j| j.attempt_id).collect::<Vec<_>>())
-    .bind(column(|j| j.destination.clone()))
-    .bind(column(|j| j.environment.clone()))
-    .bind(column(|j| j.event_type.clone()))
-    .bind(jobs.iter().map(|j| j.group_id.clone()).collect::<Vec<_>>())
-    .bind(column(|j| j.fingerprint.clone()))
-    .bind(Utc::now())
-    .bind(jobs.iter().map(|j| j.request.clone()).collect::<Vec<_>>())
-    .fetch_all(&mut *conn)
-    .await?;
-    rows.iter()
+    let mut rows: Vec<AttemptRow<'_>> = batch
+        .outcomes
+        .iter()
+        .map(|(job, attempt, outcome)| {
+            let (state, url, error, status) = super::super::attempt_columns(outcome);
+            (*job, *attempt, state, url, error, status.map(i32::from))
+        })
+        .collect();
+    // One row per attempt (the last word wins, as it would one statement at a time).
+    rows.sort_by_key(|r| (r.0, r.1));
+    rows.dedup_by(|later, earlier| {
+        let same = (later.0, later.1) == (earlier.0, earlier.1);
+        if same {
+            std::mem::swap(later, earlier);
+        }
+        same
+    });
+    let logs = &batch.logs;
+    let text = |f: fn(&LogRecord) -> Option<&str>| logs.iter().map(|r| f(r)).collect::<Vec<_>>();
+    let status = |f: fn(&LogRecord) -> Option<u16>| {
+        logs.iter().map(|r| f(r).map(i32::from)).collect::<Vec<_>>()
+    };
+    let inserted = sqlx::query(WRITE_BATCH)
+        .bind(jobs.iter().map(|j| j.id).collect::<Vec<_>>())
+        .bind(column(|j| j.source_key.clone()))
+        .bind(jobs.iter().map(|j| j.log_id).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|j| j.attempt_id).collect::<Vec<_>>())
+        .bind(column(|j| j.destination.clone()))
+        .bind(column(|j| j.environment.clone()))
+        .bind(column(|j| j.event_type.clone()))
+        .bind(jobs.iter().map(|j| j.group_id.clone()).collect::<Vec<_>>())
+        .bind(column(|j| j.fingerprint.clone()))
+        .bind(now)
+        .bind(jobs.iter().map(|j| j.request.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.0).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.1).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.2).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.3).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.4).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.5).collect::<Vec<_>>())
+        .bind(text(|r| Some(r.kind.as_str())))
+        .bind(logs.iter().map(|r| r.log_id).collect::<Vec<_>>())
+        .bind(logs.iter().map(|r| r.attempt_id).collect::<Vec<_>>())
+        .bind(logs.iter().map(|r| r.time).collect::<Vec<_>>())
+        .bind(text(|r| r.source.as_deref()))
+        .bind(text(|r| r.destination.as_deref()))
+        .bind(text(|r| r.environment.as_deref()))
+        .bind(text(|r| r.event_type.as_deref()))
+        .bind(text(|r| r.method.as_deref()))
+        .bind(text(|r| Some(r.route.as_str())))
+        .bind(status(|r| r.gateway_status))
+        .bind(status(|r| r.upstream_status))
+        .bind(text(|r| r.error_code.as_deref()))
+        .bind(logs.iter().map(|r| r.duration_ms).collect::<Vec<_>>())
+        .bind(logs.iter().map(|r| r.job_id).collect::<Vec<_>>())
+        .bind(text(|r| r.upstream_request_id.as_deref()))
+        .fetch_all(&mut *conn)
+        .await?;
+    inserted
+        .iter()
         .map(|r| r.try_get::<Uuid, _>("id").map_err(StoreError::from))
         .collect()
 }
@@ -352,10 +466,11 @@ pub(super) async fn claim(
     // Twice at most: a request whose job ended retires that row and is then inserted afresh.
     for _ in 0..2 {
         let now = Utc::now();
-        if insert_new(&mut *conn, std::iter::once(job))
-            .await?
-            .contains(&job.id)
-        {
+        let one = Batch {
+            jobs: vec![job],
+            ..Batch::default()
+        };
+        if write_batch(&mut *conn, one).await?.contains(&job.id) {
             return Ok(Claim::New);
         }
         let row = sqlx::query(
@@ -427,72 +542,6 @@ type AttemptRow<'a> = (
     Option<i32>,
 );
 
-/// A group's attempt outcomes on their jobs, in one statement.
-const FINISH_JOBS: &str = "UPDATE jobs SET state = t.state, upstream_status_url = COALESCE(t.url, jobs.upstream_status_url),
-                 error_code = t.error, updated_at = $6,
-                 next_poll_at = CASE WHEN t.state = 'accepted' THEN $6 ELSE NULL END
- FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[]) AS t(id, attempt, state, url, error)
- WHERE jobs.id = t.id AND jobs.attempt_id = t.attempt";
-
-/// Records how kick-off attempts ended: each job's state and one attempt record each, two
-/// statements for all of them.
-async fn finish(
-    conn: &mut PgConnection,
-    outcomes: &[(Uuid, Uuid, &AttemptOutcome)],
-) -> Result<(), StoreError> {
-    let now = Utc::now();
-    let mut rows: Vec<AttemptRow<'_>> = outcomes
-        .iter()
-        .map(|(job, attempt, outcome)| {
-            let (state, url, error, status) = super::super::attempt_columns(outcome);
-            (*job, *attempt, state, url, error, status.map(i32::from))
-        })
-        .collect();
-    // One row per attempt (the last word wins, as it would one statement at a time), in one order
-    // for every replica.
-    rows.sort_by_key(|r| (r.0, r.1));
-    rows.dedup_by(|later, earlier| {
-        let same = (later.0, later.1) == (earlier.0, earlier.1);
-        if same {
-            std::mem::swap(later, earlier);
-        }
-        same
-    });
-    let jobs: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
-    let attempts: Vec<Uuid> = rows.iter().map(|r| r.1).collect();
-    let states: Vec<&str> = rows.iter().map(|r| r.2).collect();
-    let urls: Vec<Option<&str>> = rows.iter().map(|r| r.3).collect();
-    let errors: Vec<Option<&str>> = rows.iter().map(|r| r.4).collect();
-    let statuses: Vec<Option<i32>> = rows.iter().map(|r| r.5).collect();
-    sqlx::query(FINISH_JOBS)
-        .bind(&jobs)
-        .bind(&attempts)
-        .bind(&states)
-        .bind(&urls)
-        .bind(&errors)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query(
-        "INSERT INTO job_attempts (job_id, attempt_id, started_at, finished_at, outcome, upstream_status, error_code)
-         SELECT job_id, attempt_id, $6, $6, outcome, upstream_status, error_code
-         FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::int4[], $5::text[])
-              AS t(job_id, attempt_id, outcome, upstream_status, error_code)
-         ON CONFLICT (job_id, attempt_id) DO UPDATE SET finished_at = EXCLUDED.finished_at,
-             outcome = EXCLUDED.outcome, upstream_status = EXCLUDED.upstream_status,
-             error_code = EXCLUDED.error_code",
-    )
-    .bind(&jobs)
-    .bind(&attempts)
-    .bind(&states)
-    .bind(&statuses)
-    .bind(&errors)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
 async fn record_status(
     conn: &mut PgConnection,
     job_id: Uuid,
@@ -534,72 +583,64 @@ async fn record_status(
     Ok(())
 }
 
-/// Appends message log records in one statement (a fixed one, so it is prepared once: a multi-row
-/// `VALUES` list would be a new statement for every batch size).
-async fn append_log(conn: &mut PgConnection, records: &[&LogRecord]) -> Result<(), StoreError> {
-    if records.is_empty() {
-        return Ok(());
-    }
-    let text = |f: fn(&LogRecord) -> Option<&str>| records.iter().map(|r| f(r)).collect::<Vec<_>>();
-    let status = |f: fn(&LogRecord) -> Option<u16>| {
-        records
-            .iter()
-            .map(|r| f(r).map(i32::from))
-            .collect::<Vec<_>>()
-    };
-    sqlx::query(
-        "INSERT INTO message_log (kind, log_id, attempt_id, at, source, destination, environment,
-             event_type, method, route, gateway_status, upstream_status, error_code, duration_ms, job_id,
-             upstream_request_id)
-         SELECT kind, log_id, attempt_id, at, source, destination, environment, event_type, method, route,
-                gateway_status, upstream_status, error_code, duration_ms, job_id, upstream_request_id
-         FROM unnest($1::text[], $2::uuid[], $3::uuid[], $4::timestamptz[], $5::text[], $6::text[],
-                     $7::text[], $8::text[], $9::text[], $10::text[], $11::int4[], $12::int4[],
-                     $13::text[], $14::float8[], $15::uuid[], $16::text[])
-              WITH ORDINALITY AS t(kind, log_id, attempt_id, at, source, destination, environment,
-                                   event_type, method, route, gateway_status, upstream_status,
-                                   error_code, duration_ms, job_id, upstream_request_id, n)
-         ORDER BY n",
-    )
-    .bind(text(|r| Some(r.kind.as_str())))
-    .bind(records.iter().map(|r| r.log_id).collect::<Vec<_>>())
-    .bind(records.iter().map(|r| r.attempt_id).collect::<Vec<_>>())
-    .bind(records.iter().map(|r| r.time).collect::<Vec<_>>())
-    .bind(text(|r| r.source.as_deref()))
-    .bind(text(|r| r.destination.as_deref()))
-    .bind(text(|r| r.environment.as_deref()))
-    .bind(text(|r| r.event_type.as_deref()))
-    .bind(text(|r| r.method.as_deref()))
-    .bind(text(|r| Some(r.route.as_str())))
-    .bind(status(|r| r.gateway_status))
-    .bind(status(|r| r.upstream_status))
-    .bind(text(|r| r.error_code.as_deref()))
-    .bind(records.iter().map(|r| r.duration_ms).collect::<Vec<_>>())
-    .bind(records.iter().map(|r| r.job_id).collect::<Vec<_>>())
-    .bind(text(|r| r.upstream_request_id.as_deref()))
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::Store;
 
-    /// The plan the writer's connection keeps for the group's UPDATE, prepared in a database whose
-    /// tables are empty (the statistics that once made it a sequential scan of `jobs`).
+    /// The types of [`WRITE_BATCH`]'s parameters, in order.
+    const BATCH_TYPES: [&str; 33] = [
+        "uuid[]",
+        "text[]",
+        "uuid[]",
+        "uuid[]",
+        "text[]",
+        "text[]",
+        "text[]",
+        "text[]",
+        "text[]",
+        "timestamptz",
+        "text[]",
+        "uuid[]",
+        "uuid[]",
+        "text[]",
+        "text[]",
+        "text[]",
+        "int4[]",
+        "text[]",
+        "uuid[]",
+        "uuid[]",
+        "timestamptz[]",
+        "text[]",
+        "text[]",
+        "text[]",
+        "text[]",
+        "text[]",
+        "text[]",
+        "int4[]",
+        "int4[]",
+        "text[]",
+        "float8[]",
+        "uuid[]",
+        "text[]",
+    ];
+
+    /// The plan the writer's connection keeps for the group's statement, prepared in a database
+    /// whose tables are empty (the statistics that once made its UPDATE a sequential scan of `jobs`).
     async fn kept_plan(url: &str) -> Result<String, StoreError> {
         let store = super::super::PostgresStore::open(url, 2).await?;
         store.close().await;
         let mut conn = PgConnection::connect_with(&connect_options(url)?).await?;
-        sqlx::raw_sql(&format!(
-            "PREPARE finish(uuid[], uuid[], text[], text[], text[], timestamptz) AS {FINISH_JOBS}"
-        ))
-        .execute(&mut conn)
-        .await?;
+        let types = BATCH_TYPES.join(", ");
+        sqlx::raw_sql(&format!("PREPARE batch({types}) AS {WRITE_BATCH}"))
+            .execute(&mut conn)
+            .await?;
+        let args: Vec<&str> = BATCH_TYPES
+            .iter()
+            .map(|t| if t.ends_with("[]") { "'{}'" } else { "now()" })
+            .collect();
         let lines: Vec<String> =
-            sqlx::query_scalar("EXPLAIN EXECUTE finish('{}', '{}', '{}', '{}', '{}', now())")
+            sqlx::query_scalar(&format!("EXPLAIN EXECUTE batch({})", args.join(", ")))
                 .fetch_all(&mut conn)
                 .await?;
         Ok(lines.join("\n"))
