@@ -32,10 +32,30 @@ ensure_postgres() {
     export FHIRGATE_TEST_POSTGRES_URL="$url"
 }
 
-drop_test_databases() {
+test_databases() {
     psql "$FHIRGATE_TEST_POSTGRES_URL" -qAtc \
-        "SELECT datname FROM pg_database WHERE datname LIKE 'fhirgate_test_%'" |
-        while read -r db; do
-            psql "$FHIRGATE_TEST_POSTGRES_URL" -qc "DROP DATABASE IF EXISTS \"$db\"" >/dev/null
-        done
+        "SELECT datname FROM pg_database WHERE datname LIKE 'fhirgate\_test\_%'"
+}
+
+# Drops every test database (their connections with them); says how many there were.
+drop_test_databases() {
+    local db count=0
+    while read -r db; do
+        [ -n "$db" ] || continue
+        psql "$FHIRGATE_TEST_POSTGRES_URL" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null
+        count=$((count + 1))
+    done < <(test_databases)
+    echo "dropped $count test database(s) left on the server"
+}
+
+# The tests drop their own databases: fails, naming them, if any is left.
+check_no_test_databases() {
+    local left
+    left=$(test_databases)
+    if [ -n "$left" ]; then
+        echo "the tests left these databases behind:" >&2
+        echo "$left" >&2
+        return 1
+    fi
+    echo "no test database left behind"
 }

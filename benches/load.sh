@@ -47,9 +47,11 @@ pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"
     # The PostgreSQL database goes too, also when a step failed.
-    if [ -n "${db:-}" ]; then psql "$FHIRGATE_BENCH_POSTGRES_URL" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true; fi
+    bench_database_drop "${db:-}"
 }
-trap cleanup EXIT
+# shellcheck source=benches/postgres.sh
+source benches/postgres.sh
+on_exit cleanup
 
 # --- peers -----------------------------------------------------------------------------------------
 target/release/examples/fake_upstream "127.0.0.1:$UPSTREAM_PORT" & pids+=($!)
@@ -205,8 +207,7 @@ echo "  $start_jobs accepted jobs at start, $left after $(python3 -c "print(roun
 
 pg_line=""
 if [ -n "${FHIRGATE_BENCH_POSTGRES_URL:-}" ]; then
-    db="fhirgate_load_$$"
-    psql "$FHIRGATE_BENCH_POSTGRES_URL" -qc "CREATE DATABASE $db" >/dev/null
+    db=$(bench_database_create)
     pg_url="${FHIRGATE_BENCH_POSTGRES_URL%/*}/$db"
     start_gateway postgres "$PG_GATEWAY_PORT" "$pg_url" false
     # PostgreSQL shares the two cores: how much of them its own processes took during the run.
@@ -221,7 +222,7 @@ cores = ($pg_after - $pg_before) / $(getconf CLK_TCK) / ($t1 - $t0)
 rps = json.loads('$pg_sat')['rps']
 print(f'  PostgreSQL itself used {cores:.2f} of the $(nproc) cores: {cores * 1e6 / rps:.0f} us of its CPU per kick-off')"
     kill "$gateway_pid"; wait "$gateway_pid" 2>/dev/null || true
-    psql "$FHIRGATE_BENCH_POSTGRES_URL" -qc "DROP DATABASE $db" >/dev/null || true
+    bench_database_drop "$db"
     pg_line=$pg_sat
 fi
 

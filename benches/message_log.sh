@@ -27,13 +27,14 @@ pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"
     # The PostgreSQL database goes too, also when a step failed.
-    if [ -n "${db:-}" ]; then psql "$FHIRGATE_BENCH_POSTGRES_URL" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true; fi
+    bench_database_drop "${db:-}"
 }
-trap cleanup EXIT
+# shellcheck source=benches/postgres.sh
+source benches/postgres.sh
+on_exit cleanup
 
 if [ -n "${FHIRGATE_BENCH_POSTGRES_URL:-}" ]; then
-    db="fhirgate_msglog_$$"
-    psql "$FHIRGATE_BENCH_POSTGRES_URL" -qc "CREATE DATABASE $db" >/dev/null
+    db=$(bench_database_create)
     store="${FHIRGATE_BENCH_POSTGRES_URL%/*}/$db"
     sql() { psql "$store" -qAt -c "$1"; }
     backend=PostgreSQL

@@ -189,3 +189,58 @@ async fn message_log_records_arriving_together_share_one_commit() {
         "the records were gathered into a few commits, not one each: {made}"
     );
 }
+
+#[tokio::test]
+async fn a_test_database_left_by_a_killed_test_process_is_dropped_by_a_later_test() {
+    use crate::helpers::test_databases;
+    use sqlx::Connection;
+    let Ok(admin) = std::env::var("FHIRGATE_TEST_POSTGRES_URL") else {
+        eprintln!("PostgreSQL only: set FHIRGATE_TEST_POSTGRES_URL");
+        return;
+    };
+    // What a test process killed two hours ago left, and one a test running beside this one holds.
+    let now = chrono::Utc::now().timestamp();
+    let stale = format!(
+        "fhirgate_test_{}_{}",
+        now - 7200,
+        uuid::Uuid::new_v4().simple()
+    );
+    let running = format!(
+        "fhirgate_test_{}_{}",
+        now - 60,
+        uuid::Uuid::new_v4().simple()
+    );
+    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+    for name in [&stale, &running] {
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+
+    let mine = test_databases::create(&admin).await;
+
+    let exists = |name: String| {
+        let admin = admin.clone();
+        async move {
+            let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+            sqlx::query_scalar::<_, bool>(
+                "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)",
+            )
+            .bind(name)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+        }
+    };
+    assert!(!exists(stale.clone()).await, "the stale database is gone");
+    assert!(
+        exists(running.clone()).await,
+        "a running test's database stays"
+    );
+    assert!(exists(mine.clone()).await);
+    test_databases::drop(&admin, &running).await;
+    test_databases::drop(&admin, &mine).await;
+    assert!(!exists(running).await);
+    assert!(!exists(mine).await);
+}

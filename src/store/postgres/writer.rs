@@ -626,7 +626,10 @@ mod tests {
                 return;
             }
         };
-        let name = format!("fhirgate_test_{}", Uuid::new_v4().simple());
+        // Named as the integration tests name theirs, so that one left by a killed run is dropped
+        // by a later one (tests/api/helpers: `test_databases`).
+        let now = chrono::Utc::now().timestamp();
+        let name = format!("fhirgate_test_{now}_{}", Uuid::new_v4().simple());
         let mut admin_conn = PgConnection::connect(&admin).await.expect("connect");
         sqlx::query(&format!("CREATE DATABASE {name}"))
             .execute(&mut admin_conn)

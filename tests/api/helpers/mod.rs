@@ -69,15 +69,7 @@ impl Scratch {
             Ok(admin) if !admin.is_empty() => admin,
             _ => return format!("sqlite://{}", self.path().join("jobs.db").display()),
         };
-        use sqlx::Connection;
-        let name = format!("fhirgate_test_{}", uuid::Uuid::new_v4().simple());
-        let mut conn = sqlx::PgConnection::connect(&admin)
-            .await
-            .expect("connect to the test PostgreSQL");
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut conn)
-            .await
-            .expect("create a test database");
+        let name = test_databases::create(&admin).await;
         let mut url = url::Url::parse(&admin).expect("FHIRGATE_TEST_POSTGRES_URL is a URL");
         url.set_path(&name);
         *self.database.lock().unwrap() = Some((admin, name));
@@ -92,20 +84,85 @@ impl Drop for Scratch {
         };
         // On a thread of its own: the test's runtime may be the one being dropped.
         let dropped = std::thread::spawn(move || {
-            use sqlx::Connection;
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .expect("a runtime");
-            runtime.block_on(async {
-                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .execute(&mut conn)
-                        .await;
-                }
-            });
+            runtime.block_on(test_databases::drop(&admin, &name));
         });
         let _ = dropped.join();
+    }
+}
+
+/// The tests' PostgreSQL databases: each named `fhirgate_test_{unix seconds}_{random}`, dropped by
+/// its test, and, should a test process be killed before that (a timeout, `kill -9`, a cancelled
+/// run), dropped by a later test once it is a quarter of an hour old.
+pub mod test_databases {
+    use sqlx::Connection;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    const PREFIX: &str = "fhirgate_test_";
+    /// Far longer than any test takes: a database this old belongs to a test process that is gone.
+    const STALE_AFTER: Duration = Duration::from_secs(15 * 60);
+
+    fn now() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    }
+
+    /// When the database `name` was made, for a name of this module's making.
+    pub fn created_at(name: &str) -> Option<u64> {
+        name.strip_prefix(PREFIX)?.split_once('_')?.0.parse().ok()
+    }
+
+    /// A new, empty database; stale ones go first.
+    pub async fn create(admin: &str) -> String {
+        let now = now();
+        let name = format!("{PREFIX}{now}_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(admin)
+            .await
+            .expect("connect to the test PostgreSQL");
+        let existing: Vec<String> =
+            sqlx::query_scalar("SELECT datname FROM pg_database WHERE starts_with(datname, $1)")
+                .bind(PREFIX)
+                .fetch_all(&mut conn)
+                .await
+                .unwrap_or_default();
+        for stale in existing.iter().filter(|old| {
+            created_at(old).is_some_and(|at| now.saturating_sub(at) > STALE_AFTER.as_secs())
+        }) {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {stale} WITH (FORCE)"))
+                .execute(&mut conn)
+                .await;
+        }
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .expect("create a test database");
+        name
+    }
+
+    /// Drops `name`, its connections with it, trying again for a few seconds (the server may be
+    /// refusing connections while many tests end at once); says so on stderr if it could not.
+    pub async fn drop(admin: &str, name: &str) {
+        let mut last = String::new();
+        for attempt in 1..=10u64 {
+            let dropped = async {
+                let mut conn = sqlx::PgConnection::connect(admin).await?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut conn)
+                    .await?;
+                conn.close().await
+            };
+            match dropped.await {
+                Ok(()) => return,
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+        }
+        eprintln!("the test database {name} was left behind: {last}");
     }
 }
 
