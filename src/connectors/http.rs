@@ -16,16 +16,69 @@ const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
 /// The shared client for every upstream.
 #[derive(Debug, Clone)]
 pub struct UpstreamClient {
-    client: reqwest::Client,
+    /// For kick-offs and status calls, one per calling thread.
+    client: PerThread,
     /// For file downloads: no limit on the whole transfer, only on connecting and on each read.
     files: reqwest::Client,
     /// The same two, resolving names through [`PublicOnly`].
-    public: (reqwest::Client, reqwest::Client),
+    public: (PerThread, reqwest::Client),
     /// Whether this handle connects to public addresses only (a destination without
     /// `allow_private_addresses`).
     public_only: bool,
     /// Where every upstream call is counted and timed.
     metrics: std::sync::Arc<crate::observe::metrics::Metrics>,
+}
+
+/// A client for each thread that calls through it, all made alike. reqwest drives each pooled
+/// connection on the runtime that opened it, and every actix worker runs a runtime of its own: with
+/// one client shared by all, a kick-off on one worker often went out over a connection the other
+/// worker drives, and the call then woke that thread twice (the request handed over, the answer
+/// handed back), and waited whenever it was busy. Here each thread's calls go over connections its
+/// own runtime drives.
+#[derive(Clone)]
+struct PerThread {
+    /// This set's identity in each thread's list; the list forgets a set no handle holds any more.
+    key: std::sync::Arc<()>,
+    make: std::sync::Arc<dyn Fn() -> Result<reqwest::Client, reqwest::Error> + Send + Sync>,
+    /// The first one made, shared: for callers on any thread, and should a later one fail to build.
+    shared: reqwest::Client,
+}
+
+thread_local! {
+    static PER_THREAD: std::cell::RefCell<Vec<(std::sync::Weak<()>, reqwest::Client)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl std::fmt::Debug for PerThread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PerThread").finish_non_exhaustive()
+    }
+}
+
+impl PerThread {
+    fn new(
+        make: impl Fn() -> Result<reqwest::Client, reqwest::Error> + Send + Sync + 'static,
+    ) -> Result<Self, reqwest::Error> {
+        Ok(PerThread {
+            key: std::sync::Arc::new(()),
+            shared: make()?,
+            make: std::sync::Arc::new(make),
+        })
+    }
+
+    /// The calling thread's client, made on its first call.
+    fn get(&self) -> reqwest::Client {
+        PER_THREAD.with_borrow_mut(|clients| {
+            clients.retain(|(key, _)| key.strong_count() > 0);
+            let mine = std::sync::Arc::as_ptr(&self.key);
+            if let Some((_, client)) = clients.iter().find(|(key, _)| key.as_ptr() == mine) {
+                return client.clone();
+            }
+            let client = (self.make)().unwrap_or_else(|_| self.shared.clone());
+            clients.push((std::sync::Arc::downgrade(&self.key), client.clone()));
+            client
+        })
+    }
 }
 
 /// A resolver that answers only public addresses, so the address checked is the address connected
@@ -98,15 +151,18 @@ impl UpstreamClient {
         let connect = Duration::from_secs_f64(settings.connect_timeout_secs);
         let call = Duration::from_secs_f64(settings.request_timeout_secs);
         let resolver = std::sync::Arc::new(PublicOnly);
+        let public = resolver.clone();
         Ok(UpstreamClient {
-            client: policy(connect).timeout(call).build()?,
+            client: PerThread::new(move || policy(connect).timeout(call).build())?,
             // A download may take long; each read may not.
             files: policy(connect).read_timeout(call).build()?,
             public: (
-                policy(connect)
-                    .timeout(call)
-                    .dns_resolver(resolver.clone())
-                    .build()?,
+                PerThread::new(move || {
+                    policy(connect)
+                        .timeout(call)
+                        .dns_resolver(public.clone())
+                        .build()
+                })?,
                 policy(connect)
                     .read_timeout(call)
                     .dns_resolver(resolver)
@@ -157,7 +213,7 @@ impl UpstreamClient {
 
     /// The client for small requests (token endpoints, discovery).
     pub fn plain(&self) -> &reqwest::Client {
-        &self.client
+        &self.client.shared
     }
 
     /// The client for streaming file downloads.
@@ -188,7 +244,7 @@ impl UpstreamClient {
             headers.insert(reqwest::header::AUTHORIZATION, v);
         }
         self.check_literal(&req.url)?;
-        let mut builder = self.client.request(method, &req.url).headers(headers);
+        let mut builder = self.client.get().request(method, &req.url).headers(headers);
         if let Some(body) = &req.body {
             builder = builder.body(body.to_string());
         }
@@ -297,6 +353,40 @@ mod tests {
         assert_eq!(read("soon"), None);
         assert_eq!(read("Mon, 01 Jan 2024 00:00:00 GMT"), Some(0));
         assert_eq!(read(&((now.timestamp() - 50) * 1000).to_string()), Some(0));
+    }
+
+    #[test]
+    fn each_thread_calls_through_a_client_of_its_own_made_once_and_forgotten_with_its_set() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let made = std::sync::Arc::new(AtomicUsize::new(0));
+        let counted = made.clone();
+        let set = PerThread::new(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            reqwest::Client::builder().build()
+        })
+        .unwrap();
+        assert_eq!(made.load(Ordering::SeqCst), 1, "the shared one");
+        let _ = set.get();
+        let _ = set.get();
+        let _ = set.clone().get();
+        assert_eq!(made.load(Ordering::SeqCst), 2, "one for this thread");
+        let other = set.clone();
+        std::thread::spawn(move || {
+            let _ = other.get();
+            let _ = other.get();
+        })
+        .join()
+        .unwrap();
+        assert_eq!(made.load(Ordering::SeqCst), 3, "one for the other thread");
+
+        drop(set);
+        let next = PerThread::new(|| reqwest::Client::builder().build()).unwrap();
+        let _ = next.get();
+        assert_eq!(
+            PER_THREAD.with_borrow(Vec::len),
+            1,
+            "the dropped set's client is gone from this thread's list"
+        );
     }
 
     #[test]
