@@ -600,8 +600,6 @@ mod tests {
     /// The plan the writer's connection keeps for the group's statement, prepared in a database
     /// whose tables are empty (the statistics that once made its UPDATE a sequential scan of `jobs`).
     async fn kept_plan(url: &str) -> Result<String, StoreError> {
-        let store = super::super::PostgresStore::open(url, 2).await?;
-        store.close().await;
         let mut conn = PgConnection::connect_with(&connect_options(url)?).await?;
         sqlx::raw_sql(&format!("PREPARE batch AS {WRITE_BATCH}"))
             .execute(&mut conn)
@@ -617,13 +615,18 @@ mod tests {
         Ok(lines.join("\n"))
     }
 
-    #[tokio::test]
-    async fn the_writers_kept_plan_finds_jobs_by_their_key_even_when_made_on_an_empty_table() {
+    /// Runs `read` on a new, empty database holding the store's tables, then drops the database;
+    /// `None` where no PostgreSQL is configured for the tests.
+    async fn on_scratch_database<F, Fut>(read: F) -> Option<Result<String, StoreError>>
+    where
+        F: FnOnce(String) -> Fut,
+        Fut: std::future::Future<Output = Result<String, StoreError>>,
+    {
         let admin = match std::env::var("FHIRGATE_TEST_POSTGRES_URL") {
             Ok(admin) if !admin.is_empty() => admin,
             _ => {
                 eprintln!("PostgreSQL only: set FHIRGATE_TEST_POSTGRES_URL");
-                return;
+                return None;
             }
         };
         // Named as the integration tests name theirs, so that one left by a killed run is dropped
@@ -637,15 +640,69 @@ mod tests {
             .expect("create a test database");
         let mut url = url::Url::parse(&admin).expect("FHIRGATE_TEST_POSTGRES_URL is a URL");
         url.set_path(&name);
-        let plan = kept_plan(url.as_str()).await;
+        let read = async {
+            let store = super::super::PostgresStore::open(url.as_str(), 2).await?;
+            store.close().await;
+            read(url.to_string()).await
+        }
+        .await;
         sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
             .execute(&mut admin_conn)
             .await
             .expect("drop the test database");
+        Some(read)
+    }
+
+    #[tokio::test]
+    async fn the_writers_kept_plan_finds_jobs_by_their_key_even_when_made_on_an_empty_table() {
+        let Some(plan) = on_scratch_database(|url| async move { kept_plan(&url).await }).await
+        else {
+            return;
+        };
         let plan = plan.expect("the plan was read");
 
         assert!(plan.contains("Index Scan using jobs_pkey"), "{plan}");
         assert!(!plan.contains("Seq Scan"), "{plan}");
         assert!(!plan.contains("Hash"), "{plan}");
+    }
+
+    #[tokio::test]
+    async fn the_pollers_claim_reads_each_kind_of_due_job_in_its_index_order_not_all_of_them() {
+        let explained = on_scratch_database(|url| async move {
+            let mut conn = PgConnection::connect(&url).await?;
+            // A backlog: 20,000 jobs due a poll, the statistics knowing it.
+            sqlx::raw_sql(
+                "INSERT INTO jobs (id, source_key, log_id, attempt_id, destination, environment,
+                    event_type, fingerprint, state, created_at, updated_at, next_poll_at)
+                 SELECT gen_random_uuid(), 's', gen_random_uuid(), gen_random_uuid(), 'd', 'e',
+                    'group-export', 'f' || i, 'accepted', now(), now(),
+                    now() - interval '1 hour' + i * interval '1 ms'
+                 FROM generate_series(1, 20000) i;
+                 ANALYZE jobs;",
+            )
+            .execute(&mut conn)
+            .await?;
+            let lines: Vec<String> = sqlx::query_scalar(&format!(
+                "EXPLAIN {}",
+                super::super::CLAIM_DUE
+                    .replace("$1", "'w'")
+                    .replace("$2", "now() + interval '1 minute'")
+                    .replace("$3", "now()")
+                    .replace("$4", "64")
+            ))
+            .fetch_all(&mut conn)
+            .await?;
+            Ok(lines.join("\n"))
+        })
+        .await;
+        let Some(plan) = explained else {
+            return;
+        };
+        let plan = plan.expect("the plan was read");
+
+        assert!(plan.contains("Index Scan using jobs_due"), "{plan}");
+        assert!(plan.contains("Index Scan using jobs_notify"), "{plan}");
+        assert!(!plan.contains("Seq Scan"), "{plan}");
+        assert!(!plan.contains("Bitmap"), "{plan}");
     }
 }
