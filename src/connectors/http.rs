@@ -69,11 +69,12 @@ impl PerThread {
     /// The calling thread's client, made on its first call.
     fn get(&self) -> reqwest::Client {
         PER_THREAD.with_borrow_mut(|clients| {
-            clients.retain(|(key, _)| key.strong_count() > 0);
             let mine = std::sync::Arc::as_ptr(&self.key);
             if let Some((_, client)) = clients.iter().find(|(key, _)| key.as_ptr() == mine) {
                 return client.clone();
             }
+            // Only when a thread meets a new set: forget the sets no handle holds any more.
+            clients.retain(|(key, _)| key.strong_count() > 0);
             let client = (self.make)().unwrap_or_else(|_| self.shared.clone());
             clients.push((std::sync::Arc::downgrade(&self.key), client.clone()));
             client
