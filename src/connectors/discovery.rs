@@ -235,7 +235,7 @@ impl Connector {
 
     async fn get_json(&self, url: Url) -> Result<Value, String> {
         self.http()
-            .check_literal(url.as_str())
+            .check_literal(&url)
             .map_err(|e| e.to_string())?;
         let response = self
             .http()

@@ -189,15 +189,13 @@ impl UpstreamClient {
 
     /// Refuses a URL whose host is a literal non-public address, for a public-only client (names are
     /// the resolver's to check).
-    pub fn check_literal(&self, url: &str) -> Result<(), TransportError> {
+    pub fn check_literal(&self, url: &url::Url) -> Result<(), TransportError> {
         if !self.public_only {
             return Ok(());
         }
-        let host = url::Url::parse(url)
-            .ok()
-            .and_then(|u| u.host_str().map(str::to_owned))
-            .unwrap_or_default();
-        match host
+        match url
+            .host_str()
+            .unwrap_or_default()
             .trim_start_matches('[')
             .trim_end_matches(']')
             .parse::<std::net::IpAddr>()
@@ -244,8 +242,11 @@ impl UpstreamClient {
             v.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, v);
         }
-        self.check_literal(&req.url)?;
-        let mut builder = self.client.get().request(method, &req.url).headers(headers);
+        // Parsed once here: handed a string, reqwest would parse it again.
+        // (reqwest refused one it could not parse as a transport failure: so does this.)
+        let url = url::Url::parse(&req.url).map_err(|_| TransportError::Unreachable)?;
+        self.check_literal(&url)?;
+        let mut builder = self.client.get().request(method, url).headers(headers);
         if let Some(body) = &req.body {
             builder = builder.body(body.to_string());
         }

@@ -47,8 +47,7 @@ impl UpstreamRequest {
         if let Some(body) = &self.body {
             h.update(body.to_string().as_bytes());
         }
-        let digest = h.finalize();
-        digest.iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(h.finalize())
     }
 }
 
@@ -125,5 +124,27 @@ pub fn kickoff_request(
         url: url + &query,
         headers,
         body: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::UpstreamRequest;
+
+    /// Stored with every job and compared with the next request of the same Log ID, so its bytes
+    /// must not change between releases: this is SHA-256 over `route NUL method NUL url NUL`, in
+    /// lowercase hex, as the gateway has always written it.
+    #[test]
+    fn a_requests_fingerprint_is_the_same_lowercase_sha256_hex_it_always_was() {
+        let req = UpstreamRequest {
+            method: "GET",
+            url: "http://127.0.0.1:1/fhir/Group/g/$export?_type=Patient".into(),
+            headers: vec![("Accept", "application/fhir+json".into())],
+            body: None,
+        };
+        assert_eq!(
+            req.fingerprint("load/Production"),
+            "360a37e18465d70b3ec248fbaf2f3b15dfbe0f782429617f50492002e2fffb1f"
+        );
     }
 }
