@@ -253,6 +253,33 @@ enum Head {
     Done,
 }
 
+/// Reads `bytes` of a head up to and including its next line feed (or all of them): the head as it
+/// then stands and how many bytes that took. The head ends at a line feed whose line held nothing but
+/// carriage returns (CRLF CRLF, or bare LFs as httparse allows); `Err` when it grew past
+/// [`MAX_HEAD_BYTES`].
+fn follow_line(seen: usize, line_ended: bool, bytes: &[u8]) -> Result<(Head, usize), ()> {
+    let newline = memchr::memchr(b'\n', bytes);
+    let line = &bytes[..newline.unwrap_or(bytes.len())];
+    let empty_so_far = line_ended && line.iter().all(|&b| b == b'\r');
+    let taken = line.len() + usize::from(newline.is_some());
+    let seen = seen + taken;
+    if seen > MAX_HEAD_BYTES {
+        return Err(());
+    }
+    let head = match newline {
+        Some(_) if empty_so_far => Head::Done,
+        Some(_) => Head::Reading {
+            bytes: seen,
+            line_ended: true,
+        },
+        None => Head::Reading {
+            bytes: seen,
+            line_ended: empty_so_far,
+        },
+    };
+    Ok((head, taken))
+}
+
 /// A partner connection under the front door's rules.
 #[derive(Debug)]
 pub struct Guarded {
@@ -268,9 +295,9 @@ impl Guarded {
         self.io.peer_addr().ok()
     }
 
-    /// Follows `bytes` through the head; `Err` when the head grew too large.
-    fn track(&mut self, bytes: &[u8]) -> Result<(), ()> {
-        for &b in bytes {
+    /// Follows `bytes` through the head, a line at a time; `Err` when the head grew too large.
+    fn track(&mut self, mut bytes: &[u8]) -> Result<(), ()> {
+        while !bytes.is_empty() {
             match self.head {
                 Head::Idle => {
                     self.head = Head::Reading {
@@ -279,9 +306,15 @@ impl Guarded {
                     };
                     self.slot.stalled();
                     self.deadline.as_mut().reset(Instant::now() + self.timeout);
-                    self.step(b)?;
                 }
-                Head::Reading { .. } => self.step(b)?,
+                Head::Reading {
+                    bytes: seen,
+                    line_ended,
+                } => {
+                    let (head, taken) = follow_line(seen, line_ended, bytes)?;
+                    self.head = head;
+                    bytes = &bytes[taken..];
+                }
                 // Body bytes (and anything pipelined behind them) are not followed.
                 Head::Done => break,
             }
@@ -300,29 +333,6 @@ impl Guarded {
             self.head = Head::Idle;
             self.slot.stalled();
         }
-    }
-
-    fn step(&mut self, b: u8) -> Result<(), ()> {
-        if let Head::Reading { bytes, line_ended } = self.head {
-            let bytes = bytes + 1;
-            if bytes > MAX_HEAD_BYTES {
-                return Err(());
-            }
-            self.head = match b {
-                // An empty line ends the head (CRLF CRLF, or bare LFs as httparse allows).
-                b'\n' if line_ended => Head::Done,
-                b'\n' => Head::Reading {
-                    bytes,
-                    line_ended: true,
-                },
-                b'\r' => Head::Reading { bytes, line_ended },
-                _ => Head::Reading {
-                    bytes,
-                    line_ended: false,
-                },
-            };
-        }
-        Ok(())
     }
 }
 
@@ -415,6 +425,93 @@ impl AsyncWrite for Guarded {
 
 #[cfg(test)]
 mod tests {
+    use super::{Head, MAX_HEAD_BYTES, follow_line};
+
+    /// Where a head ends, byte by byte: the rule `follow_line` applies a line at a time.
+    fn end_of_head_byte_by_byte(bytes: &[u8]) -> Option<usize> {
+        let mut line_ended = false;
+        for (i, &b) in bytes.iter().enumerate() {
+            match b {
+                b'\n' if line_ended => return Some(i + 1),
+                b'\n' => line_ended = true,
+                b'\r' => {}
+                _ => line_ended = false,
+            }
+        }
+        None
+    }
+
+    /// Feeds `chunks` to `follow_line` as reads would arrive: where the head ended, or the error.
+    fn end_of_head_in_reads(chunks: &[&[u8]]) -> Result<Option<usize>, ()> {
+        let (mut seen, mut line_ended, mut total) = (0, false, 0);
+        for chunk in chunks {
+            let mut rest = *chunk;
+            while !rest.is_empty() {
+                let (head, taken) = follow_line(seen, line_ended, rest)?;
+                total += taken;
+                match head {
+                    Head::Done => return Ok(Some(total)),
+                    Head::Reading {
+                        bytes,
+                        line_ended: l,
+                    } => (seen, line_ended) = (bytes, l),
+                    Head::Idle => unreachable!(),
+                }
+                rest = &rest[taken..];
+            }
+        }
+        Ok(None)
+    }
+
+    #[test]
+    fn a_head_ends_after_its_empty_line_however_the_reads_split_it() {
+        let heads: [&[u8]; 7] = [
+            b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nbody",
+            b"GET /a HTTP/1.1\nHost: x\n\nbody",
+            b"\r\nGET /a HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET /a HTTP/1.1\r\nA: \r\r\n\r\r\n",
+            b"GET /a HTTP/1.1\r\nHost: x\r\n",
+            b"GET /a HTTP/1.1\r\nX: \rx\r\n\r\n",
+            b"GET /a HTTP/1.1\r\nx\r\n\r\n",
+        ];
+        for head in heads {
+            let expected = end_of_head_byte_by_byte(head);
+            assert_eq!(end_of_head_in_reads(&[head]), Ok(expected), "{head:?}");
+            for split in 0..=head.len() {
+                let (a, b) = head.split_at(split);
+                assert_eq!(
+                    end_of_head_in_reads(&[a, b]),
+                    Ok(expected),
+                    "{head:?} at {split}"
+                );
+            }
+            let bytes: Vec<&[u8]> = head.chunks(1).collect();
+            assert_eq!(
+                end_of_head_in_reads(&bytes),
+                Ok(expected),
+                "{head:?} byte by byte"
+            );
+        }
+    }
+
+    #[test]
+    fn a_head_of_the_largest_size_passes_and_one_byte_more_is_refused() {
+        let head = |size: usize| {
+            let mut h = b"GET / HTTP/1.1\r\nX: ".to_vec();
+            h.resize(size - 4, b'a');
+            h.extend_from_slice(b"\r\n\r\n");
+            h
+        };
+        let largest = head(MAX_HEAD_BYTES);
+        assert_eq!(end_of_head_in_reads(&[&largest]), Ok(Some(MAX_HEAD_BYTES)));
+        assert_eq!(end_of_head_in_reads(&[&head(MAX_HEAD_BYTES + 1)]), Err(()));
+        // Still incomplete past the limit: refused before its end arrives.
+        assert_eq!(
+            end_of_head_in_reads(&[&largest[..MAX_HEAD_BYTES - 4], b"aaaaaaaa"]),
+            Err(())
+        );
+    }
+
     #[test]
     fn the_canned_answers_say_their_own_length() {
         for answer in [&*super::TOO_MANY, &*super::HEAD_TOO_LARGE] {

@@ -234,9 +234,7 @@ impl Connector {
     }
 
     async fn get_json(&self, url: Url) -> Result<Value, String> {
-        self.http()
-            .check_literal(&url)
-            .map_err(|e| e.to_string())?;
+        self.http().check_literal(&url).map_err(|e| e.to_string())?;
         let response = self
             .http()
             .plain()
