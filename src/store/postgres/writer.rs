@@ -692,7 +692,12 @@ mod tests {
             ))
             .fetch_all(&mut conn)
             .await?;
-            Ok(lines.join("\n"))
+            let notify: String = sqlx::query_scalar(
+                "SELECT indexdef FROM pg_indexes WHERE indexname = 'jobs_notify'",
+            )
+            .fetch_one(&mut conn)
+            .await?;
+            Ok(format!("{}\n{notify}", lines.join("\n")))
         })
         .await;
         let Some(plan) = explained else {
@@ -704,5 +709,10 @@ mod tests {
         assert!(plan.contains("Index Scan using jobs_notify"), "{plan}");
         assert!(!plan.contains("Seq Scan"), "{plan}");
         assert!(!plan.contains("Bitmap"), "{plan}");
+        // Only jobs with a notification waiting are in jobs_notify: a reservation adds nothing to it.
+        assert!(
+            plan.ends_with("WHERE (notify_state = 'pending'::text)"),
+            "{plan}"
+        );
     }
 }
