@@ -241,6 +241,85 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Write>, stats: &CommitStats)
     }
 }
 
+/// Rows per message-log `INSERT`, largest first: a batch goes in as few statements as these sizes
+/// make it. `message_log` is `AUTOINCREMENT`, so each statement also reads and rewrites its row of
+/// `sqlite_sequence` (a B-tree write of its own): one statement per record was two of a kick-off's
+/// 26 B-tree writes. 64 rows of 16 values stay far below SQLite's 32,766 bound variables.
+const LOG_ROWS_PER_INSERT: [usize; 4] = [64, 16, 4, 1];
+
+/// `INSERT INTO message_log … VALUES (…), (…)` for each size of [`LOG_ROWS_PER_INSERT`], in its order
+/// (made once: the 64-row one has 1,024 placeholders).
+fn log_insert_sql() -> &'static [String; 4] {
+    static SQL: std::sync::OnceLock<[String; 4]> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        LOG_ROWS_PER_INSERT.map(|rows| {
+            let mut sql = String::from(
+                "INSERT INTO message_log (kind, log_id, attempt_id, at, source, destination, environment,
+                    event_type, method, route, gateway_status, upstream_status, error_code, duration_ms,
+                    job_id, upstream_request_id) VALUES ",
+            );
+            let row_sql = |row: usize| {
+                let values: Vec<String> = (1..=16).map(|c| format!("?{}", row * 16 + c)).collect();
+                format!("({})", values.join(", "))
+            };
+            let rows: Vec<String> = (0..rows).map(row_sql).collect();
+            sql.push_str(&rows.join(", "));
+            sql
+        })
+    })
+}
+
+/// Writes `records` in their order, each chunk of them one multi-row `INSERT` (prepared once per
+/// size and kept in the connection's statement cache).
+fn append_log(conn: &Connection, records: &[LogRecord]) -> Result<(), StoreError> {
+    let mut rest = records;
+    while !rest.is_empty() {
+        // The largest size that fits (1 always does).
+        let size = LOG_ROWS_PER_INSERT
+            .iter()
+            .position(|&n| n <= rest.len())
+            .unwrap_or(LOG_ROWS_PER_INSERT.len() - 1);
+        let rows = LOG_ROWS_PER_INSERT[size];
+        let (chunk, tail) = rest.split_at(rows.min(rest.len()));
+        let mut insert = conn.prepare_cached(&log_insert_sql()[size])?;
+        // The values written as text, made first so the bound values can borrow them.
+        let texts: Vec<[String; 3]> = chunk
+            .iter()
+            .map(|r| [r.log_id.to_string(), r.attempt_id.to_string(), ts(r.time)])
+            .collect();
+        let kinds: Vec<&str> = chunk.iter().map(|r| r.kind.as_str()).collect();
+        let job_ids: Vec<Option<String>> = chunk
+            .iter()
+            .map(|r| r.job_id.map(|j| j.to_string()))
+            .collect();
+        let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(rows * 16);
+        let with_values = chunk.iter().zip(&kinds).zip(&texts).zip(&job_ids);
+        for (((r, kind), [log_id, attempt_id, at]), job_id) in with_values {
+            values.extend([
+                kind as &dyn rusqlite::ToSql,
+                log_id,
+                attempt_id,
+                at,
+                &r.source,
+                &r.destination,
+                &r.environment,
+                &r.event_type,
+                &r.method,
+                &r.route,
+                &r.gateway_status,
+                &r.upstream_status,
+                &r.error_code,
+                &r.duration_ms,
+                job_id,
+                &r.upstream_request_id,
+            ]);
+        }
+        insert.execute(rusqlite::params_from_iter(values))?;
+        rest = tail;
+    }
+    Ok(())
+}
+
 fn uuid(s: &str) -> Result<Uuid, StoreError> {
     Uuid::parse_str(s).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
@@ -370,32 +449,7 @@ fn apply(conn: &Connection, op: &Op) -> Result<Done, StoreError> {
             Done::Text(value)
         }
         Op::AppendLog(records) => {
-            let mut insert = conn.prepare_cached(
-                "INSERT INTO message_log (kind, log_id, attempt_id, at, source, destination, environment,
-                    event_type, method, route, gateway_status, upstream_status, error_code, duration_ms, job_id,
-                    upstream_request_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-            )?;
-            for r in records {
-                insert.execute(params![
-                    r.kind.as_str(),
-                    r.log_id.to_string(),
-                    r.attempt_id.to_string(),
-                    ts(r.time),
-                    r.source,
-                    r.destination,
-                    r.environment,
-                    r.event_type,
-                    r.method,
-                    r.route,
-                    r.gateway_status,
-                    r.upstream_status,
-                    r.error_code,
-                    r.duration_ms,
-                    r.job_id.map(|j| j.to_string()),
-                    r.upstream_request_id,
-                ])?;
-            }
+            append_log(conn, records)?;
             Done::Nothing
         }
         Op::PruneLogs(before, limit) => {
@@ -787,12 +841,11 @@ impl PointReaders {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::RecordKind;
 
-    #[test]
-    fn the_pollers_claim_reads_each_kind_of_due_job_in_its_index_order_not_all_of_them() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A write connection to a new database in `dir`, migrated as the store migrates it.
+    fn migrated(dir: &tempfile::TempDir) -> Connection {
         let path = dir.path().join("jobs.db");
-        // The migrations, as the store applies them.
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -803,7 +856,102 @@ mod tests {
                 .unwrap();
             store.close().await;
         });
-        let conn = connect(&path).unwrap();
+        connect(&path).unwrap()
+    }
+
+    /// Record `i` of a batch: every column different from its neighbours', some left empty.
+    fn record(i: usize) -> LogRecord {
+        let odd = !i.is_multiple_of(2);
+        LogRecord {
+            kind: if odd {
+                RecordKind::Upstream
+            } else {
+                RecordKind::Request
+            },
+            log_id: Uuid::now_v7(),
+            attempt_id: Uuid::now_v7(),
+            time: Utc::now() + chrono::Duration::milliseconds(i as i64),
+            source: odd.then(|| format!("source {i}")),
+            destination: Some(format!("destination {i}")),
+            environment: (!odd).then(|| "Production".to_owned()),
+            event_type: Some(format!("event {i}")),
+            method: Some(if odd { "GET" } else { "POST" }.to_owned()),
+            route: format!("/route/{i}"),
+            gateway_status: (!odd).then_some(200 + i as u16),
+            upstream_status: odd.then_some(400 + i as u16),
+            error_code: odd.then(|| format!("error-{i}")),
+            duration_ms: i as f64 + 0.25,
+            job_id: (!i.is_multiple_of(3)).then(Uuid::now_v7),
+            upstream_request_id: i.is_multiple_of(5).then(|| format!("ehr-{i}")),
+            seq: 0,
+        }
+    }
+
+    /// Each record's columns as the table holds them, in `seq` order.
+    fn stored(conn: &Connection) -> Vec<Vec<String>> {
+        let mut stmt = conn
+            .prepare(
+                "SELECT kind, log_id, attempt_id, at, source, destination, environment, event_type,
+                    method, route, gateway_status, upstream_status, error_code, duration_ms, job_id,
+                    upstream_request_id FROM message_log ORDER BY seq",
+            )
+            .unwrap();
+        stmt.query_map([], |r| {
+            (0..16)
+                .map(|i| {
+                    r.get::<_, rusqlite::types::Value>(i)
+                        .map(|v| format!("{v:?}"))
+                })
+                .collect()
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+    }
+
+    #[test]
+    fn a_batch_of_any_size_is_written_whole_in_order_with_every_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = migrated(&dir);
+        // Sizes around and across the multi-row statements' sizes (64, 16, 4, 1).
+        let mut expected = Vec::new();
+        for size in [1, 3, 4, 5, 15, 16, 17, 63, 64, 65, 85, 150] {
+            let records: Vec<LogRecord> = (0..size).map(record).collect();
+            append_log(&conn, &records).unwrap();
+            for r in &records {
+                let text = |v: Option<String>| match v {
+                    Some(t) => format!("Text({t:?})"),
+                    None => "Null".to_owned(),
+                };
+                let int = |v: Option<u16>| v.map_or("Null".to_owned(), |n| format!("Integer({n})"));
+                expected.push(vec![
+                    text(Some(r.kind.as_str().to_owned())),
+                    text(Some(r.log_id.to_string())),
+                    text(Some(r.attempt_id.to_string())),
+                    text(Some(ts(r.time))),
+                    text(r.source.clone()),
+                    text(r.destination.clone()),
+                    text(r.environment.clone()),
+                    text(r.event_type.clone()),
+                    text(r.method.clone()),
+                    text(Some(r.route.clone())),
+                    int(r.gateway_status),
+                    int(r.upstream_status),
+                    text(r.error_code.clone()),
+                    format!("Real({:?})", r.duration_ms),
+                    text(r.job_id.map(|j| j.to_string())),
+                    text(r.upstream_request_id.clone()),
+                ]);
+            }
+            assert_eq!(stored(&conn), expected, "after a batch of {size}");
+        }
+    }
+
+    #[test]
+    fn the_pollers_claim_reads_each_kind_of_due_job_in_its_index_order_not_all_of_them() {
+        let dir = tempfile::tempdir().unwrap();
+        // The migrations, as the store applies them.
+        let conn = migrated(&dir);
         let plan: Vec<String> = conn
             .prepare(&format!("EXPLAIN QUERY PLAN {CLAIM_DUE}"))
             .unwrap()
