@@ -333,6 +333,12 @@ pub struct UpstreamSettings {
     #[serde(default = "default_request_timeout")]
     #[validate(range(min = 0.05, max = 600.0))]
     pub request_timeout_secs: f64,
+    /// Seconds a connection to an EHR may sit idle and still be used again. Keep it below the EHRs'
+    /// own keep-alive (5 s in Node, Apache and actix): a request that goes out as the EHR closes an
+    /// idle connection meets a closed connection, and a kick-off is never sent twice.
+    #[serde(default = "default_pool_idle")]
+    #[validate(range(min = 0.1, max = 3600.0))]
+    pub pool_idle_secs: f64,
 }
 
 /// `[log]`: how the gateway logs.
@@ -493,6 +499,9 @@ fn default_connect_timeout() -> f64 {
 fn default_request_timeout() -> f64 {
     30.0
 }
+fn default_pool_idle() -> f64 {
+    4.0
+}
 fn default_header_timeout() -> f64 {
     5.0
 }
@@ -586,6 +595,7 @@ impl Default for UpstreamSettings {
         UpstreamSettings {
             connect_timeout_secs: default_connect_timeout(),
             request_timeout_secs: default_request_timeout(),
+            pool_idle_secs: default_pool_idle(),
         }
     }
 }

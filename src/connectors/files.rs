@@ -280,14 +280,16 @@ impl Connector {
                 v.set_sensitive(true);
                 headers.insert(AUTHORIZATION, v);
             }
-            let response = self
-                .http()
-                .files()
+            let files = self.http().files();
+            let request = files
                 .get(url.clone())
                 .headers(headers)
-                .send()
-                .await
+                .build()
                 .map_err(|e| FileError::Transport(classify(e)))?;
+            let response =
+                super::http::execute(files, request, super::http::Resend::WhenClosedUnanswered)
+                    .await
+                    .map_err(|e| FileError::Transport(classify(e)))?;
             if !matches!(response.status().as_u16(), 301 | 302 | 303 | 307 | 308) {
                 return Ok(response);
             }

@@ -136,9 +136,10 @@ pub enum TransportError {
 /// each read, no automatic redirects (a redirect is followed by hand, checked hop by hop, so
 /// Authorization never leaves the upstream's origin), and the gateway's User-Agent. A client that cannot
 /// be built is an error, never a silently different client.
-fn policy(connect: Duration) -> reqwest::ClientBuilder {
+fn policy(connect: Duration, idle: Duration) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .connect_timeout(connect)
+        .pool_idle_timeout(idle)
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("fhirgate/", env!("CARGO_PKG_VERSION")))
 }
@@ -151,20 +152,21 @@ impl UpstreamClient {
     ) -> Result<Self, reqwest::Error> {
         let connect = Duration::from_secs_f64(settings.connect_timeout_secs);
         let call = Duration::from_secs_f64(settings.request_timeout_secs);
+        let idle = Duration::from_secs_f64(settings.pool_idle_secs);
         let resolver = std::sync::Arc::new(PublicOnly);
         let public = resolver.clone();
         Ok(UpstreamClient {
-            client: PerThread::new(move || policy(connect).timeout(call).build())?,
+            client: PerThread::new(move || policy(connect, idle).timeout(call).build())?,
             // A download may take long; each read may not.
-            files: policy(connect).read_timeout(call).build()?,
+            files: policy(connect, idle).read_timeout(call).build()?,
             public: (
                 PerThread::new(move || {
-                    policy(connect)
+                    policy(connect, idle)
                         .timeout(call)
                         .dns_resolver(public.clone())
                         .build()
                 })?,
-                policy(connect)
+                policy(connect, idle)
                     .read_timeout(call)
                     .dns_resolver(resolver)
                     .build()?,
@@ -220,11 +222,13 @@ impl UpstreamClient {
         &self.files
     }
 
-    /// Sends `req`, adding `Authorization: Bearer` when a token is given.
+    /// Sends `req`, adding `Authorization: Bearer` when a token is given; `resend` says whether it may
+    /// go out again when its connection closes unanswered ([`execute`]).
     pub async fn send(
         &self,
         req: &UpstreamRequest,
         token: Option<&Secret>,
+        resend: Resend,
     ) -> Result<UpstreamAnswer, TransportError> {
         let method = reqwest::Method::from_bytes(req.method.as_bytes())
             .map_err(|e| TransportError::Build(e.to_string()))?;
@@ -246,11 +250,13 @@ impl UpstreamClient {
         // (reqwest refused one it could not parse as a transport failure: so does this.)
         let url = url::Url::parse(&req.url).map_err(|_| TransportError::Unreachable)?;
         self.check_literal(&url)?;
-        let mut builder = self.client.get().request(method, url).headers(headers);
+        let client = self.client.get();
+        let mut builder = client.request(method, url).headers(headers);
         if let Some(body) = &req.body {
             builder = builder.body(body.to_string());
         }
-        let response = builder.send().await.map_err(classify)?;
+        let request = builder.build().map_err(classify)?;
+        let response = execute(&client, request, resend).await.map_err(classify)?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let mut body = Vec::new();
@@ -279,6 +285,80 @@ fn static_lower(name: &'static str) -> &'static str {
         "Content-Type" => "content-type",
         other => other,
     }
+}
+
+/// How many times an idempotent request goes out when each connection it goes out on closes before
+/// answering.
+const ATTEMPTS: usize = 3;
+
+/// Whether a request may go out again when the connection it went out on closed before any answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resend {
+    /// A kick-off, whatever its method: the EHR may have started an export before the connection
+    /// closed, and a second request could start another.
+    Never,
+    /// A status call, a delete, a file: asking again changes nothing on the EHR (when the method is
+    /// idempotent, as GET and DELETE are).
+    WhenClosedUnanswered,
+}
+
+/// Sends `request`. Unless `resend` is [`Resend::Never`], an idempotent request (GET, DELETE) goes out
+/// again, on another connection, when the connection it went out on closed before any answer came: a
+/// server closes a kept-alive connection after its own idle time (5 s in Node and actix, the SMART
+/// reference server among them), and a request that leaves just as it does meets a closed connection.
+/// RFC 9110 §9.2.2 lets a client retry an idempotent request then.
+pub(crate) async fn execute(
+    client: &reqwest::Client,
+    request: reqwest::Request,
+    resend: Resend,
+) -> Result<reqwest::Response, reqwest::Error> {
+    let mut request = request;
+    for _ in 1..ATTEMPTS {
+        let again = (resend == Resend::WhenClosedUnanswered && request.method().is_idempotent())
+            .then(|| request.try_clone())
+            .flatten();
+        match (client.execute(request).await, again) {
+            (Err(e), Some(again)) if closed_before_answer(&e) => {
+                tracing::debug!(
+                    message = "The upstream closed the connection before answering; sending the request again on another.",
+                    method = %again.method()
+                );
+                request = again;
+            }
+            (answer, _) => return answer,
+        }
+    }
+    client.execute(request).await
+}
+
+/// Whether `e` says the connection closed (or was reset) after the request went out and before any
+/// of the answer came: not a timeout, not a refused connection, not an answer cut short.
+fn closed_before_answer(e: &reqwest::Error) -> bool {
+    if e.is_timeout() || e.is_connect() || e.is_body() || e.is_decode() || e.is_builder() {
+        return false;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(err) = source {
+        if err
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_incomplete_message)
+        {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            )
+        {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 pub(crate) fn classify(e: reqwest::Error) -> TransportError {
@@ -389,6 +469,117 @@ mod tests {
             1,
             "the dropped set's client is gone from this thread's list"
         );
+    }
+
+    /// An EHR on loopback that answers the first request on its first connection, keeps that
+    /// connection open, and closes it without answering when the next request arrives on it (what a
+    /// server does when its idle timeout ends just as a request goes out); every later connection is
+    /// answered. Returns its address and a count of the connections it took.
+    async fn closes_its_kept_alive_connection_on_the_second_request() -> (
+        std::net::SocketAddr,
+        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = connections.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let n = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    for request in 0.. {
+                        // Reads one head (the test's requests carry no body it needs).
+                        let mut head = Vec::new();
+                        let mut byte = [0u8; 1024];
+                        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match socket.read(&mut byte).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(k) => head.extend_from_slice(&byte[..k]),
+                            }
+                        }
+                        if n == 0 && request == 1 {
+                            return; // closed, no answer
+                        }
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if socket.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, connections)
+    }
+
+    fn client() -> UpstreamClient {
+        UpstreamClient::new(
+            &UpstreamSettings::default(),
+            std::sync::Arc::new(crate::observe::metrics::Metrics::new()),
+        )
+        .unwrap()
+    }
+
+    fn request(method: &'static str, addr: std::net::SocketAddr) -> UpstreamRequest {
+        UpstreamRequest {
+            method,
+            url: format!("http://{addr}/fhir/export-status/1"),
+            headers: vec![("Accept", "application/json".into())],
+            body: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_status_call_or_delete_whose_kept_alive_connection_closes_unanswered_goes_again_on_a_new_one()
+     {
+        for method in ["GET", "DELETE"] {
+            let (addr, connections) =
+                closes_its_kept_alive_connection_on_the_second_request().await;
+            let client = client();
+            let again = Resend::WhenClosedUnanswered;
+            let first = client.send(&request(method, addr), None, again).await;
+            assert_eq!(first.unwrap().status, 200);
+            let second = client.send(&request(method, addr), None, again).await;
+            assert_eq!(
+                second.map(|a| a.status).ok(),
+                Some(200),
+                "{method} is answered on a new connection"
+            );
+            assert_eq!(
+                connections.load(std::sync::atomic::Ordering::SeqCst),
+                2,
+                "{method}: the first connection was reused, then a second opened"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_kick_off_whose_kept_alive_connection_closes_unanswered_is_not_sent_twice() {
+        let cases = [
+            ("GET", Resend::Never, "a GET kick-off"),
+            ("POST", Resend::Never, "a POST kick-off"),
+            ("POST", Resend::WhenClosedUnanswered, "a POST of any kind"),
+        ];
+        for (method, resend, what) in cases {
+            let (addr, connections) =
+                closes_its_kept_alive_connection_on_the_second_request().await;
+            let client = client();
+            let first = client.send(&request(method, addr), None, resend).await;
+            assert_eq!(first.unwrap().status, 200);
+            let second = client.send(&request(method, addr), None, resend).await;
+            assert!(
+                matches!(second, Err(TransportError::Unreachable)),
+                "{what}: {second:?}"
+            );
+            assert_eq!(
+                connections.load(std::sync::atomic::Ordering::SeqCst),
+                1,
+                "{what}: no second connection, the EHR may have taken it"
+            );
+        }
     }
 
     #[test]

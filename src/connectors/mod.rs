@@ -17,7 +17,7 @@ use crate::domain::{DestinationSlug, EnvironmentFlag, ExportKickoff, Issue, Issu
 use crate::fhir::OperationOutcome;
 use capabilities::Capabilities;
 use chrono::Utc;
-use http::{TransportError, UpstreamAnswer, UpstreamClient, retry_after_secs};
+use http::{Resend, TransportError, UpstreamAnswer, UpstreamClient, retry_after_secs};
 use plan::{KickoffPlan, plan_kickoff};
 use request::{UpstreamRequest, kickoff_request};
 use std::sync::Arc;
@@ -321,7 +321,7 @@ impl Connector {
 
     /// Sends the kick-off; on 202 returns the upstream's status URL (never shown to the partner).
     pub async fn kickoff(&self, req: &UpstreamRequest) -> Result<Url, UpstreamError> {
-        let answer = self.send_authorized(req, "kickoff").await?;
+        let answer = self.send_authorized(req, "kickoff", Resend::Never).await?;
         match answer.status {
             202 => {
                 let location = answer
@@ -373,7 +373,8 @@ impl Connector {
             ],
             body: None,
         };
-        self.send_authorized(&req, "status").await
+        self.send_authorized(&req, "status", Resend::WhenClosedUnanswered)
+            .await
     }
 
     /// Deletes the upstream job; any 2xx, or 404/410 (already gone), counts as done.
@@ -388,7 +389,9 @@ impl Connector {
             ],
             body: None,
         };
-        let answer = self.send_authorized(&req, "delete").await?;
+        let answer = self
+            .send_authorized(&req, "delete", Resend::WhenClosedUnanswered)
+            .await?;
         match answer.status {
             200..=299 | 404 | 410 => Ok(()),
             _ => Err(self.classify(&answer, "a delete")),
@@ -428,13 +431,18 @@ impl Connector {
         &self,
         req: &UpstreamRequest,
         operation: &str,
+        resend: Resend,
     ) -> Result<UpstreamAnswer, UpstreamError> {
         let token = self.current_token(None).await?;
-        let answer = self.send_observed(req, token.as_ref(), operation).await?;
+        let answer = self
+            .send_observed(req, token.as_ref(), operation, resend)
+            .await?;
         if answer.status == 401 && matches!(self.auth, UpstreamAuth::Smart(_)) {
             tracing::info!(message = "The EHR refused the access token; fetching a new one.", destination = %self.slug);
             let fresh = self.current_token(token.as_ref()).await?;
-            return self.send_observed(req, fresh.as_ref(), operation).await;
+            return self
+                .send_observed(req, fresh.as_ref(), operation, resend)
+                .await;
         }
         Ok(answer)
     }
@@ -444,9 +452,10 @@ impl Connector {
         req: &UpstreamRequest,
         token: Option<&Secret>,
         operation: &str,
+        resend: Resend,
     ) -> Result<UpstreamAnswer, UpstreamError> {
         let started = std::time::Instant::now();
-        match self.http.send(req, token).await {
+        match self.http.send(req, token, resend).await {
             Ok(answer) => {
                 self.observe(
                     operation,
