@@ -208,11 +208,9 @@ impl TokenIssuer {
 
     /// One fetch of a JWKS, bounded by `[auth] jwks_timeout_secs`.
     async fn fetch_jwks(&self, url: url::Url) -> Option<JwkSet> {
-        let response = self
-            .http
-            .get(url)
-            .timeout(self.jwks_timeout)
-            .send()
+        use crate::connectors::http::{Resend, execute};
+        let request = self.http.get(url).timeout(self.jwks_timeout).build().ok()?;
+        let response = execute(&self.http, request, Resend::WhenClosedUnanswered)
             .await
             .ok()?;
         if !response.status().is_success() {

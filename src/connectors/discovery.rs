@@ -235,14 +235,17 @@ impl Connector {
 
     async fn get_json(&self, url: Url) -> Result<Value, String> {
         self.http().check_literal(&url).map_err(|e| e.to_string())?;
-        let response = self
-            .http()
-            .plain()
+        let unreachable = |e| format!("the EHR could not be reached: {}", super::http::classify(e));
+        let client = self.http().plain();
+        let request = client
             .get(url)
             .header("Accept", "application/fhir+json")
-            .send()
-            .await
-            .map_err(|e| format!("the EHR could not be reached: {}", super::http::classify(e)))?;
+            .build()
+            .map_err(unreachable)?;
+        let response =
+            super::http::execute(client, request, super::http::Resend::WhenClosedUnanswered)
+                .await
+                .map_err(unreachable)?;
         let status = response.status().as_u16();
         if status != 200 {
             return Err(format!("the EHR answered HTTP {status}"));
