@@ -334,6 +334,24 @@ mod tests {
         .with_file_policy(file_hosts.iter().map(|h| (*h).to_owned()).collect(), false)
     }
 
+    #[tokio::test]
+    async fn a_file_whose_kept_alive_connection_closes_unanswered_is_fetched_over_a_new_one() {
+        use super::super::http::testing::closes_its_kept_alive_connection_on_the_second_request;
+        let (addr, connections) = closes_its_kept_alive_connection_on_the_second_request().await;
+        let c = connector(&format!("http://{addr}/fhir"), &[]).with_file_policy(vec![], true);
+        let url = format!("http://{addr}/fhir/files/1.ndjson");
+        let headers = super::FileRequestHeaders::default();
+        for round in ["first", "second"] {
+            let file = c.open_file(&url, false, &headers, uuid::Uuid::nil()).await;
+            assert_eq!(file.map(|r| r.status().as_u16()).ok(), Some(200), "{round}");
+        }
+        assert_eq!(
+            connections.load(std::sync::atomic::Ordering::SeqCst),
+            2,
+            "the first connection was reused, then a second opened"
+        );
+    }
+
     #[test]
     fn ipv6_literals_in_file_hosts_are_written_as_in_urls() {
         let c = connector(

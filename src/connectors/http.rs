@@ -399,6 +399,54 @@ pub fn retry_after_secs(headers: &HeaderMap, now: DateTime<Utc>, cap: u64) -> Op
     Some(secs.min(cap))
 }
 
+/// Test servers shared by the outbound clients' tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// An EHR on loopback that answers the first request on its first connection, keeps that
+    /// connection open, and closes it without answering when the next request arrives on it (what a
+    /// server does when its idle timeout ends just as a request goes out); every later connection is
+    /// answered. Returns its address and a count of the connections it took.
+    pub(crate) async fn closes_its_kept_alive_connection_on_the_second_request() -> (
+        std::net::SocketAddr,
+        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = connections.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let n = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    for request in 0.. {
+                        // Reads one head (the test's requests carry no body it needs).
+                        let mut head = Vec::new();
+                        let mut byte = [0u8; 1024];
+                        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match socket.read(&mut byte).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(k) => head.extend_from_slice(&byte[..k]),
+                            }
+                        }
+                        if n == 0 && request == 1 {
+                            return; // closed, no answer
+                        }
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if socket.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, connections)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -471,50 +519,6 @@ mod tests {
         );
     }
 
-    /// An EHR on loopback that answers the first request on its first connection, keeps that
-    /// connection open, and closes it without answering when the next request arrives on it (what a
-    /// server does when its idle timeout ends just as a request goes out); every later connection is
-    /// answered. Returns its address and a count of the connections it took.
-    async fn closes_its_kept_alive_connection_on_the_second_request() -> (
-        std::net::SocketAddr,
-        std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    ) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counted = connections.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut socket, _)) = listener.accept().await else {
-                    return;
-                };
-                let n = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                tokio::spawn(async move {
-                    for request in 0.. {
-                        // Reads one head (the test's requests carry no body it needs).
-                        let mut head = Vec::new();
-                        let mut byte = [0u8; 1024];
-                        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                            match socket.read(&mut byte).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(k) => head.extend_from_slice(&byte[..k]),
-                            }
-                        }
-                        if n == 0 && request == 1 {
-                            return; // closed, no answer
-                        }
-                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                        if socket.write_all(answer).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        (addr, connections)
-    }
-
     fn client() -> UpstreamClient {
         UpstreamClient::new(
             &UpstreamSettings::default(),
@@ -537,7 +541,7 @@ mod tests {
      {
         for method in ["GET", "DELETE"] {
             let (addr, connections) =
-                closes_its_kept_alive_connection_on_the_second_request().await;
+                testing::closes_its_kept_alive_connection_on_the_second_request().await;
             let client = client();
             let again = Resend::WhenClosedUnanswered;
             let first = client.send(&request(method, addr), None, again).await;
@@ -565,7 +569,7 @@ mod tests {
         ];
         for (method, resend, what) in cases {
             let (addr, connections) =
-                closes_its_kept_alive_connection_on_the_second_request().await;
+                testing::closes_its_kept_alive_connection_on_the_second_request().await;
             let client = client();
             let first = client.send(&request(method, addr), None, resend).await;
             assert_eq!(first.unwrap().status, 200);
