@@ -291,7 +291,8 @@ pub struct ServerSettings {
     #[serde(default = "default_body_timeout")]
     #[validate(range(min = 0.1, max = 300.0))]
     pub body_timeout_secs: f64,
-    /// Seconds an idle keep-alive connection stays open.
+    /// Seconds an idle keep-alive connection stays open (up to 0.5 s less: actix's clock ticks every
+    /// 0.5 s).
     #[serde(default = "default_keep_alive")]
     #[validate(range(min = 0.0, max = 3600.0))]
     pub keep_alive_secs: f64,
