@@ -903,6 +903,16 @@ mod tests {
     }
 
     #[test]
+    fn an_idle_ehr_connection_is_reused_for_4_seconds_unless_configured_and_0_is_refused() {
+        let default = Settings::from_toml("").unwrap();
+        assert_eq!(default.upstream.pool_idle_secs, 4.0);
+        let set = Settings::from_toml("[upstream]\npool_idle_secs = 2.5\n").unwrap();
+        assert_eq!(set.upstream.pool_idle_secs, 2.5);
+        let err = Settings::from_toml("[upstream]\npool_idle_secs = 0.0\n").unwrap_err();
+        assert!(err.to_string().contains("upstream.pool_idle_secs"), "{err}");
+    }
+
+    #[test]
     fn an_unknown_key_is_named_in_the_error() {
         let err =
             Settings::from_toml("[server]\nlisten = \"127.0.0.1:1\"\nlsiten = 3\n").unwrap_err();

@@ -410,6 +410,24 @@ pub(crate) mod testing {
         std::net::SocketAddr,
         std::sync::Arc<std::sync::atomic::AtomicUsize>,
     ) {
+        ehr(true).await
+    }
+
+    /// An EHR on loopback that answers every request and keeps its connections open, with a count of
+    /// the connections it took.
+    pub(crate) async fn keeps_its_connections_open() -> (
+        std::net::SocketAddr,
+        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        ehr(false).await
+    }
+
+    async fn ehr(
+        close_the_second_request: bool,
+    ) -> (
+        std::net::SocketAddr,
+        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -432,7 +450,7 @@ pub(crate) mod testing {
                                 Ok(k) => head.extend_from_slice(&byte[..k]),
                             }
                         }
-                        if n == 0 && request == 1 {
+                        if close_the_second_request && n == 0 && request == 1 {
                             return; // closed, no answer
                         }
                         let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
@@ -556,6 +574,31 @@ mod tests {
                 connections.load(std::sync::atomic::Ordering::SeqCst),
                 2,
                 "{method}: the first connection was reused, then a second opened"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_to_an_ehr_is_reused_only_within_pool_idle_secs() {
+        // (pool_idle_secs, connections the EHR sees for two calls 0.3 s apart)
+        for (idle, connections_seen) in [(4.0, 1), (0.1, 2)] {
+            let (addr, connections) = testing::keeps_its_connections_open().await;
+            let settings = UpstreamSettings {
+                pool_idle_secs: idle,
+                ..UpstreamSettings::default()
+            };
+            let metrics = std::sync::Arc::new(crate::observe::metrics::Metrics::new());
+            let client = UpstreamClient::new(&settings, metrics).unwrap();
+            let get = request("GET", addr);
+            let first = client.send(&get, None, Resend::Never).await;
+            assert_eq!(first.unwrap().status, 200);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let second = client.send(&get, None, Resend::Never).await;
+            assert_eq!(second.unwrap().status, 200);
+            assert_eq!(
+                connections.load(std::sync::atomic::Ordering::SeqCst),
+                connections_seen,
+                "pool_idle_secs = {idle}"
             );
         }
     }

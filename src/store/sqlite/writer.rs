@@ -280,7 +280,7 @@ fn append_log(conn: &Connection, records: &[LogRecord]) -> Result<(), StoreError
             .position(|&n| n <= rest.len())
             .unwrap_or(LOG_ROWS_PER_INSERT.len() - 1);
         let rows = LOG_ROWS_PER_INSERT[size];
-        let (chunk, tail) = rest.split_at(rows.min(rest.len()));
+        let (chunk, tail) = rest.split_at(rows);
         let mut insert = conn.prepare_cached(&log_insert_sql()[size])?;
         // The values written as text, made first so the bound values can borrow them.
         let texts: Vec<[String; 3]> = chunk
