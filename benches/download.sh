@@ -5,15 +5,24 @@
 # rewrites to its own link as the file streams (target: >= 0.80 of the direct download); last, 200
 # concurrent downloads of the 100 MiB file and the gateway's peak RSS after them (target < 256 MiB).
 #
-# Each comparison runs ROUNDS times (default 3), direct and through the gateway taking turns, and
-# reports the medians: on this shared machine one transfer's speed swings by a quarter between runs.
+# Beside them, the same files through nginx (one worker, keep-alive upstream, 64 KiB proxy buffers,
+# no temporary file): what a reverse proxy with no translation to do makes of the same two cores.
+#
+# Each comparison runs ROUNDS times (default 3), direct, nginx and the gateway taking turns in an order
+# that rotates every round, and reports the medians: on this shared machine one transfer's speed swings
+# by a quarter between runs. Finds nginx, else installs Debian's nginx-light.
 #
 #   bash benches/download.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 UPSTREAM_PORT=${UPSTREAM_PORT:-18190}
 GATEWAY_PORT=${GATEWAY_PORT:-18191}
+NGINX_PORT=${NGINX_PORT:-18192}
 ROUNDS=${ROUNDS:-3}
+
+# shellcheck source=benches/nginx.sh
+source benches/nginx.sh
+nginx_ensure
 
 cargo build --release --quiet --bin fhirgate --example fake_upstream
 work=$(mktemp -d)
@@ -39,8 +48,13 @@ allow_private_addresses = true
 TOML
 
 target/release/examples/fake_upstream "127.0.0.1:$UPSTREAM_PORT" & pids+=($!)
+# Large bodies relayed through memory, as for the gateway (nginx's defaults, 4 KiB buffers and a
+# temporary file for what the client has not taken yet, made it slower still).
+nginx_start "$work/nginx" "$NGINX_PORT" "$UPSTREAM_PORT" \
+    "proxy_buffers 16 64k; proxy_buffer_size 64k; proxy_max_temp_file_size 0;"; pids+=("$nginx_pid")
 target/release/fhirgate serve --config "$work/fhirgate.toml" 2>"$work/gateway.log" & gateway=$!; pids+=($gateway)
 for _ in $(seq 1 50); do curl -fs "http://127.0.0.1:$GATEWAY_PORT/readyz" >/dev/null && break; sleep 0.1; done
+for _ in $(seq 1 50); do curl -fso /dev/null "http://127.0.0.1:$NGINX_PORT/files/1" && break; sleep 0.1; done
 
 location=$(curl -fs -D - -o /dev/null -X POST -H 'Content-Type: application/json' \
     -d '{"Meta":{"DataModel":"FHIR Bulk Data Access","EventType":"group-export"},"id":"g"}' \
@@ -51,33 +65,41 @@ peak_rss_mib() { awk '/VmHWM/{printf "%.1f", $2/1024}' "/proc/$gateway/status"; 
 speed() { curl -fs -o /dev/null -w '%{speed_download}' "$1"; }
 mib_s() { python3 -c "print(round($1/1048576, 1))"; }
 median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
-# compare NAME DIRECT_URL THROUGH_URL: ROUNDS turns of each, the direct one first in odd rounds, the
-# gateway first in even ones; sets $direct and $through to the medians and prints every round.
+ratio() { python3 -c "print(round($1/$2, 2))"; }
+# compare NAME URL_PATH THROUGH_URL: ROUNDS turns of the direct download (the upstream's URL_PATH),
+# nginx's (the same path through it) and the gateway's, the first of them rotating from round to
+# round; sets $direct, $nginx and $through to the medians and prints every round.
 compare() {
-    local ds=() ts=() d t
+    local ds=() ns=() ts=() d n t
     for round in $(seq 1 "$ROUNDS"); do
-        if [ $((round % 2)) = 1 ]; then d=$(speed "$2"); t=$(speed "$3"); else t=$(speed "$3"); d=$(speed "$2"); fi
-        ds+=("$d"); ts+=("$t")
-        echo "  $1, round $round: direct $(mib_s "$d") MiB/s, through the gateway $(mib_s "$t") MiB/s"
+        case $((round % 3)) in
+            1) d=$(speed "http://127.0.0.1:$UPSTREAM_PORT$2"); n=$(speed "http://127.0.0.1:$NGINX_PORT$2"); t=$(speed "$3") ;;
+            2) n=$(speed "http://127.0.0.1:$NGINX_PORT$2"); t=$(speed "$3"); d=$(speed "http://127.0.0.1:$UPSTREAM_PORT$2") ;;
+            *) t=$(speed "$3"); d=$(speed "http://127.0.0.1:$UPSTREAM_PORT$2"); n=$(speed "http://127.0.0.1:$NGINX_PORT$2") ;;
+        esac
+        ds+=("$d"); ns+=("$n"); ts+=("$t")
+        echo "  $1, round $round: direct $(mib_s "$d") MiB/s, nginx $(mib_s "$n") MiB/s, through the gateway $(mib_s "$t") MiB/s"
     done
-    direct=$(median "${ds[@]}"); through=$(median "${ts[@]}")
+    direct=$(median "${ds[@]}"); nginx=$(median "${ns[@]}"); through=$(median "${ts[@]}")
 }
 
 echo "gateway peak RSS before downloads: $(peak_rss_mib) MiB"
 for n in 0 1; do
     size=$([ "$n" = 0 ] && echo "100 MiB" || echo "1 GiB")
     bytes=$([ "$n" = 0 ] && echo $((100 * 1048576)) || echo $((1024 * 1048576)))
-    compare "$size" "http://127.0.0.1:$UPSTREAM_PORT/files/$bytes" "${location/export-status/export-file}/$n"
-    echo "$size, medians of $ROUNDS rounds: direct $(mib_s "$direct") MiB/s, through gateway $(mib_s "$through") MiB/s," \
-         "ratio $(python3 -c "print(round($through/$direct, 2))") (target >= 0.95); gateway peak RSS $(peak_rss_mib) MiB (target < 64)"
+    compare "$size" "/files/$bytes" "${location/export-status/export-file}/$n"
+    echo "$size, medians of $ROUNDS rounds: direct $(mib_s "$direct") MiB/s, nginx $(mib_s "$nginx") MiB/s, through gateway $(mib_s "$through") MiB/s," \
+         "ratio $(ratio "$through" "$direct") (target >= 0.95; nginx / direct $(ratio "$nginx" "$direct"), gateway / nginx $(ratio "$through" "$nginx"));" \
+         "gateway peak RSS $(peak_rss_mib) MiB (target < 64)"
 done
 bytes=$((1024 * 1048576))
-compare "1 GiB of DocumentReferences" "http://127.0.0.1:$UPSTREAM_PORT/documents/$bytes" "${location/export-status/export-file}/2"
-echo "1 GiB of DocumentReferences, attachments rewritten, medians of $ROUNDS rounds: direct $(mib_s "$direct") MiB/s, through gateway $(mib_s "$through") MiB/s," \
-     "ratio $(python3 -c "print(round($through/$direct, 2))") (target >= 0.80); gateway peak RSS $(peak_rss_mib) MiB (target < 64)"
+compare "1 GiB of DocumentReferences" "/documents/$bytes" "${location/export-status/export-file}/2"
+echo "1 GiB of DocumentReferences, attachments rewritten, medians of $ROUNDS rounds: direct $(mib_s "$direct") MiB/s," \
+     "nginx (relaying, no rewrite) $(mib_s "$nginx") MiB/s, through gateway $(mib_s "$through") MiB/s," \
+     "ratio $(ratio "$through" "$direct") (target >= 0.80; gateway / nginx $(ratio "$through" "$nginx")); gateway peak RSS $(peak_rss_mib) MiB (target < 64)"
 plain=$(speed "${location/export-status/export-file}/1")
 echo "  the rewrite's own cost: the same gateway streams the 1 GiB Observation file (no rewrite) at $(mib_s "$plain") MiB/s;" \
-     "rewritten / plain = $(python3 -c "print(round($through/$plain, 2))")"
+     "rewritten / plain = $(ratio "$through" "$plain")"
 
 # 200 partners downloading at once (the 100 MiB file each): the gateway's memory must not grow with
 # the number of downloads either (target: peak RSS < 256 MiB).

@@ -39,11 +39,9 @@ if ! command -v oha >/dev/null; then
     echo "oha not found: installing it into target/bench-tools (cargo install oha --locked)"
     cargo install oha --locked --quiet --root target/bench-tools
 fi
-if ! command -v nginx >/dev/null; then
-    echo "nginx not found: installing Debian's nginx-light"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq && apt-get install -y -qq nginx-light >/dev/null
-fi
+# shellcheck source=benches/nginx.sh
+source benches/nginx.sh
+nginx_ensure
 
 cargo build --release --quiet --bin fhirgate --example fake_upstream
 work=$(mktemp -d)
@@ -60,29 +58,7 @@ on_exit cleanup
 # --- peers -----------------------------------------------------------------------------------------
 target/release/examples/fake_upstream "127.0.0.1:$UPSTREAM_PORT" & pids+=($!)
 
-mkdir -p "$work/nginx"
-cat > "$work/nginx/nginx.conf" <<NGINX
-worker_processes 1;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $work/nginx/body;
-    proxy_temp_path $work/nginx/proxy;
-    upstream ehr { server 127.0.0.1:$UPSTREAM_PORT; keepalive 64; }
-    server {
-        listen 127.0.0.1:$NGINX_PORT;
-        location / {
-            proxy_pass http://ehr;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$host;
-        }
-    }
-}
-NGINX
-nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -g 'daemon off;' & pids+=($!)
+nginx_start "$work/nginx" "$NGINX_PORT" "$UPSTREAM_PORT"; pids+=("$nginx_pid")
 
 gateway_config() { # port store worker-enabled
     cat <<TOML
