@@ -124,6 +124,26 @@ import json, sys
 runs = sorted((json.loads(l) for l in sys.stdin if l.strip()), key=lambda r: r[sys.argv[1]])
 print(json.dumps(runs[len(runs) // 2]))' "$1"; }
 
+# Where a round's time went, for the gateway at saturation: its CPU per kick-off (all its threads, and
+# the store writer's thread alone) and the share of the machine's cores left idle. A gateway short of
+# CPU leaves none idle; one that waits (for the disk, or for a core between its threads' hand-offs)
+# leaves some, and then more connections, not less work, would raise its rate.
+cpu_snapshot() { # pid: "process-ticks writer-ticks idle-ticks total-ticks"
+    local writer=0 t
+    for t in /proc/"$1"/task/*; do
+        if [ "$(cat "$t/comm" 2>/dev/null)" = store-writer ]; then writer=$(awk '{print $14 + $15}' "$t/stat"); fi
+    done
+    echo "$(awk '{print $14 + $15}' "/proc/$1/stat") $writer $(awk '/^cpu /{print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat)"
+}
+# cpu_profile BEFORE AFTER SUMMARY: the round's figures as JSON.
+cpu_profile() { python3 -c '
+import json, os, sys
+b, a = ([int(x) for x in s.split()] for s in sys.argv[1:3])
+n = sum(json.loads(sys.argv[3])["status"].values()) or 1
+tick = 1e6 / os.sysconf("SC_CLK_TCK")
+print(json.dumps({"cpu_us": round((a[0] - b[0]) * tick / n, 1), "writer_us": round((a[1] - b[1]) * tick / n, 1),
+                  "idle": round((a[2] - b[2]) / max(a[3] - b[3], 1), 3)}))' "$@"; }
+
 # The disk's own durable-write latency: every kick-off waits for two (the reservation, then the EHR's
 # answer), so it sets a floor under the gateway's latency that nginx does not have.
 python3 - "$work" <<'PY'
@@ -140,18 +160,22 @@ print(f"== the store's disk: fsync p50 {took[250] * 1000:.3f} ms, p99 {took[495]
 PY
 
 echo "== kick-offs at saturation, $CONNECTIONS connections, $DURATION each, $ROUNDS rounds"
-up_runs=""; ng_runs=""; gw_runs=""
+up_runs=""; ng_runs=""; gw_runs=""; gw_cpu=""
 for round in $(seq 1 "$ROUNDS"); do
     r=$(get -c "$CONNECTIONS" "$upstream_kickoff" | summary);   up_runs+="$r"$'\n'; echo "  $round upstream alone   : $r"
     r=$(get -c "$CONNECTIONS" "$nginx_kickoff" | summary);      ng_runs+="$r"$'\n'; echo "  $round nginx proxy      : $r"
+    before=$(cpu_snapshot "$sqlite_pid")
     r=$(post -c "$CONNECTIONS" "$(gateway_kickoff "$GATEWAY_PORT")" | summary); gw_runs+="$r"$'\n'; echo "  $round gateway, SQLite  : $r"
+    c=$(cpu_profile "$before" "$(cpu_snapshot "$sqlite_pid")" "$r"); gw_cpu+="$c"$'\n'; echo "    its CPU per kick-off: $c"
 done
+gw_cpu=$(printf '%s' "$gw_cpu" | median cpu_us)
 up_sat=$(printf '%s' "$up_runs" | median rps)
 ng_sat=$(printf '%s' "$ng_runs" | median rps)
 gw_sat=$(printf '%s' "$gw_runs" | median rps)
 echo "  medians: upstream alone $up_sat"
 echo "           nginx proxy    $ng_sat"
 echo "           gateway        $gw_sat"
+echo "           its CPU        $gw_cpu (cpu_us: all its threads, writer_us: the store writer; idle: the cores' share left idle)"
 # The fixed rate measures a steady 200/s, not the tail of the saturation run: let the kernel write
 # back what that run left dirty (tens of thousands of jobs) before it starts.
 sync; sleep 3
@@ -228,8 +252,10 @@ if [ -n "${FHIRGATE_BENCH_POSTGRES_URL:-}" ]; then
     for round in $(seq 1 "$ROUNDS"); do
         r=$(get -c "$CONNECTIONS" "$nginx_kickoff" | summary); pg_ng_runs+="$r"$'\n'
         echo "  $round nginx proxy      : $r"
+        before=$(cpu_snapshot "$gateway_pid")
         r=$(post -c "$CONNECTIONS" "$(gateway_kickoff "$PG_GATEWAY_PORT")" | summary); pg_runs+="$r"$'\n'
         echo "  $round gateway, PostgreSQL: $r"
+        echo "    its CPU per kick-off: $(cpu_profile "$before" "$(cpu_snapshot "$gateway_pid")" "$r")"
     done
     pg_sat=$(printf '%s' "$pg_runs" | median rps)
     pg_after=$(pg_cpu); t1=$(date +%s.%N)
@@ -247,7 +273,7 @@ fi
 
 echo
 echo "== ratios, this run ($(nproc) cores; $(uname -r))"
-python3 - "$up_sat" "$ng_sat" "$gw_sat" "$ng_200" "$gw_200" "$ng_status" "$gw_status" "$polls" "$pg_line" <<'PY'
+python3 - "$up_sat" "$ng_sat" "$gw_sat" "$ng_200" "$gw_200" "$ng_status" "$gw_status" "$polls" "$pg_line" "$gw_cpu" <<'PY'
 import json, sys
 us, ns, gs, n2, g2, nst, gst = (json.loads(a) for a in sys.argv[1:8])
 polls = float(sys.argv[8])
@@ -265,4 +291,7 @@ rs = gst["rps"] / nst["rps"]
 line("status polls of a completed job, gateway / nginx", f"{rs:.3f}", ">= 0.50", rs >= 0.5)
 line("poller upstream polls/s, one replica", f"{polls:.0f}", ">= 1000", polls >= 1000)
 print(f"  (nginx / upstream alone at saturation: {ns['rps'] / us['rps']:.3f})")
+cpu = json.loads(sys.argv[10])
+print(f"  (the gateway at saturation, median round: {cpu['cpu_us']:.0f} us of CPU a kick-off, the store writer"
+      f" {cpu['writer_us']:.0f} of them; {cpu['idle'] * 100:.0f}% of the cores idle)")
 PY
