@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Makes a PostgreSQL server answer on 127.0.0.1:5432 and exports FHIRGATE_TEST_POSTGRES_URL for it:
 # starts an installed cluster that is stopped, installs PostgreSQL from Debian where it is missing.
 

@@ -52,7 +52,7 @@ target/release/examples/fake_upstream "127.0.0.1:$UPSTREAM_PORT" & pids+=($!)
 # temporary file for what the client has not taken yet, made it slower still).
 nginx_start "$work/nginx" "$NGINX_PORT" "$UPSTREAM_PORT" \
     "proxy_buffers 16 64k; proxy_buffer_size 64k; proxy_max_temp_file_size 0;"; pids+=("$nginx_pid")
-target/release/fhirgate serve --config "$work/fhirgate.toml" 2>"$work/gateway.log" & gateway=$!; pids+=($gateway)
+target/release/fhirgate serve --config "$work/fhirgate.toml" 2>"$work/gateway.log" & gateway=$!; pids+=("$gateway")
 for _ in $(seq 1 50); do curl -fs "http://127.0.0.1:$GATEWAY_PORT/readyz" >/dev/null && break; sleep 0.1; done
 for _ in $(seq 1 50); do curl -fso /dev/null "http://127.0.0.1:$NGINX_PORT/files/1" && break; sleep 0.1; done
 

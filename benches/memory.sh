@@ -52,7 +52,7 @@ discover = false
 TOML
 
 target/release/examples/fake_upstream "127.0.0.1:$UPSTREAM_PORT" & pids+=($!)
-target/release/fhirgate serve --config "$work/fhirgate.toml" 2>"$work/gateway.log" & gateway=$!; pids+=($gateway)
+target/release/fhirgate serve --config "$work/fhirgate.toml" 2>"$work/gateway.log" & gateway=$!; pids+=("$gateway")
 for _ in $(seq 1 50); do curl -fs "http://127.0.0.1:$GATEWAY_PORT/healthz" >/dev/null && break; sleep 0.1; done
 
 target/release/examples/hostile "http://127.0.0.1:$GATEWAY_PORT" "$gateway" "$ROUNDS" "$PER_ROUND" "$KEY"

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the benchmarks that measure nginx beside the gateway (load.sh, download.sh): nginx as the
 # reverse proxy an operations team would put in front of an EHR if no translation were needed.
 
@@ -39,5 +40,6 @@ http {
 }
 NGINX
     nginx -p "$1" -c "$1/nginx.conf" -g 'daemon off;' &
+    # shellcheck disable=SC2034 # read by the script that sourced this one
     nginx_pid=$!
 }

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the benchmarks that run on PostgreSQL (FHIRGATE_BENCH_POSTGRES_URL): each makes a
 # database named fhirgate_bench_{pid} and drops it on exit (also after a failed step or a kill); a
 # database a run killed with -9 could not drop goes at the next run, once that process is gone.
@@ -29,5 +30,6 @@ bench_database_drop() {
 # Runs `cleanup` on exit: also when a step fails and when the script is killed with TERM or HUP
 # (bash runs the EXIT trap then), not with kill -9 (the next run drops what is left).
 on_exit() {
+    # shellcheck disable=SC2064 # the function's name, given now
     trap "$1" EXIT
 }
