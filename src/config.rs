@@ -824,6 +824,25 @@ impl Settings {
 }
 
 impl Settings {
+    /// What is allowed but likely wrong, one sentence each naming the keys: logged at startup and
+    /// printed by `check-config`, which still passes.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        // The sandbox destination is the gateway calling its own server: an idle connection the
+        // client may still reuse must not outlive the server's keep-alive (which closes up to 0.5 s
+        // early), or a call can go out as the server closes it (a kick-off is then a 502: never resent).
+        let (keep_alive, pool_idle) = (self.server.keep_alive_secs, self.upstream.pool_idle_secs);
+        if self.sandbox_enabled() && keep_alive > 0.0 && pool_idle >= keep_alive - 0.5 {
+            warnings.push(format!(
+                "upstream.pool_idle_secs ({pool_idle} s) is not below server.keep_alive_secs ({keep_alive} s) \
+                 less 0.5 s: the gateway's calls to its own sandbox destination can go out on a \
+                 connection its server is closing; set pool_idle_secs below {}",
+                keep_alive - 0.5
+            ));
+        }
+        warnings
+    }
+
     /// Whether the built-in sandbox EHR is served (some destination uses it).
     pub fn sandbox_enabled(&self) -> bool {
         self.destinations
@@ -910,6 +929,31 @@ mod tests {
         assert_eq!(set.upstream.pool_idle_secs, 2.5);
         let err = Settings::from_toml("[upstream]\npool_idle_secs = 0.0\n").unwrap_err();
         assert!(err.to_string().contains("upstream.pool_idle_secs"), "{err}");
+    }
+
+    #[test]
+    fn a_sandbox_whose_own_keep_alive_ends_before_the_clients_idle_reuse_is_warned_about() {
+        const SANDBOX: &str = "[[destinations]]\nslug = \"sandbox\"\nname = \"Sandbox\"\nvendor = \"sandbox\"\n\
+                               [destinations.environments.Development]\nbase_url = \"http://127.0.0.1:8080/sandbox/r4\"\n";
+        let racing =
+            format!("[server]\nkeep_alive_secs = 3.0\n[upstream]\npool_idle_secs = 2.5\n{SANDBOX}");
+        let warnings = Settings::from_toml(&racing).unwrap().warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("upstream.pool_idle_secs")
+                && warnings[0].contains("server.keep_alive_secs"),
+            "{warnings:?}"
+        );
+        // The defaults (5 s and 4 s), no keep-alive at all, or no sandbox: nothing to say.
+        for quiet in [
+            EMBEDDED_DEFAULT.to_owned(),
+            format!("[server]\nkeep_alive_secs = 3.0\n[upstream]\npool_idle_secs = 2.4\n{SANDBOX}"),
+            format!("[server]\nkeep_alive_secs = 0.0\n{SANDBOX}"),
+            "[server]\nkeep_alive_secs = 3.0\n".to_owned(),
+        ] {
+            let settings = Settings::from_toml(&quiet).unwrap();
+            assert_eq!(settings.warnings(), Vec::<String>::new(), "{quiet}");
+        }
     }
 
     #[test]

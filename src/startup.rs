@@ -51,6 +51,9 @@ impl Application {
                 message = "No [[sources]] have credentials: partner routes are open to anyone who can reach them."
             );
         }
+        for warning in settings.warnings() {
+            tracing::warn!(message = "The configuration is likely wrong.", warning = %warning);
+        }
         let limits = crate::auth::RateLimits::new(&settings);
         let issuer = crate::auth::issuer::TokenIssuer::new(&settings, &http)?;
         mark_unknown_kickoffs(store.as_ref(), &settings).await;

@@ -326,6 +326,9 @@ fn run(cli: Cli) -> Result<ExitCode, ExitCode> {
                     eprintln!("fhirgate: {e}");
                     ExitCode::from(1)
                 })?;
+            for warning in settings.warnings() {
+                eprintln!("warning: {warning}");
+            }
             println!(
                 "configuration OK: {} destination(s), {} connector(s), store {}",
                 settings.destinations.len(),

@@ -113,6 +113,50 @@ fn check_config_accepts_the_example_and_names_the_bad_key_of_a_broken_file() {
 }
 
 #[test]
+fn check_config_passes_a_likely_mistake_but_says_which_keys_and_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("fhirgate.toml");
+    std::fs::write(
+        &config,
+        r#"
+[server]
+keep_alive_secs = 2.0
+[[destinations]]
+slug = "sandbox"
+name = "Sandbox"
+vendor = "sandbox"
+[destinations.environments.Development]
+base_url = "http://127.0.0.1:8080/sandbox/r4"
+"#,
+    )
+    .unwrap();
+
+    let out = fhirgate()
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(
+            "warning: upstream.pool_idle_secs (4 s) is not below server.keep_alive_secs (2 s)"
+        ),
+        "{stderr}"
+    );
+    let example = fhirgate()
+        .args(["check-config", "--config", "config/fhirgate.example.toml"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&example.stderr).contains("warning"),
+        "{}",
+        String::from_utf8_lossy(&example.stderr)
+    );
+}
+
+#[test]
 fn check_config_refuses_a_bearer_token_variable_that_is_not_set() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("fhirgate.toml");
