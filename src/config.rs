@@ -836,8 +836,7 @@ impl Settings {
             warnings.push(format!(
                 "upstream.pool_idle_secs ({pool_idle} s) is not below server.keep_alive_secs ({keep_alive} s) \
                  less 0.5 s: the gateway's calls to its own sandbox destination can go out on a \
-                 connection its server is closing; set pool_idle_secs below {}",
-                keep_alive - 0.5
+                 connection its server is closing; lower pool_idle_secs or raise keep_alive_secs"
             ));
         }
         warnings
