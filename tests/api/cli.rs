@@ -9,6 +9,20 @@ fn fhirgate() -> Command {
     cmd
 }
 
+/// `fhirgate check-config` with `flags`, on a config file that holds `toml`.
+fn check_config(toml: &str, flags: &[&str]) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("fhirgate.toml");
+    std::fs::write(&config, toml).unwrap();
+    fhirgate()
+        .arg("check-config")
+        .args(flags)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn validate_prints_the_upstream_request_for_a_valid_envelope_and_exits_0() {
     let out = fhirgate()
@@ -92,21 +106,11 @@ fn check_config_accepts_the_example_and_names_the_bad_key_of_a_broken_file() {
         .args(["check-config", "--config", "config/fhirgate.example.toml"])
         .output()
         .unwrap();
-    assert_eq!(
-        ok.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    let said = String::from_utf8_lossy(&ok.stderr);
+    assert_eq!(ok.status.code(), Some(0), "{said}");
+    assert!(!said.contains("warning"), "{said}");
 
-    let dir = tempfile::tempdir().unwrap();
-    let broken = dir.path().join("broken.toml");
-    std::fs::write(&broken, "[server]\npublic_url = \"not a url\"\n").unwrap();
-    let bad = fhirgate()
-        .args(["check-config", "--config"])
-        .arg(&broken)
-        .output()
-        .unwrap();
+    let bad = check_config("[server]\npublic_url = \"not a url\"\n", &[]);
     let stderr = String::from_utf8(bad.stderr).unwrap();
     assert_eq!(bad.status.code(), Some(1));
     assert!(stderr.contains("public_url"), "{stderr}");
@@ -114,10 +118,7 @@ fn check_config_accepts_the_example_and_names_the_bad_key_of_a_broken_file() {
 
 #[test]
 fn check_config_passes_a_likely_mistake_but_says_which_keys_and_why() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("fhirgate.toml");
-    std::fs::write(
-        &config,
+    let out = check_config(
         r#"
 [server]
 keep_alive_secs = 2.0
@@ -128,14 +129,8 @@ vendor = "sandbox"
 [destinations.environments.Development]
 base_url = "http://127.0.0.1:8080/sandbox/r4"
 "#,
-    )
-    .unwrap();
-
-    let out = fhirgate()
-        .args(["check-config", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+        &[],
+    );
     let stderr = String::from_utf8(out.stderr).unwrap();
 
     assert_eq!(out.status.code(), Some(0), "{stderr}");
@@ -145,24 +140,11 @@ base_url = "http://127.0.0.1:8080/sandbox/r4"
         ),
         "{stderr}"
     );
-    let example = fhirgate()
-        .args(["check-config", "--config", "config/fhirgate.example.toml"])
-        .output()
-        .unwrap();
-    assert!(
-        !String::from_utf8_lossy(&example.stderr).contains("warning"),
-        "{}",
-        String::from_utf8_lossy(&example.stderr)
-    );
 }
 
 #[test]
 fn check_config_refuses_a_bearer_token_variable_that_is_not_set() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("fhirgate.toml");
-    std::fs::write(
-        &config,
-        r#"
+    const CONFIG: &str = r#"
 [[destinations]]
 slug = "ehr"
 name = "EHR"
@@ -170,15 +152,9 @@ vendor = "bulk-data"
 [destinations.environments.Staging]
 base_url = "https://ehr.example/fhir"
 auth = { type = "bearer", token_env = "FHIRGATE_TEST_TOKEN_THAT_IS_NOT_SET" }
-"#,
-    )
-    .unwrap();
+"#;
 
-    let out = fhirgate()
-        .args(["check-config", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = check_config(CONFIG, &[]);
     let stderr = String::from_utf8(out.stderr).unwrap();
 
     assert_eq!(out.status.code(), Some(1));
@@ -186,11 +162,7 @@ auth = { type = "bearer", token_env = "FHIRGATE_TEST_TOKEN_THAT_IS_NOT_SET" }
         stderr.contains("destinations[0].environments.Staging.auth.token_env"),
         "{stderr}"
     );
-    let skipped = fhirgate()
-        .args(["check-config", "--skip-secrets", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let skipped = check_config(CONFIG, &["--skip-secrets"]);
     assert_eq!(skipped.status.code(), Some(0));
 }
 
@@ -208,15 +180,10 @@ fn an_environment_override_replaces_a_config_key() {
 
 #[test]
 fn check_config_never_prints_the_store_password() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("fhirgate.toml");
-    std::fs::write(&config, "[store]\nurl = \"postgres://fhirgate:canary-db-password@db.example:5432/fhirgate?sslmode=require\"\n").unwrap();
-
-    let out = fhirgate()
-        .args(["check-config", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = check_config(
+        "[store]\nurl = \"postgres://fhirgate:canary-db-password@db.example:5432/fhirgate?sslmode=require\"\n",
+        &[],
+    );
     let printed = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
