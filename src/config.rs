@@ -74,6 +74,12 @@ pub struct JobSettings {
     #[serde(default = "default_max_retry_after")]
     #[validate(range(min = 1, max = 86_400))]
     pub max_retry_after_secs: u64,
+    /// Days a finished job (failed, completed, export-failed, expired or deleted) is kept after its
+    /// last change; then the gateway deletes it and its attempts, and its status URL answers 404.
+    /// Jobs still in flight and `kickoff-unknown` ones are never pruned.
+    #[serde(default = "default_retention_days")]
+    #[validate(range(min = 1, max = 3650))]
+    pub retention_days: u32,
 }
 
 /// `[worker]`: the optional background poller.
@@ -606,6 +612,7 @@ impl Default for JobSettings {
             poll_interval_secs: default_poll_interval(),
             pending_stale_secs: default_pending_stale(),
             max_retry_after_secs: default_max_retry_after(),
+            retention_days: default_retention_days(),
         }
     }
 }

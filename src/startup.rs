@@ -26,6 +26,7 @@ pub struct Application {
         tokio::task::JoinHandle<()>,
     )>,
     log_task: tokio::task::JoinHandle<()>,
+    retention_task: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -59,8 +60,12 @@ impl Application {
         mark_unknown_kickoffs(store.as_ref(), &settings).await;
         let links = crate::service::attachments::LinkSealer::from_store(store.as_ref()).await?;
         let sessions = crate::ui::session::SessionKeys::from_store(store.as_ref()).await?;
-        let (log, log_task) =
-            MessageLog::start(store.clone(), metrics.clone(), settings.log.retention_days);
+        let (log, log_task) = MessageLog::start(store.clone(), metrics.clone());
+        let retention_task = crate::service::retention::Retention {
+            log_days: settings.log.retention_days,
+            job_days: settings.jobs.retention_days,
+        }
+        .start(store.clone());
         let state = AppState {
             settings: Arc::new(settings),
             registry: Arc::new(registry),
@@ -103,6 +108,7 @@ impl Application {
             state,
             poller,
             log_task,
+            retention_task,
         })
     }
 
@@ -154,6 +160,7 @@ impl Application {
         }
         self.state.log.flush().await;
         self.log_task.abort();
+        self.retention_task.abort();
         self.state.store.close().await;
         tracing::info!(message = "Stopped.");
         served

@@ -1,12 +1,12 @@
 //! The message log: one record per inbound request that reached routing and one per upstream call,
 //! metadata only. Records are queued and written in batches by one task per gateway, off the request
 //! path, each batch gathered for up to [`LINGER`]; the admin API flushes the queue before it reads, so
-//! a person never misses what this replica just did. Records older than `[log] retention_days` are pruned.
+//! a person never misses what this replica just did. Records older than `[log] retention_days` are pruned
+//! by `service::retention`.
 
 use crate::observe::metrics::Metrics;
 use crate::store::MessageLogStore;
 pub use crate::store::{LogFilter, LogRecord, RecordKind};
-use chrono::Utc;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -24,8 +24,6 @@ const BATCH: usize = 512;
 /// per kick-off (a system call on the request's thread and a context switch; benches/load.sh's
 /// harness, 32 connections, perf).
 const LINGER: Duration = Duration::from_millis(20);
-/// How often old records are pruned.
-const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// The queue into the message log.
 #[derive(Debug, Clone)]
@@ -36,11 +34,10 @@ pub struct MessageLog {
 }
 
 impl MessageLog {
-    /// Starts the writer (and pruner) task on the current runtime.
+    /// Starts the writer task on the current runtime.
     pub fn start(
         store: Arc<dyn MessageLogStore>,
         metrics: Arc<Metrics>,
-        retention_days: u32,
     ) -> (MessageLog, tokio::task::JoinHandle<()>) {
         let (records, records_rx) = mpsc::channel(QUEUE);
         let (flushes, flushes_rx) = mpsc::channel(64);
@@ -48,7 +45,7 @@ impl MessageLog {
             records: records_rx,
             flushes: flushes_rx,
         };
-        let task = tokio::spawn(writer(store, metrics.clone(), queues, retention_days));
+        let task = tokio::spawn(writer(store, metrics.clone(), queues));
         (
             MessageLog {
                 records,
@@ -76,49 +73,6 @@ impl MessageLog {
     }
 }
 
-/// Records deleted per transaction when pruning: a few milliseconds of the store's time (with 5,000,
-/// kick-offs waited up to 218 ms behind a chunk on a 10-million-record log: benches/message_log.sh).
-const PRUNE_CHUNK: u32 = 1_000;
-/// The pause between chunks, in which kick-offs and the log's own writes commit without one.
-const PRUNE_PAUSE: Duration = Duration::from_millis(10);
-
-/// Deletes records older than `retention_days`, [`PRUNE_CHUNK`] at a time (each its own short
-/// transaction); how many went.
-pub async fn prune_now(store: &dyn MessageLogStore, retention_days: u32) -> u64 {
-    let cutoff = Utc::now() - chrono::Duration::days(i64::from(retention_days.max(1)));
-    let mut total = 0;
-    loop {
-        match store.prune_logs(cutoff, PRUNE_CHUNK).await {
-            Ok(n) => {
-                total += n;
-                if n < u64::from(PRUNE_CHUNK) {
-                    break;
-                }
-                // Let the writes queued meanwhile commit without a chunk in their group.
-                tokio::time::sleep(PRUNE_PAUSE).await;
-            }
-            Err(e) => {
-                tracing::warn!(message = "Message log pruning failed.", error = %e);
-                break;
-            }
-        }
-    }
-    if total > 0 {
-        tracing::info!(message = "Pruned old message log records.", records = total);
-    }
-    total
-}
-
-/// Prunes at start, then every [`PRUNE_EVERY`], beside the writer (never in its way).
-async fn pruner(store: Arc<dyn MessageLogStore>, retention_days: u32) {
-    let mut prune = tokio::time::interval(PRUNE_EVERY);
-    prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        prune.tick().await;
-        prune_now(store.as_ref(), retention_days).await;
-    }
-}
-
 /// The writer's two queues: records, and flush requests apart from them, so that a flush can end a
 /// batch's gathering without the gathering having to watch (and be woken by) every record.
 struct Queues {
@@ -133,13 +87,7 @@ enum Woken {
     Closed,
 }
 
-async fn writer(
-    store: Arc<dyn MessageLogStore>,
-    metrics: Arc<Metrics>,
-    mut queues: Queues,
-    retention_days: u32,
-) {
-    let pruning = tokio::spawn(pruner(store.clone(), retention_days));
+async fn writer(store: Arc<dyn MessageLogStore>, metrics: Arc<Metrics>, mut queues: Queues) {
     let mut batch: Vec<LogRecord> = Vec::with_capacity(BATCH);
     let mut waiting = Vec::new();
     loop {
@@ -196,7 +144,6 @@ async fn writer(
             break;
         }
     }
-    pruning.abort();
 }
 
 /// Writes (and empties) `batch` in one store call, counting what was written or dropped.
@@ -219,7 +166,7 @@ async fn write(store: &dyn MessageLogStore, metrics: &Metrics, batch: &mut Vec<L
 mod tests {
     use super::*;
     use crate::store::{LogFilter, StoreError};
-    use chrono::DateTime;
+    use chrono::{DateTime, Utc};
     use std::sync::Mutex;
 
     /// A message-log store that keeps the size of every batch it was handed.
@@ -283,7 +230,7 @@ mod tests {
 
     fn started() -> (MessageLog, Arc<Batches>) {
         let store = Arc::new(Batches::default());
-        let (log, _task) = MessageLog::start(store.clone(), Arc::new(Metrics::new()), 30);
+        let (log, _task) = MessageLog::start(store.clone(), Arc::new(Metrics::new()));
         (log, store)
     }
 
@@ -336,7 +283,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn records_still_queued_when_the_gateway_goes_are_written_before_the_writer_ends() {
         let store = Arc::new(Batches::default());
-        let (log, task) = MessageLog::start(store.clone(), Arc::new(Metrics::new()), 30);
+        let (log, task) = MessageLog::start(store.clone(), Arc::new(Metrics::new()));
         for _ in 0..7 {
             log.record(record());
         }

@@ -8,6 +8,7 @@ pub mod export;
 pub mod kickoff;
 pub mod operator;
 pub mod poller;
+pub mod retention;
 
 use crate::observe::context::RequestContext;
 use crate::state::AppState;

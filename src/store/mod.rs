@@ -65,6 +65,36 @@ impl JobState {
     pub fn parse(s: &str) -> Option<JobState> {
         JobState::ALL.into_iter().find(|st| st.as_str() == s)
     }
+
+    /// Whether nothing more happens to a job in this state unless its partner sends the same kick-off
+    /// again. Such jobs are pruned `[jobs] retention_days` after their last change; jobs in flight and
+    /// `kickoff-unknown` ones (which wait for the partner or an operator) never are.
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            JobState::Failed
+                | JobState::Completed
+                | JobState::ExportFailed
+                | JobState::Expired
+                | JobState::Deleted
+        )
+    }
+}
+
+/// The jobs pruning may delete, as SQL for both backends: finished (see [`JobState::is_finished`]),
+/// created and last changed before `before` (SQLite `?1`, PostgreSQL `$1`), found in `jobs_created`'s
+/// order, `limit` (`?2`, `$2`) at most.
+pub(crate) fn prunable_jobs_sql(before: &str, limit: &str) -> String {
+    let finished: Vec<String> = JobState::ALL
+        .into_iter()
+        .filter(|s| s.is_finished())
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect();
+    format!(
+        "SELECT id FROM jobs WHERE created_at < {before} AND updated_at < {before} AND state IN ({})
+         ORDER BY created_at LIMIT {limit}",
+        finished.join(", ")
+    )
 }
 
 /// A job as stored.
@@ -301,6 +331,10 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
     ) -> Result<std::collections::HashMap<Uuid, u16>, StoreError>;
     /// Jobs by state and the oldest due poll, for metrics.
     async fn job_stats(&self) -> Result<JobStats, StoreError>;
+    /// Deletes up to `limit` finished jobs created and last changed before `before`, with their
+    /// attempts, in one short transaction; how many went. The pruner calls it until fewer than
+    /// `limit` go.
+    async fn prune_jobs(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError>;
 }
 
 /// The message log: appended off the request path, searched by the admin API, pruned by age.

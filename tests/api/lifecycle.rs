@@ -353,3 +353,40 @@ async fn a_completed_exports_manifest_is_answered_the_same_to_every_poll_until_t
         .unwrap();
     assert_eq!(app.get(local(&app, &location)).await.status(), 404);
 }
+
+#[tokio::test]
+async fn a_finished_job_is_kept_for_its_retention_then_its_status_url_answers_404_and_the_envelope_starts_a_new_job()
+ {
+    let app = TestApp::spawn().await;
+    let location = completed(&app, manifest(&app.upstream.uri(), None)).await;
+    let store = app.state().store.as_ref();
+
+    let days = app.settings.jobs.retention_days;
+    assert_eq!(days, 30, "[jobs] retention_days defaults to 30");
+    let pruned = fhirgate::service::retention::prune_jobs_now(store, days).await;
+    assert_eq!(pruned, 0, "a job finished just now is within its retention");
+    assert_eq!(app.get(local(&app, &location)).await.status(), 200);
+    let same = app.post_envelope(&spec_group_route(), &seed()).await;
+    assert_eq!(
+        same.headers()["Content-Location"],
+        location.as_str(),
+        "a retry"
+    );
+
+    // What the pruner does once the retention has passed since the job's last change.
+    let later = chrono::Utc::now() + chrono::Duration::seconds(1);
+    assert_eq!(store.prune_jobs(later, 1_000).await.unwrap(), 1);
+
+    let status = app.get(local(&app, &location)).await;
+    assert_eq!(status.status(), 404);
+    assert_eq!(codes(&json_body(status).await), ["not-found"]);
+    let again = app.post_envelope(&spec_group_route(), &seed()).await;
+    assert_eq!(again.status(), 202);
+    let new_location = again.headers()["Content-Location"].to_str().unwrap();
+    assert_ne!(new_location, location, "the same envelope is a new job");
+    assert_eq!(
+        app.upstream_kickoffs().await.len(),
+        2,
+        "sent to the EHR again"
+    );
+}

@@ -244,3 +244,119 @@ async fn a_test_database_left_by_a_killed_test_process_is_dropped_by_a_later_tes
     assert!(!exists(running).await);
     assert!(!exists(mine).await);
 }
+
+/// Drives a job reserved through the store into `state` (or leaves it reserved).
+async fn job_in(store: &dyn fhirgate::store::Store, i: u32, state: &str) -> uuid::Uuid {
+    use fhirgate::store::{AttemptOutcome, StatusUpdate};
+    let job = new_job(i);
+    assert_eq!(
+        store.claim(&job, Duration::from_secs(60)).await.unwrap(),
+        Claim::New
+    );
+    let outcome = if state == "failed" {
+        AttemptOutcome::Failed {
+            error_code: "upstream-unavailable".into(),
+            upstream_status: Some(503),
+        }
+    } else {
+        AttemptOutcome::Accepted {
+            upstream_status_url: format!("http://ehr.invalid/status/{i}"),
+            upstream_status: 202,
+        }
+    };
+    if state != "pending" {
+        store
+            .finish_attempt(job.id, job.attempt_id, &outcome)
+            .await
+            .unwrap();
+    }
+    let update = match state {
+        "completed" => Some(StatusUpdate::Completed {
+            manifest: "{}".into(),
+            expires: None,
+            notify: false,
+        }),
+        "export-failed" => Some(StatusUpdate::ExportFailed {
+            error_code: "export-failed".into(),
+            notify: false,
+            failure: None,
+        }),
+        "expired" => Some(StatusUpdate::Expired),
+        "deleted" => Some(StatusUpdate::Deleted),
+        _ => None,
+    };
+    if let Some(update) = update {
+        store
+            .record_status(job.id, &update, chrono::Utc::now())
+            .await
+            .unwrap();
+    }
+    job.id
+}
+
+#[tokio::test]
+async fn finished_jobs_past_the_retention_go_with_their_attempts_and_jobs_not_finished_stay() {
+    let app = crate::helpers::TestApp::spawn_configured("", |s| s.worker.enabled = false).await;
+    let store = app.state().store.as_ref();
+    let before_any = chrono::Utc::now() - chrono::Duration::seconds(1);
+    let finished = ["failed", "completed", "export-failed", "expired", "deleted"];
+    let mut gone = Vec::new();
+    for (i, state) in finished.iter().enumerate() {
+        gone.push(job_in(store, i as u32, state).await);
+    }
+    let mut stay = Vec::new();
+    for (i, state) in ["pending", "accepted"].iter().enumerate() {
+        stay.push(job_in(store, 100 + i as u32, state).await);
+    }
+    let unknown = job_in(store, 200, "pending").await;
+    let cutoff = chrono::Utc::now() + chrono::Duration::seconds(1);
+    assert_eq!(store.mark_unknown_kickoffs(cutoff).await.unwrap(), 2);
+    stay.push(unknown);
+    for id in &gone {
+        let job = store.get(*id).await.unwrap().unwrap();
+        assert!(job.state.is_finished(), "{:?}", job.state);
+    }
+
+    assert_eq!(
+        store.prune_jobs(before_any, 1_000).await.unwrap(),
+        0,
+        "nothing was made before the cutoff"
+    );
+    assert_eq!(store.prune_jobs(cutoff, 1_000).await.unwrap(), 5);
+
+    for id in &gone {
+        assert_eq!(store.get(*id).await.unwrap(), None);
+        assert!(store.job_attempts(*id).await.unwrap().is_empty());
+    }
+    for id in &stay {
+        let job = store.get(*id).await.unwrap().expect("kept");
+        assert!(!job.state.is_finished(), "{:?}", job.state);
+        assert_eq!(store.job_attempts(*id).await.unwrap().len(), 1);
+    }
+    assert_eq!(store.prune_jobs(cutoff, 1_000).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn jobs_are_pruned_a_chunk_at_a_time_oldest_first() {
+    let app = crate::helpers::TestApp::spawn_configured("", |s| s.worker.enabled = false).await;
+    let store = app.state().store.as_ref();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(job_in(store, i, "deleted").await);
+    }
+    let cutoff = chrono::Utc::now() + chrono::Duration::seconds(1);
+
+    assert_eq!(store.prune_jobs(cutoff, 2).await.unwrap(), 2);
+    let left: Vec<bool> = futures_util::future::join_all(ids.iter().map(|id| store.get(*id)))
+        .await
+        .into_iter()
+        .map(|j| j.unwrap().is_some())
+        .collect();
+    assert_eq!(
+        left,
+        [false, false, true, true, true],
+        "the oldest went first"
+    );
+    assert_eq!(store.prune_jobs(cutoff, 2).await.unwrap(), 2);
+    assert_eq!(store.prune_jobs(cutoff, 2).await.unwrap(), 1);
+}

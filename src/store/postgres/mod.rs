@@ -306,6 +306,26 @@ impl JobStore for PostgresStore {
             oldest_due,
         })
     }
+
+    async fn prune_jobs(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
+        // One statement: the attempts go with their jobs (the foreign key is checked at its end), and
+        // a job changed meanwhile (a partner's retry of a failed one) is rechecked and kept.
+        static PRUNE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "WITH gone AS (
+                     DELETE FROM jobs WHERE id IN ({}) AND updated_at < $1 RETURNING id),
+                 attempts AS (DELETE FROM job_attempts WHERE job_id IN (SELECT id FROM gone))
+                 SELECT COUNT(*) FROM gone",
+                crate::store::prunable_jobs_sql("$1", "$2")
+            )
+        });
+        let gone: i64 = sqlx::query_scalar(&PRUNE)
+            .bind(before)
+            .bind(i64::from(limit))
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(gone).unwrap_or(0))
+    }
 }
 
 #[async_trait]

@@ -295,6 +295,15 @@ impl JobStore for SqliteStore {
             oldest_due: opt_time(oldest)?,
         })
     }
+
+    async fn prune_jobs(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
+        match self.write(Op::PruneJobs(before, limit)).await? {
+            Done::Count(n) => Ok(n),
+            other => Err(StoreError::Corrupt(format!(
+                "unexpected writer answer {other:?}"
+            ))),
+        }
+    }
 }
 
 #[async_trait]

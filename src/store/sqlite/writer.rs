@@ -36,16 +36,20 @@ pub(super) enum Op {
     UseJti(String, String, DateTime<Utc>),
     AppendLog(Vec<LogRecord>),
     PruneLogs(DateTime<Utc>, u32),
+    PruneJobs(DateTime<Utc>, u32),
     MarkUnknown(DateTime<Utc>),
     Secret(String, String),
 }
 
 impl Op {
     /// Whether the caller must not hear back before the write is on disk: everything but the
-    /// message log's records and their pruning (a crash may lose the last moments of the log, never
-    /// a job, an attempt or a spent assertion id).
+    /// message log's records and pruning (a crash may lose the last moments of the log, or undo a
+    /// prune that the next one does again; never a job, an attempt or a spent assertion id).
     fn durable(&self) -> bool {
-        !matches!(self, Op::AppendLog(_) | Op::PruneLogs(..))
+        !matches!(
+            self,
+            Op::AppendLog(_) | Op::PruneLogs(..) | Op::PruneJobs(..)
+        )
     }
 }
 
@@ -466,6 +470,21 @@ fn apply(conn: &Connection, op: &Op) -> Result<Done, StoreError> {
                 )?
                 .execute(params![ts(*before), i64::from(*limit)])?;
             Done::Count(gone as u64)
+        }
+        Op::PruneJobs(before, limit) => {
+            static PRUNABLE: std::sync::LazyLock<String> =
+                std::sync::LazyLock::new(|| crate::store::prunable_jobs_sql("?1", "?2"));
+            let ids: Vec<String> = conn
+                .prepare_cached(&PRUNABLE)?
+                .query_map(params![ts(*before), i64::from(*limit)], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let mut attempts = conn.prepare_cached("DELETE FROM job_attempts WHERE job_id = ?1")?;
+            let mut jobs = conn.prepare_cached("DELETE FROM jobs WHERE id = ?1")?;
+            for id in &ids {
+                attempts.execute(params![id])?;
+                jobs.execute(params![id])?;
+            }
+            Done::Count(ids.len() as u64)
         }
         Op::Notify(job, update) => {
             let (state, next) = match update {
