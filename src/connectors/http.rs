@@ -287,9 +287,9 @@ fn static_lower(name: &'static str) -> &'static str {
     }
 }
 
-/// How many times an idempotent request goes out when each connection it goes out on closes before
-/// answering.
-const ATTEMPTS: usize = 3;
+/// How many times an idempotent request (or a token request, made anew each time) goes out when each
+/// connection it goes out on closes before answering.
+pub(crate) const ATTEMPTS: usize = 3;
 
 /// Whether a request may go out again when the connection it went out on closed before any answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -333,7 +333,7 @@ pub(crate) async fn execute(
 
 /// Whether `e` says the connection closed (or was reset) after the request went out and before any
 /// of the answer came: not a timeout, not a refused connection, not an answer cut short.
-fn closed_before_answer(e: &reqwest::Error) -> bool {
+pub(crate) fn closed_before_answer(e: &reqwest::Error) -> bool {
     if e.is_timeout() || e.is_connect() || e.is_body() || e.is_decode() || e.is_builder() {
         return false;
     }
@@ -410,8 +410,21 @@ pub(crate) mod testing {
         std::net::SocketAddr,
         std::sync::Arc<std::sync::atomic::AtomicUsize>,
     ) {
-        ehr(true).await
+        ehr(true, OK).await
     }
+
+    /// As [`closes_its_kept_alive_connection_on_the_second_request`], answering `answer` (a whole
+    /// HTTP/1.1 response) to every request it answers.
+    pub(crate) async fn closes_its_kept_alive_connection_on_the_second_request_answering(
+        answer: &'static [u8],
+    ) -> (
+        std::net::SocketAddr,
+        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        ehr(true, answer).await
+    }
+
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
 
     /// An EHR on loopback that answers every request and keeps its connections open, with a count of
     /// the connections it took.
@@ -419,11 +432,12 @@ pub(crate) mod testing {
         std::net::SocketAddr,
         std::sync::Arc<std::sync::atomic::AtomicUsize>,
     ) {
-        ehr(false).await
+        ehr(false, OK).await
     }
 
     async fn ehr(
         close_the_second_request: bool,
+        answer: &'static [u8],
     ) -> (
         std::net::SocketAddr,
         std::sync::Arc<std::sync::atomic::AtomicUsize>,
@@ -441,7 +455,8 @@ pub(crate) mod testing {
                 let n = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 tokio::spawn(async move {
                     for request in 0.. {
-                        // Reads one head (the test's requests carry no body it needs).
+                        // Reads one head (the test's requests carry no body it needs; a body's bytes
+                        // are read with the next head).
                         let mut head = Vec::new();
                         let mut byte = [0u8; 1024];
                         while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -453,7 +468,6 @@ pub(crate) mod testing {
                         if close_the_second_request && n == 0 && request == 1 {
                             return; // closed, no answer
                         }
-                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
                         if socket.write_all(answer).await.is_err() {
                             return;
                         }

@@ -220,27 +220,44 @@ impl SmartClient {
         let token_url = self.token_url(base).await.inspect_err(|_| {
             self.observe_fetch(started, None, false);
         })?;
-        let assertion = self.assertion(&token_url)?;
-        let form = [
-            ("grant_type", "client_credentials"),
-            (
-                "client_assertion_type",
-                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-            ),
-            ("client_assertion", assertion.expose()),
-            ("scope", self.scope.as_str()),
-        ];
-        let answer = self
-            .http
-            .post(token_url)
-            .header("Accept", "application/json")
-            .form(&form)
-            .send()
-            .await
-            .map_err(|_| {
-                self.observe_fetch(started, None, false);
-                refused("the EHR's token endpoint could not be reached")
-            })?;
+        // A token request whose connection closed before any answer goes again on another, made
+        // anew: its client assertion carries a fresh jti, as an EHR that saw the first one (and
+        // remembers its jti against replay) would refuse it a second time.
+        let mut attempt = 1;
+        let answer = loop {
+            let assertion = self.assertion(&token_url)?;
+            let form = [
+                ("grant_type", "client_credentials"),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", assertion.expose()),
+                ("scope", self.scope.as_str()),
+            ];
+            let sent = self
+                .http
+                .post(token_url.clone())
+                .header("Accept", "application/json")
+                .form(&form)
+                .send()
+                .await;
+            match sent {
+                Ok(answer) => break answer,
+                Err(e)
+                    if attempt < super::http::ATTEMPTS && super::http::closed_before_answer(&e) =>
+                {
+                    tracing::debug!(
+                        message = "The EHR's token endpoint closed the connection before answering; asking again on another."
+                    );
+                    attempt += 1;
+                }
+                Err(_) => {
+                    self.observe_fetch(started, None, false);
+                    return Err(refused("the EHR's token endpoint could not be reached"));
+                }
+            }
+        };
         let status = answer.status().as_u16();
         if !answer.status().is_success() {
             self.observe_fetch(started, Some(status), false);
@@ -262,5 +279,47 @@ impl SmartClient {
         let token = Secret::new(body.access_token);
         *cache = Some((token.clone(), valid_until));
         Ok(token)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use p384::pkcs8::{EncodePrivateKey, LineEnding};
+    use std::sync::atomic::Ordering;
+
+    const TOKEN: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 41\r\n\r\n{\"access_token\":\"t0k3n\",\"expires_in\":300}";
+
+    #[tokio::test]
+    async fn a_token_request_whose_kept_alive_connection_closes_unanswered_is_made_again_on_another()
+     {
+        let (addr, connections) =
+            crate::connectors::http::testing::closes_its_kept_alive_connection_on_the_second_request_answering(TOKEN)
+                .await;
+        let key = p384::SecretKey::random(&mut rand::thread_rng());
+        let pem = key.to_pkcs8_pem(LineEnding::LF).unwrap();
+        let config = SmartConfig {
+            client_id: "gateway".into(),
+            private_key_pem: Secret::new(pem.to_string()),
+            alg: "ES384".into(),
+            kid: "k1".into(),
+            jku: None,
+            scope: "system/*.read".into(),
+            token_url: Some(Url::parse(&format!("http://{addr}/token")).unwrap()),
+        };
+        let client = SmartClient::new(config, reqwest::Client::new()).unwrap();
+        let base = Url::parse(&format!("http://{addr}/fhir/")).unwrap();
+        let first = client.token(&base, None).await.unwrap();
+        assert_eq!(first.expose(), "t0k3n");
+
+        // The EHR refused that token (401): the next request goes out over the kept-alive connection,
+        // which the EHR closes without answering.
+        let again = client.token(&base, Some(&first)).await;
+
+        assert_eq!(
+            again.expect("made again on another connection").expose(),
+            "t0k3n"
+        );
+        assert_eq!(connections.load(Ordering::SeqCst), 2);
     }
 }
