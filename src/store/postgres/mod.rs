@@ -316,7 +316,7 @@ impl JobStore for PostgresStore {
                      DELETE FROM jobs WHERE id IN ({}) AND updated_at < $1 RETURNING id),
                  attempts AS (DELETE FROM job_attempts WHERE job_id IN (SELECT id FROM gone))
                  SELECT COUNT(*) FROM gone",
-                crate::store::prunable_jobs_sql("$1", "$2")
+                crate::store::prunable_jobs_sql("jobs", "$1", "$2")
             )
         });
         let gone: i64 = sqlx::query_scalar(&PRUNE)

@@ -472,10 +472,8 @@ fn apply(conn: &Connection, op: &Op) -> Result<Done, StoreError> {
             Done::Count(gone as u64)
         }
         Op::PruneJobs(before, limit) => {
-            static PRUNABLE: std::sync::LazyLock<String> =
-                std::sync::LazyLock::new(|| crate::store::prunable_jobs_sql("?1", "?2"));
             let ids: Vec<String> = conn
-                .prepare_cached(&PRUNABLE)?
+                .prepare_cached(prunable_jobs())?
                 .query_map(params![ts(*before), i64::from(*limit)], |r| r.get(0))?
                 .collect::<Result<_, _>>()?;
             let mut attempts = conn.prepare_cached("DELETE FROM job_attempts WHERE job_id = ?1")?;
@@ -500,6 +498,14 @@ fn apply(conn: &Connection, op: &Op) -> Result<Done, StoreError> {
             Done::Nothing
         }
     })
+}
+
+/// The finished jobs a prune deletes (see `store::prunable_jobs_sql`), in `jobs_created`'s order.
+fn prunable_jobs() -> &'static str {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        crate::store::prunable_jobs_sql("jobs INDEXED BY jobs_created", "?1", "?2")
+    });
+    &SQL
 }
 
 fn claim(conn: &Connection, job: &NewJob, stale_after: Duration) -> Result<Claim, StoreError> {
@@ -943,6 +949,29 @@ mod tests {
             .pragma_query_value(None, "temp_store", |r| r.get(0))
             .unwrap();
         assert_eq!(temp_store, 2);
+    }
+
+    #[test]
+    fn pruning_finds_finished_jobs_by_creation_time_without_reading_and_sorting_every_finished_job()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = migrated(&dir);
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", prunable_jobs()))
+            .unwrap()
+            .query_map(params![ts(Utc::now()), 1_000], |r| r.get(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.iter()
+                .any(|step| step.contains("USING INDEX jobs_created")),
+            "{plan:?}"
+        );
+        assert!(
+            !plan.iter().any(|step| step.contains("TEMP B-TREE")),
+            "{plan:?}"
+        );
     }
 
     #[test]
