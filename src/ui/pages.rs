@@ -616,7 +616,8 @@ pub async fn job(
 ) -> Result<HttpResponse, UiError> {
     let job_id = path_id(&path)?;
     let (detail, job) = job_detail(&state, job_id).await.map_err(ui_error)?;
-    let body = job_body(&detail, &job, &op.csrf, query.done.as_deref());
+    let retention = chrono::Duration::days(i64::from(state.settings.jobs.retention_days));
+    let body = job_body(&detail, &job, retention, &op.csrf, query.done.as_deref());
     Ok(html(
         StatusCode::OK,
         page(
@@ -628,7 +629,14 @@ pub async fn job(
     ))
 }
 
-fn job_body(detail: &JobDetail, job: &Job, csrf: &str, done: Option<&str>) -> Markup {
+/// One job's page; `retention` is `[jobs] retention_days`, after which a finished job is pruned.
+fn job_body(
+    detail: &JobDetail,
+    job: &Job,
+    retention: chrono::Duration,
+    csrf: &str,
+    done: Option<&str>,
+) -> Markup {
     let j = &detail.job;
     let notice = match done {
         Some("polled") => Some("Polled the EHR; what it said is below."),
@@ -655,6 +663,9 @@ fn job_body(detail: &JobDetail, job: &Job, csrf: &str, done: Option<&str>) -> Ma
             dt { "Notification" } dd { (j.notify_state.as_deref().unwrap_or("–")) @if j.notify_attempts > 0 { " (" (j.notify_attempts) " attempts)" } }
             dt { "Created" } dd { (time(&j.created_at)) }
             dt { "Updated" } dd { (time(&j.updated_at)) }
+            @if job.state.is_finished() {
+                dt { "Kept until" } dd { (time(&(j.updated_at + retention))) " " span.muted { "([jobs] retention_days)" } }
+            }
         }
         div.actions {
             @if Action::PollNow.allowed(job.state) {

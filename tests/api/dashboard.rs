@@ -685,6 +685,14 @@ async fn a_completed_jobs_page_shows_its_files_by_type_with_counts_and_expiry_bu
         !body.contains("Poll now"),
         "a completed export is not polled"
     );
+    let kept_until = stored_job(&app, &status_url).await.updated_at + chrono::Duration::days(30);
+    assert!(
+        body.contains(&format!(
+            "<dt>Kept until</dt><dd><time datetime=\"{}\">",
+            kept_until.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        )),
+        "a finished job shows when it is pruned ([jobs] retention_days, 30 by default): {body}"
+    );
 }
 
 #[tokio::test]
@@ -707,6 +715,10 @@ async fn poll_now_asks_the_ehr_at_once_and_cancel_deletes_the_export_upstream() 
     let mut browser = Dashboard::signed_in(&app).await;
     let page = browser.get(&format!("/admin/ui/jobs/{job_id}")).await;
     assert!(page.body.contains("Poll now") && page.body.contains("Cancel export"));
+    assert!(
+        !page.body.contains("Kept until"),
+        "a job in flight is never pruned"
+    );
     let csrf = page.hidden("csrf");
     let polls = |requests: Vec<wiremock::Request>| {
         requests
