@@ -65,7 +65,7 @@ impl Application {
             log_days: settings.log.retention_days,
             job_days: settings.jobs.retention_days,
         }
-        .start(store.clone());
+        .start(store.clone(), metrics.clone());
         let state = AppState {
             settings: Arc::new(settings),
             registry: Arc::new(registry),

@@ -55,6 +55,14 @@ pub struct LogWriteLabels {
     pub outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PruneLabels {
+    /// message_log | jobs
+    pub kind: String,
+    /// pruned (rows deleted) | failed (prune rounds that stopped on a store error)
+    pub outcome: String,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -78,6 +86,7 @@ pub struct Metrics {
     kickoff_window: Histogram,
     store_commits: Family<SyncedLabels, Counter>,
     store_writes: Family<SyncedLabels, Counter>,
+    pruned: Family<PruneLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -164,8 +173,15 @@ impl Metrics {
             "Writes in those transactions: divided by store_commits, the writes sharing one commit",
             store_writes.clone(),
         );
+        let pruned = Family::<PruneLabels, Counter>::default();
+        registry.register(
+            "retention",
+            "Retention: rows deleted past their retention (outcome pruned), and prune rounds a store error stopped (outcome failed), by kind (message_log, jobs)",
+            pruned.clone(),
+        );
         Metrics {
             registry,
+            pruned,
             store_commits,
             store_writes,
             inbound,
@@ -229,6 +245,17 @@ impl Metrics {
             .get_or_create(&DestinationLabels {
                 destination: destination.to_owned(),
                 environment: environment.to_owned(),
+            })
+            .inc_by(n);
+    }
+
+    /// `n` rows of `kind` deleted past their retention, or (`outcome` "failed") a prune round that
+    /// stopped on a store error.
+    pub fn retention(&self, kind: &str, outcome: &str, n: u64) {
+        self.pruned
+            .get_or_create(&PruneLabels {
+                kind: kind.to_owned(),
+                outcome: outcome.to_owned(),
             })
             .inc_by(n);
     }

@@ -4,6 +4,7 @@
 //! transactions with a pause between them, beside the store's writes (never holding them long).
 //! Replicas sharing a store each prune; the deletes are the same whoever runs them.
 
+use crate::observe::metrics::Metrics;
 use crate::store::{JobStore, MessageLogStore, Store, StoreError};
 use chrono::{DateTime, Utc};
 use std::future::Future;
@@ -28,15 +29,20 @@ pub struct Retention {
 }
 
 impl Retention {
-    /// Starts the pruning task on the current runtime: it prunes at once, then every hour.
-    pub fn start(self, store: Arc<dyn Store>) -> tokio::task::JoinHandle<()> {
+    /// Starts the pruning task on the current runtime: it prunes at once, then every hour, counting
+    /// what it deletes (and rounds that fail) in `fhirgate_retention_total`.
+    pub fn start(
+        self,
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+    ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let mut prune = tokio::time::interval(PRUNE_EVERY);
             prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 prune.tick().await;
-                prune_logs_now(store.as_ref(), self.log_days).await;
-                prune_jobs_now(store.as_ref(), self.job_days).await;
+                prune_logs_now(store.as_ref(), self.log_days, &metrics).await;
+                prune_jobs_now(store.as_ref(), self.job_days, &metrics).await;
             }
         })
     }
@@ -48,9 +54,9 @@ fn cutoff(days: u32) -> DateTime<Utc> {
 }
 
 /// Deletes message-log records older than `days`; how many went.
-pub async fn prune_logs_now(store: &dyn MessageLogStore, days: u32) -> u64 {
+pub async fn prune_logs_now(store: &dyn MessageLogStore, days: u32, metrics: &Metrics) -> u64 {
     let before = cutoff(days);
-    in_chunks("message log records", |limit| {
+    in_chunks("message_log", metrics, |limit| {
         store.prune_logs(before, limit)
     })
     .await
@@ -58,14 +64,14 @@ pub async fn prune_logs_now(store: &dyn MessageLogStore, days: u32) -> u64 {
 
 /// Deletes finished jobs (and their attempts) created and last changed more than `days` ago; how many
 /// went. Their status URLs answer 404 from then on, and the same envelope sent again is a new job.
-pub async fn prune_jobs_now(store: &dyn JobStore, days: u32) -> u64 {
+pub async fn prune_jobs_now(store: &dyn JobStore, days: u32, metrics: &Metrics) -> u64 {
     let before = cutoff(days);
-    in_chunks("jobs", |limit| store.prune_jobs(before, limit)).await
+    in_chunks("jobs", metrics, |limit| store.prune_jobs(before, limit)).await
 }
 
-/// Calls `chunk` with [`PRUNE_CHUNK`] until fewer than that go (or it fails, which is logged and
-/// tried again at the next round), pausing between chunks; the total.
-async fn in_chunks<F, Fut>(what: &'static str, mut chunk: F) -> u64
+/// Calls `chunk` with [`PRUNE_CHUNK`] until fewer than that go (or it fails, which is logged, counted
+/// and tried again at the next round), pausing between chunks; the total, counted as it goes.
+async fn in_chunks<F, Fut>(what: &'static str, metrics: &Metrics, mut chunk: F) -> u64
 where
     F: FnMut(u32) -> Fut,
     Fut: Future<Output = Result<u64, StoreError>>,
@@ -75,6 +81,7 @@ where
         match chunk(PRUNE_CHUNK).await {
             Ok(n) => {
                 total += n;
+                metrics.retention(what, "pruned", n);
                 if n < u64::from(PRUNE_CHUNK) {
                     break;
                 }
@@ -82,6 +89,7 @@ where
                 tokio::time::sleep(PRUNE_PAUSE).await;
             }
             Err(e) => {
+                metrics.retention(what, "failed", 1);
                 tracing::warn!(message = "Pruning failed; it is tried again within the hour.", what, error = %e);
                 break;
             }
@@ -102,11 +110,24 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
 
+    fn counted(metrics: &Metrics, labels: &str) -> String {
+        let text = metrics.render().unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("fhirgate_retention_total{{{labels}}}")));
+        line.unwrap_or("none")
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .to_owned()
+    }
+
     #[tokio::test(start_paused = true)]
     async fn pruning_goes_on_in_chunks_until_one_comes_back_short() {
+        let metrics = Metrics::new();
         let asked = Mutex::new(Vec::new());
         let answers = Mutex::new(vec![Ok(1_000), Ok(1_000), Ok(17), Ok(1_000)]);
-        let total = in_chunks("jobs", |limit| {
+        let total = in_chunks("jobs", &metrics, |limit| {
             asked.lock().unwrap().push(limit);
             let next = answers.lock().unwrap().remove(0);
             async move { next }
@@ -114,16 +135,18 @@ mod tests {
         .await;
         assert_eq!(total, 2_017);
         assert_eq!(*asked.lock().unwrap(), vec![PRUNE_CHUNK; 3]);
+        assert_eq!(counted(&metrics, r#"kind="jobs",outcome="pruned""#), "2017");
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_failed_chunk_ends_the_round_with_what_went_before_it() {
+    async fn a_failed_chunk_ends_the_round_with_what_went_before_it_and_is_counted() {
+        let metrics = Metrics::new();
         let answers = Mutex::new(vec![
             Ok(1_000),
             Err(StoreError::Unavailable("down".into())),
             Ok(1_000),
         ]);
-        let total = in_chunks("jobs", |_| {
+        let total = in_chunks("message_log", &metrics, |_| {
             let next = answers.lock().unwrap().remove(0);
             async move { next }
         })

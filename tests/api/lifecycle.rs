@@ -363,7 +363,8 @@ async fn a_finished_job_is_kept_for_its_retention_then_its_status_url_answers_40
 
     let days = app.settings.jobs.retention_days;
     assert_eq!(days, 30, "[jobs] retention_days defaults to 30");
-    let pruned = fhirgate::service::retention::prune_jobs_now(store, days).await;
+    let metrics = &app.state().metrics;
+    let pruned = fhirgate::service::retention::prune_jobs_now(store, days, metrics).await;
     assert_eq!(pruned, 0, "a job finished just now is within its retention");
     assert_eq!(app.get(local(&app, &location)).await.status(), 200);
     let same = app.post_envelope(&spec_group_route(), &seed()).await;

@@ -382,6 +382,15 @@ async fn message_log_records_older_than_the_retention_are_pruned_by_the_gateway(
     assert_eq!(gone["total"], 0);
     let (_, kept) = admin_get(&app, &format!("/admin/logs?logId={}", recent.log_id)).await;
     assert_eq!(kept["total"], 1);
+    let scraped = app.get(app.url("/metrics")).await.text().await.unwrap();
+    assert_eq!(
+        metric(
+            &scraped,
+            r#"fhirgate_retention_total{kind="message_log",outcome="pruned"}"#
+        ),
+        12_001.0,
+        "what the gateway pruned is counted"
+    );
 }
 
 fn metric(text: &str, name_and_labels: &str) -> f64 {
