@@ -157,6 +157,14 @@ mod tests {
             1,
             "no chunk after the failure"
         );
+        assert_eq!(
+            counted(&metrics, r#"kind="message_log",outcome="pruned""#),
+            "1000"
+        );
+        assert_eq!(
+            counted(&metrics, r#"kind="message_log",outcome="failed""#),
+            "1"
+        );
     }
 
     #[test]
