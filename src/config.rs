@@ -938,6 +938,18 @@ mod tests {
     }
 
     #[test]
+    fn finished_jobs_are_kept_30_days_unless_configured_and_0_or_more_than_ten_years_is_refused() {
+        assert_eq!(Settings::from_toml("").unwrap().jobs.retention_days, 30);
+        let set = Settings::from_toml("[jobs]\nretention_days = 90\n").unwrap();
+        assert_eq!(set.jobs.retention_days, 90);
+        for bad in ["0", "3651", "-1", "\"a month\""] {
+            let err =
+                Settings::from_toml(&format!("[jobs]\nretention_days = {bad}\n")).unwrap_err();
+            assert!(err.to_string().contains("retention_days"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn a_sandbox_whose_own_keep_alive_ends_before_the_clients_idle_reuse_is_warned_about() {
         const SANDBOX: &str = "[[destinations]]\nslug = \"sandbox\"\nname = \"Sandbox\"\nvendor = \"sandbox\"\n\
                                [destinations.environments.Development]\nbase_url = \"http://127.0.0.1:8080/sandbox/r4\"\n";

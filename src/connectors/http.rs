@@ -289,7 +289,7 @@ fn static_lower(name: &'static str) -> &'static str {
 
 /// How many times an idempotent request (or a token request, made anew each time) goes out when each
 /// connection it goes out on closes before answering.
-pub(crate) const ATTEMPTS: usize = 3;
+const ATTEMPTS: usize = 3;
 
 /// Whether a request may go out again when the connection it went out on closed before any answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -312,28 +312,47 @@ pub(crate) async fn execute(
     request: reqwest::Request,
     resend: Resend,
 ) -> Result<reqwest::Response, reqwest::Error> {
-    let mut request = request;
-    for _ in 1..ATTEMPTS {
-        let again = (resend == Resend::WhenClosedUnanswered && request.method().is_idempotent())
-            .then(|| request.try_clone())
-            .flatten();
-        match (client.execute(request).await, again) {
-            (Err(e), Some(again)) if closed_before_answer(&e) => {
+    if resend == Resend::Never || !request.method().is_idempotent() {
+        return client.execute(request).await;
+    }
+    match execute_anew(client, || request.try_clone().ok_or(Unrepeatable)).await {
+        Ok(answer) => answer,
+        // A streamed body cannot be copied: the request goes once, as it is.
+        Err(Unrepeatable) => client.execute(request).await,
+    }
+}
+
+/// A request whose body cannot be copied to send again.
+struct Unrepeatable;
+
+/// Sends the request `make` makes; when the connection it went out on closed before any answer came,
+/// `make` makes it anew and it goes on another connection, [`ATTEMPTS`] times at most. For a request
+/// that may go again only as a new one (a token request: each carries a client assertion with a jti
+/// of its own), and for [`execute`]'s copies. `make`'s error ends it.
+pub(crate) async fn execute_anew<E>(
+    client: &reqwest::Client,
+    mut make: impl FnMut() -> Result<reqwest::Request, E>,
+) -> Result<Result<reqwest::Response, reqwest::Error>, E> {
+    let mut attempt = 1;
+    loop {
+        let request = make()?;
+        let method = request.method().clone();
+        match client.execute(request).await {
+            Err(e) if attempt < ATTEMPTS && closed_before_answer(&e) => {
                 tracing::debug!(
                     message = "The upstream closed the connection before answering; sending the request again on another.",
-                    method = %again.method()
+                    method = %method
                 );
-                request = again;
+                attempt += 1;
             }
-            (answer, _) => return answer,
+            answer => return Ok(answer),
         }
     }
-    client.execute(request).await
 }
 
 /// Whether `e` says the connection closed (or was reset) after the request went out and before any
 /// of the answer came: not a timeout, not a refused connection, not an answer cut short.
-pub(crate) fn closed_before_answer(e: &reqwest::Error) -> bool {
+fn closed_before_answer(e: &reqwest::Error) -> bool {
     if e.is_timeout() || e.is_connect() || e.is_body() || e.is_decode() || e.is_builder() {
         return false;
     }

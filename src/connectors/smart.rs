@@ -223,8 +223,7 @@ impl SmartClient {
         // A token request whose connection closed before any answer goes again on another, made
         // anew: its client assertion carries a fresh jti, as an EHR that saw the first one (and
         // remembers its jti against replay) would refuse it a second time.
-        let mut attempt = 1;
-        let answer = loop {
+        let sent = super::http::execute_anew(&self.http, || {
             let assertion = self.assertion(&token_url)?;
             let form = [
                 ("grant_type", "client_credentials"),
@@ -235,29 +234,18 @@ impl SmartClient {
                 ("client_assertion", assertion.expose()),
                 ("scope", self.scope.as_str()),
             ];
-            let sent = self
-                .http
+            self.http
                 .post(token_url.clone())
                 .header("Accept", "application/json")
                 .form(&form)
-                .send()
-                .await;
-            match sent {
-                Ok(answer) => break answer,
-                Err(e)
-                    if attempt < super::http::ATTEMPTS && super::http::closed_before_answer(&e) =>
-                {
-                    tracing::debug!(
-                        message = "The EHR's token endpoint closed the connection before answering; asking again on another."
-                    );
-                    attempt += 1;
-                }
-                Err(_) => {
-                    self.observe_fetch(started, None, false);
-                    return Err(refused("the EHR's token endpoint could not be reached"));
-                }
-            }
-        };
+                .build()
+                .map_err(|_| refused("the EHR's token request could not be made"))
+        })
+        .await?;
+        let answer = sent.map_err(|_| {
+            self.observe_fetch(started, None, false);
+            refused("the EHR's token endpoint could not be reached")
+        })?;
         let status = answer.status().as_u16();
         if !answer.status().is_success() {
             self.observe_fetch(started, Some(status), false);

@@ -326,7 +326,7 @@ pub(crate) async fn job_detail(
         .get(job_id)
         .await
         .map_err(store_error)?
-        .ok_or_else(|| GatewayError::NotFound("No job with this id (a finished job goes [jobs] retention_days after its last change).".into()))?;
+        .ok_or_else(|| GatewayError::NotFound("No job with this id.".into()))?;
     state.log.flush().await;
     let kickoff_attempts = state
         .store
