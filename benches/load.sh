@@ -125,15 +125,18 @@ runs = sorted((json.loads(l) for l in sys.stdin if l.strip()), key=lambda r: r[s
 print(json.dumps(runs[len(runs) // 2]))' "$1"; }
 
 # Where a round's time went, for the gateway at saturation: its CPU per kick-off (all its threads, and
-# the store writer's thread alone) and the share of the machine's cores left idle. A gateway short of
-# CPU leaves none idle; one that waits (for the disk, or for a core between its threads' hand-offs)
-# leaves some, and then more connections, not less work, would raise its rate.
-cpu_snapshot() { # pid: "process-ticks writer-ticks idle-ticks total-ticks"
-    local writer=0 t
+# the store writer's thread alone), the share of the machine's cores left idle, and its threads'
+# context switches per kick-off. A gateway short of CPU leaves none idle; one that waits (for the disk,
+# or for a core between its threads' hand-offs) leaves some, and then more connections, not less work,
+# would raise its rate. A hand-off that finds the other thread asleep is a context switch (and a
+# wake-up); one that finds it at work is none.
+cpu_snapshot() { # pid: "process-ticks writer-ticks idle-ticks total-ticks context-switches"
+    local writer=0 switches=0 t
     for t in /proc/"$1"/task/*; do
         if [ "$(cat "$t/comm" 2>/dev/null)" = store-writer ]; then writer=$(awk '{print $14 + $15}' "$t/stat"); fi
+        switches=$((switches + $(awk '/ctxt_switches/ {s += $2} END {print s + 0}' "$t/status" 2>/dev/null || echo 0)))
     done
-    echo "$(awk '{print $14 + $15}' "/proc/$1/stat") $writer $(awk '/^cpu /{print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat)"
+    echo "$(awk '{print $14 + $15}' "/proc/$1/stat") $writer $(awk '/^cpu /{print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat) $switches"
 }
 # cpu_profile BEFORE AFTER SUMMARY: the round's figures as JSON.
 cpu_profile() { python3 -c '
@@ -142,7 +145,8 @@ b, a = ([int(x) for x in s.split()] for s in sys.argv[1:3])
 n = sum(json.loads(sys.argv[3])["status"].values()) or 1
 tick = 1e6 / os.sysconf("SC_CLK_TCK")
 print(json.dumps({"cpu_us": round((a[0] - b[0]) * tick / n, 1), "writer_us": round((a[1] - b[1]) * tick / n, 1),
-                  "idle": round((a[2] - b[2]) / max(a[3] - b[3], 1), 3)}))' "$@"; }
+                  "idle": round((a[2] - b[2]) / max(a[3] - b[3], 1), 3),
+                  "switches": round((a[4] - b[4]) / n, 2)}))' "$@"; }
 
 # The disk's own durable-write latency: every kick-off waits for two (the reservation, then the EHR's
 # answer), so it sets a floor under the gateway's latency that nginx does not have.
@@ -175,7 +179,8 @@ gw_sat=$(printf '%s' "$gw_runs" | median rps)
 echo "  medians: upstream alone $up_sat"
 echo "           nginx proxy    $ng_sat"
 echo "           gateway        $gw_sat"
-echo "           its CPU        $gw_cpu (cpu_us: all its threads, writer_us: the store writer; idle: the cores' share left idle)"
+echo "           its CPU        $gw_cpu (cpu_us: all its threads, writer_us: the store writer; idle: the cores' share left idle;"
+echo "                          switches: its threads' context switches a kick-off, voluntary and not)"
 # The fixed rate measures a steady 200/s, not the tail of the saturation run: let the kernel write
 # back what that run left dirty (tens of thousands of jobs) before it starts.
 sync; sleep 3
@@ -293,5 +298,6 @@ line("poller upstream polls/s, one replica", f"{polls:.0f}", ">= 1000", polls >=
 print(f"  (nginx / upstream alone at saturation: {ns['rps'] / us['rps']:.3f})")
 cpu = json.loads(sys.argv[10])
 print(f"  (the gateway at saturation, median round: {cpu['cpu_us']:.0f} us of CPU a kick-off, the store writer"
-      f" {cpu['writer_us']:.0f} of them; {cpu['idle'] * 100:.0f}% of the cores idle)")
+      f" {cpu['writer_us']:.0f} of them; {cpu['idle'] * 100:.0f}% of the cores idle;"
+      f" {cpu['switches']:.1f} context switches of its threads a kick-off)")
 PY
